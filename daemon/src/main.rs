@@ -1,0 +1,116 @@
+//! `hark`: the command-line entry point. Parses arguments, sets up logging,
+//! and hands off to one module per command; errors are printed once, with
+//! their context chain, by `main`.
+
+mod bench;
+mod devices;
+mod listen;
+mod models_cmd;
+mod progress;
+mod stt_setup;
+mod transcribe;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Hark: a local voice assistant that listens, understands and answers,
+/// entirely on this machine.
+///
+/// Audio comes from the default microphone (ALSA/PulseAudio/PipeWire through
+/// cpal) or from WAV files; speech is found with WebRTC VAD and transcribed
+/// with Whisper (whisper.cpp). Models live in the model store
+/// ($HARK_MODELS_DIR, else $XDG_DATA_HOME/hark/models, else
+/// ~/.local/share/hark/models); install them with `hark models fetch`.
+#[derive(Parser, Debug)]
+#[command(name = "hark", version, propagate_version = true)]
+struct Cli {
+    /// Model store directory (overrides HARK_MODELS_DIR and XDG_DATA_HOME).
+    #[arg(long, global = true, value_name = "DIR")]
+    models_dir: Option<PathBuf>,
+
+    /// More log output on stderr (-v: debug, -vv: trace). HARK_LOG takes a
+    /// full tracing filter instead.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List audio capture and playback devices.
+    Devices,
+    /// Install, list and convert models.
+    #[command(subcommand)]
+    Models(models_cmd::ModelsCommand),
+    /// Print the transcript of a whole WAV file.
+    Transcribe(transcribe::TranscribeArgs),
+    /// Listen (microphone or WAV file) and print each utterance as soon as it
+    /// has ended, with its start and end time.
+    Listen(listen::ListenArgs),
+    /// Measure speed and CPU use; prints JSON on stdout.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Which Whisper model to use; shared by every command that transcribes.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Whisper model: a catalogue name (tiny.en, base) or a path to a
+    /// whisper.cpp ggml file.
+    #[arg(long, short = 'm', default_value = "tiny.en", value_name = "NAME|PATH")]
+    pub model: String,
+
+    /// Threads for Whisper (default: all cores, at most 8).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("hark: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let store = match &cli.models_dir {
+        Some(dir) => hark_models::store::ModelStore::at(dir),
+        None => hark_models::store::ModelStore::from_env()?,
+    };
+    match cli.command {
+        Command::Devices => devices::run(),
+        Command::Models(cmd) => models_cmd::run(cmd, &store),
+        Command::Transcribe(args) => transcribe::run(args, &store),
+        Command::Listen(args) => listen::run(args, &store),
+        Command::Bench(cmd) => bench::run(cmd, &store),
+    }
+}
+
+/// Logs go to stderr in a plain, journald-friendly form (no colours unless a
+/// terminal is attached). whisper.cpp's own chatter is routed through
+/// tracing and kept at warnings unless asked for.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "info,whisper_rs=warn",
+        1 => "debug,whisper_rs=info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("HARK_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(verbose > 0)
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,67 @@
+//! Resolving `--model` to a file and loading Whisper with an error message
+//! that tells the user what to do.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use hark_models::store::{self, ModelStore};
+use hark_stt::{SttConfig, WhisperStt};
+
+use crate::ModelArgs;
+
+/// The file `--model` names: a catalogue entry in the store, or a path.
+pub fn resolve_model(args: &ModelArgs, store: &ModelStore) -> anyhow::Result<PathBuf> {
+    let Some(spec) = store::spec_by_name(&args.model) else {
+        let path = PathBuf::from(&args.model);
+        if !path.is_file() {
+            bail!(
+                "Whisper model '{}' is neither a catalogue name ({}) nor an existing file",
+                args.model,
+                names()
+            );
+        }
+        return Ok(path);
+    };
+    let path = store.path_of(spec);
+    let size = match std::fs::metadata(&path) {
+        Ok(m) => m.len(),
+        Err(_) => bail!(
+            "Whisper model {} is not installed (expected {}); run `hark models fetch`{}",
+            spec.name,
+            path.display(),
+            if spec.default { String::new() } else { format!(" {}", spec.name) }
+        ),
+    };
+    // A size check is free and catches the usual damage (an interrupted copy)
+    // before whisper.cpp reads garbage; the full hash is `hark models list`'s job.
+    if size != spec.size {
+        bail!(
+            "Whisper model file {} is corrupt: {size} bytes, expected {}; run `hark models fetch` to reinstall it",
+            path.display(),
+            spec.size
+        );
+    }
+    Ok(path)
+}
+
+fn names() -> String {
+    let names: Vec<&str> = store::CATALOGUE.iter().map(|s| s.name).collect();
+    names.join(", ")
+}
+
+pub fn load_whisper(args: &ModelArgs, store: &ModelStore) -> anyhow::Result<WhisperStt> {
+    let path = resolve_model(args, store)?;
+    let mut config = SttConfig::default();
+    if let Some(threads) = args.threads {
+        config.threads = threads.max(1);
+    }
+    let started = std::time::Instant::now();
+    let stt = WhisperStt::load(&path, config).with_context(|| {
+        format!(
+            "loading Whisper model {} (run `hark models fetch` to reinstall the defaults)",
+            path.display()
+        )
+    })?;
+    tracing::info!(model = %path.display(), ms = started.elapsed().as_millis() as u64, "Whisper model loaded");
+    Ok(stt)
+}

@@ -1,0 +1,269 @@
+//! Speech to text for Hark: whisper.cpp (through whisper-rs) on one
+//! endpointed utterance or one whole file at a time.
+//!
+//! Two things matter beyond calling whisper.cpp:
+//! - **Speed on short utterances.** Whisper encodes a 30 s window unless told
+//!   otherwise; [`audio_ctx_for`] shrinks the encoder's context to the audio
+//!   actually given (plus a margin), which is what makes a 3 s utterance
+//!   cheap.
+//! - **Silence is not speech.** Whisper happily "hears" *Thank you.* in noise.
+//!   Segments whose no-speech probability is high, or whose text is only a
+//!   non-speech marker, are dropped so callers get no text at all.
+
+use std::path::{Path, PathBuf};
+
+use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
+
+/// Whisper's input rate; callers must hand 16 kHz mono `f32`.
+pub const SAMPLE_RATE: usize = 16_000;
+
+/// One encoder position covers 20 ms of audio (two 10 ms mel frames).
+const SAMPLES_PER_AUDIO_CTX: usize = 320;
+/// The full 30 s window.
+const MAX_AUDIO_CTX: usize = 1500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SttError {
+    #[error("Whisper model {path} does not exist")]
+    ModelMissing { path: PathBuf },
+    #[error("Whisper model {path} could not be loaded (truncated or not a whisper.cpp ggml file): {message}")]
+    ModelLoad { path: PathBuf, message: String },
+    #[error("Whisper failed on {seconds:.2} s of audio: {message}")]
+    Inference { seconds: f32, message: String },
+}
+
+/// Anything that turns 16 kHz mono audio into text. The real backend is
+/// [`WhisperStt`]; tests may script their own.
+pub trait SpeechToText: Send {
+    fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, SttError>;
+}
+
+/// Settings for [`WhisperStt`].
+#[derive(Debug, Clone)]
+pub struct SttConfig {
+    /// Threads whisper.cpp may use.
+    pub threads: usize,
+    /// Spoken language (ISO 639-1); `.en` models ignore it.
+    pub language: String,
+    /// Segments whose no-speech probability exceeds this are dropped.
+    pub no_speech_threshold: f32,
+    /// Shrink the encoder context to the audio length (see [`audio_ctx_for`]).
+    pub shrink_audio_ctx: bool,
+}
+
+impl Default for SttConfig {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .min(8),
+            language: "en".into(),
+            no_speech_threshold: 0.6,
+            shrink_audio_ctx: true,
+        }
+    }
+}
+
+/// A piece of recognised speech, with times relative to the audio given.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Segment {
+    pub start_secs: f32,
+    pub end_secs: f32,
+    pub text: String,
+    pub no_speech_prob: f32,
+}
+
+/// What Whisper heard; empty when it heard no speech.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Transcript {
+    pub segments: Vec<Segment>,
+}
+
+impl Transcript {
+    /// All segments' text joined with single spaces.
+    pub fn text(&self) -> String {
+        let parts: Vec<&str> = self.segments.iter().map(|s| s.text.as_str()).collect();
+        parts.join(" ")
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+}
+
+/// Encoder context (in 20 ms positions) for `n_samples` of audio: the audio
+/// plus one second of margin, rounded up to a multiple of 64 so whisper.cpp
+/// reuses its compute buffers, capped at the full 30 s window. The margin
+/// matters: tiny models cut the last word when the context ends right on it.
+pub fn audio_ctx_for(n_samples: usize) -> usize {
+    let needed = n_samples.div_ceil(SAMPLES_PER_AUDIO_CTX) + 50;
+    needed.div_ceil(64).saturating_mul(64).min(MAX_AUDIO_CTX)
+}
+
+/// whisper.cpp behind [`SpeechToText`]. Holds the model and one decoding
+/// state, so it is used from one thread at a time.
+pub struct WhisperStt {
+    // Field order matters: the state borrows the context's model inside C.
+    state: whisper_rs::WhisperState,
+    _ctx: WhisperContext,
+    config: SttConfig,
+    model_path: PathBuf,
+}
+
+impl WhisperStt {
+    /// Loads a whisper.cpp ggml model.
+    pub fn load(path: &Path, config: SttConfig) -> Result<Self, SttError> {
+        if !path.is_file() {
+            return Err(SttError::ModelMissing {
+                path: path.to_path_buf(),
+            });
+        }
+        route_whisper_logs();
+        let load_error = |message: String| SttError::ModelLoad {
+            path: path.to_path_buf(),
+            message,
+        };
+        let path_str = path
+            .to_str()
+            .ok_or_else(|| load_error("path is not valid UTF-8".into()))?;
+        let ctx = WhisperContext::new_with_params(path_str, WhisperContextParameters::default())
+            .map_err(|e| load_error(e.to_string()))?;
+        let state = ctx.create_state().map_err(|e| load_error(e.to_string()))?;
+        Ok(Self {
+            state,
+            _ctx: ctx,
+            config,
+            model_path: path.to_path_buf(),
+        })
+    }
+
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+}
+
+impl SpeechToText for WhisperStt {
+    fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, SttError> {
+        let seconds = samples.len() as f32 / SAMPLE_RATE as f32;
+        if samples.is_empty() {
+            return Ok(Transcript::default());
+        }
+        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        params.set_n_threads(self.config.threads as i32);
+        params.set_language(Some(&self.config.language));
+        params.set_translate(false);
+        params.set_no_context(true);
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        params.set_suppress_blank(true);
+        params.set_suppress_nst(true);
+        params.set_no_speech_thold(self.config.no_speech_threshold);
+        if self.config.shrink_audio_ctx {
+            params.set_audio_ctx(audio_ctx_for(samples.len()) as i32);
+        }
+        // Whisper needs at least one second of input; shorter clips are padded
+        // with silence rather than rejected.
+        let padded;
+        let input = if samples.len() < SAMPLE_RATE + SAMPLE_RATE / 10 {
+            let mut buf = samples.to_vec();
+            buf.resize(SAMPLE_RATE + SAMPLE_RATE / 10, 0.0);
+            padded = buf;
+            &padded[..]
+        } else {
+            samples
+        };
+        self.state
+            .full(params, input)
+            .map_err(|e| SttError::Inference {
+                seconds,
+                message: e.to_string(),
+            })?;
+
+        let mut segments = Vec::new();
+        for segment in self.state.as_iter() {
+            let text = segment
+                .to_str_lossy()
+                .map(|t| t.trim().to_string())
+                .unwrap_or_default();
+            let no_speech_prob = segment.no_speech_probability();
+            if no_speech_prob > self.config.no_speech_threshold || is_non_speech_marker(&text) {
+                tracing::debug!(%text, no_speech_prob, "dropping non-speech segment");
+                continue;
+            }
+            segments.push(Segment {
+                // whisper.cpp timestamps are in centiseconds.
+                start_secs: segment.start_timestamp() as f32 / 100.0,
+                end_secs: (segment.end_timestamp() as f32 / 100.0).min(seconds),
+                text,
+                no_speech_prob,
+            });
+        }
+        Ok(Transcript { segments })
+    }
+}
+
+/// Text Whisper emits for audio without words: empty strings, lone
+/// punctuation, and bracketed sound descriptions such as `[BLANK_AUDIO]`,
+/// `(music)` or `*cough*`.
+pub fn is_non_speech_marker(text: &str) -> bool {
+    let t = text.trim();
+    if !t.chars().any(char::is_alphanumeric) {
+        return true;
+    }
+    let bracketed = |open: char, close: char| t.starts_with(open) && t.ends_with(close);
+    bracketed('[', ']') || bracketed('(', ')') || bracketed('*', '*') || bracketed('♪', '♪')
+}
+
+/// whisper.cpp prints its model-loading chatter straight to stderr; send it
+/// through `tracing` instead so `hark` output stays clean and logs stay
+/// uniform. Idempotent.
+fn route_whisper_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(whisper_rs::install_logging_hooks);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_ctx_covers_the_audio_with_margin() {
+        // 3 s = 150 positions, +50 margin = 200 -> rounded to 256.
+        assert_eq!(audio_ctx_for(3 * SAMPLE_RATE), 256);
+        assert!(audio_ctx_for(SAMPLE_RATE) >= 50);
+        assert_eq!(audio_ctx_for(29 * SAMPLE_RATE), MAX_AUDIO_CTX);
+        assert_eq!(audio_ctx_for(60 * SAMPLE_RATE), MAX_AUDIO_CTX);
+        for secs in 1..30 {
+            let ctx = audio_ctx_for(secs * SAMPLE_RATE);
+            assert!(ctx == MAX_AUDIO_CTX || ctx % 64 == 0, "{secs} s -> {ctx}");
+        }
+    }
+
+    #[test]
+    fn non_speech_markers_are_recognised() {
+        for t in ["", " . ", "[BLANK_AUDIO]", "(music)", "*cough*", "♪ ♪", "..."] {
+            assert!(is_non_speech_marker(t), "{t:?}");
+        }
+        for t in ["Front left.", "ask not", "(laughs) ok then"] {
+            assert!(!is_non_speech_marker(t), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn missing_model_is_named() {
+        let err = WhisperStt::load(Path::new("/nonexistent/ggml-tiny.en.bin"), SttConfig::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("/nonexistent/ggml-tiny.en.bin"), "{err}");
+    }
+
+    #[test]
+    fn transcript_text_joins_segments() {
+        let seg = |t: &str| Segment { start_secs: 0.0, end_secs: 1.0, text: t.into(), no_speech_prob: 0.0 };
+        let t = Transcript { segments: vec![seg("Hello there."), seg("General Kenobi.")] };
+        assert_eq!(t.text(), "Hello there. General Kenobi.");
+    }
+}

@@ -1,0 +1,144 @@
+//! Shared helpers for Hark's integration tests: where the binary, the
+//! models and the recordings are, word error rate, and running `hark`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn hark() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hark"))
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Where `scripts/setup` puts downloaded recordings (jfk.wav).
+pub fn testdata() -> PathBuf {
+    std::env::var_os("HARK_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cache/testdata"))
+}
+
+/// A recording the test needs; a missing one fails the test with the fix.
+pub fn recording(path: impl AsRef<Path>) -> PathBuf {
+    let path = path.as_ref();
+    assert!(
+        path.is_file(),
+        "test recording {} is missing; run scripts/setup (or scripts/test)",
+        path.display()
+    );
+    path.to_path_buf()
+}
+
+pub const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
+
+/// (file, reference text) for the five LibriVox clips and JFK.
+pub fn speech_corpus() -> Vec<(PathBuf, String)> {
+    let transcription = std::fs::read_to_string(recording(format!("{LIBRIVOX}/transcription")))
+        .expect("read librivox/transcription");
+    let mut corpus: Vec<(PathBuf, String)> = transcription
+        .lines()
+        .filter_map(|line| {
+            // "<s> words </s> (file-id)"
+            let (text, id) = line.rsplit_once('(')?;
+            let id = id.trim_end_matches(')').trim();
+            let text = text.replace("<s>", "").replace("</s>", "");
+            Some((recording(format!("{LIBRIVOX}/{id}.wav")), text.trim().to_string()))
+        })
+        .collect();
+    assert_eq!(corpus.len(), 5, "expected five LibriVox clips");
+    corpus.push((
+        recording(testdata().join("jfk.wav")),
+        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.".into(),
+    ));
+    corpus
+}
+
+/// Lower-case words without punctuation; spelled-out honorifics so that
+/// "Mr." and "mister" compare equal.
+pub fn normalize(text: &str) -> Vec<String> {
+    let cleaned: String = text
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_alphanumeric() || c == '\'' { c } else { ' ' })
+        .collect();
+    cleaned
+        .split_whitespace()
+        .map(|w| match w {
+            "mr" => "mister".to_string(),
+            "mrs" => "missus".to_string(),
+            w => w.to_string(),
+        })
+        .collect()
+}
+
+/// Word-level edit distance between reference and hypothesis.
+pub fn word_errors(reference: &[String], hypothesis: &[String]) -> usize {
+    let mut prev: Vec<usize> = (0..=hypothesis.len()).collect();
+    for (i, r) in reference.iter().enumerate() {
+        let mut cur = vec![i + 1; hypothesis.len() + 1];
+        for (j, h) in hypothesis.iter().enumerate() {
+            let substitution = prev[j] + usize::from(r != h);
+            cur[j + 1] = substitution.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[hypothesis.len()]
+}
+
+pub fn wer(reference: &str, hypothesis: &str) -> f64 {
+    let r = normalize(reference);
+    word_errors(&r, &normalize(hypothesis)) as f64 / r.len().max(1) as f64
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run hark");
+    eprintln!(
+        "$ {:?}\n--- stdout\n{}--- stderr\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A 16 kHz mono 16-bit WAV, written by hand so the test does not trust the
+/// code under test to write it.
+pub fn write_wav(path: &std::path::Path, samples: &[i16]) {
+    let data_len = (samples.len() * 2) as u32;
+    let mut b = Vec::with_capacity(44 + data_len as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&16000u32.to_le_bytes());
+    b.extend_from_slice(&32000u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn wer_counts_substitutions_insertions_deletions() {
+    assert_eq!(wer("a b c d", "a b c d"), 0.0);
+    assert_eq!(wer("a b c d", "a x c d"), 0.25);
+    assert_eq!(wer("a b c d", "a b c"), 0.25);
+    assert_eq!(wer("a b c d", "a b b c d"), 0.25);
+    assert_eq!(wer("Mister Smith, ill-disposed.", "mr smith ill disposed"), 0.0);
+}

@@ -15,7 +15,7 @@
 //! * **Onset.** While idle, the last `ceil(onset_ms / frame_ms)` decisions
 //!   are kept in a sliding window. An onset is confirmed once the window holds
 //!   enough speech frames: all of them for windows shorter than 8 frames, and
-//!   one miss per 8 frames beyond that (so 10 ms frames tolerate the odd
+//!   one miss allowed per full 8 frames beyond that (so 10 ms frames tolerate the odd
 //!   dropped decision inside a real syllable). The speech start is then the
 //!   first sample of the first speech frame in the window, not the frame that
 //!   confirmed it, so the confirmation delay costs latency, never audio.

@@ -110,7 +110,7 @@ impl WavDecoder {
             Ok(()) => Ok(read),
             // Recorders that were killed mid-write leave a header promising
             // more data than the file holds; what is there is still good.
-            Err(hound::Error::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(hound::Error::IoError(e)) if is_end_of_data(&e) => {
                 tracing::warn!(
                     path = %self.path.display(),
                     samples = self.samples_read,
@@ -138,6 +138,15 @@ impl WavDecoder {
     fn block_len(&self) -> usize {
         (self.spec.sample_rate as usize * READ_BLOCK_MS / 1000).max(1) * self.spec.channels as usize
     }
+}
+
+/// Whether a read error just means the data stopped early. Hound reports a
+/// short read as a plain `Other` error with this message, std as
+/// `UnexpectedEof`.
+fn is_end_of_data(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::UnexpectedEof
+        || (error.kind() == std::io::ErrorKind::Other
+            && error.to_string() == "Failed to read enough bytes.")
 }
 
 fn describe_hound_error(error: &hound::Error) -> String {

@@ -55,6 +55,8 @@ pub fn load_whisper(args: &ModelArgs, store: &ModelStore) -> anyhow::Result<Whis
     if let Some(threads) = args.threads {
         config.threads = threads.max(1);
     }
+    config.shrink_audio_ctx = !args.full_window;
+    config.beam_size = args.beam_size.max(1);
     let started = std::time::Instant::now();
     let stt = WhisperStt::load(&path, config).with_context(|| {
         format!(

@@ -49,6 +49,9 @@ pub struct SttConfig {
     pub no_speech_threshold: f32,
     /// Shrink the encoder context to the audio length (see [`audio_ctx_for`]).
     pub shrink_audio_ctx: bool,
+    /// Beam width for decoding; 1 is greedy. Beam search costs decoder time
+    /// but fixes tiny models' typical slips ("old-sposed" for "ill-disposed").
+    pub beam_size: usize,
 }
 
 impl Default for SttConfig {
@@ -61,6 +64,7 @@ impl Default for SttConfig {
             language: "en".into(),
             no_speech_threshold: 0.6,
             shrink_audio_ctx: true,
+            beam_size: 5,
         }
     }
 }
@@ -149,7 +153,15 @@ impl SpeechToText for WhisperStt {
         if samples.is_empty() {
             return Ok(Transcript::default());
         }
-        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+        let strategy = if self.config.beam_size > 1 {
+            SamplingStrategy::BeamSearch {
+                beam_size: self.config.beam_size as i32,
+                patience: -1.0,
+            }
+        } else {
+            SamplingStrategy::Greedy { best_of: 1 }
+        };
+        let mut params = FullParams::new(strategy);
         params.set_n_threads(self.config.threads as i32);
         params.set_language(Some(&self.config.language));
         params.set_translate(false);

@@ -95,7 +95,6 @@ pub(crate) struct Ct2Model {
     file: File,
     pub spec_name: String,
     pub spec_revision: u32,
-    pub file_len: u64,
     variables: HashMap<String, Ct2Variable>,
     /// Alias name → the variable it stands for (e.g. a tied projection).
     aliases: HashMap<String, String>,
@@ -193,7 +192,6 @@ impl Ct2Model {
             file,
             spec_name,
             spec_revision,
-            file_len,
             variables,
             aliases,
         })

@@ -105,10 +105,14 @@ pub(crate) fn write_tensor_header(
     out.write_all(name.as_bytes())
 }
 
+/// Bytes of a tensor record before its data: three i32s, the dims, the name.
+pub(crate) fn tensor_header_len(name: &str, torch_dims: &[u64]) -> u64 {
+    3 * 4 + 4 * torch_dims.len() as u64 + name.len() as u64
+}
+
 /// Bytes one tensor record occupies (header, name and data).
 pub(crate) fn tensor_record_len(name: &str, torch_dims: &[u64], ggml_type: GgmlType) -> u64 {
-    let header = 3 * 4 + 4 * torch_dims.len() as u64 + name.len() as u64;
-    header + torch_dims.iter().product::<u64>() * ggml_type.size()
+    tensor_header_len(name, torch_dims) + torch_dims.iter().product::<u64>() * ggml_type.size()
 }
 
 /// Reads just the magic and hyper-parameters of a whisper.cpp ggml file.

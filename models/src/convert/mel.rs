@@ -79,7 +79,11 @@ pub(crate) fn slaney_mel_filters(sample_rate: u32, n_fft: usize, n_mels: usize) 
         for (weight, &hz) in row.iter_mut().zip(&bin_hz) {
             let rising = -(left - hz) / rising_width;
             let falling = (right - hz) / falling_width;
-            let triangle = rising.min(falling).max(0.0);
+            // np.maximum(0, x) keeps x unless 0 > x, so the -0.0 that
+            // band 0 gets at 0 Hz survives (Rust's f64::max would not
+            // promise that, and the reference table has it).
+            let lower = rising.min(falling);
+            let triangle = if 0.0 > lower { 0.0 } else { lower };
             // librosa stores the triangle in a float32 array, then scales
             // that array in place: two roundings, reproduced here.
             let stored = triangle as f32;
@@ -97,13 +101,14 @@ mod tests {
         slaney_mel_filters(WHISPER_SAMPLE_RATE, WHISPER_N_FFT, n_mels)
     }
 
-    /// Values from Whisper's `mel_filters.npz` (librosa 80-band bank).
+    /// Values from Whisper's `mel_filters.npz` (librosa 80-band bank),
+    /// printed as the f64 that each stored f32 widens to.
     #[test]
     fn matches_known_librosa_values() {
         let bank = whisper_bank(80);
         let at = |band: usize, bin: usize| bank[band * 201 + bin];
         let known = [
-            (0, 1, 0.024_862_594_902_515_41_f32),
+            (0, 1, 0.024_862_594_902_515_41_f64),
             (1, 1, 0.001_990_821_911_022_067),
             (1, 2, 0.022_871_771_827_340_126),
             (10, 10, 0.019_908_217_713_236_81),
@@ -116,17 +121,42 @@ mod tests {
             (79, 199, 0.000_448_759_004_939_347_5),
         ];
         for (band, bin, expected) in known {
-            let got = at(band, bin);
+            let got = f64::from(at(band, bin));
             assert!(
                 (got - expected).abs() <= 1e-9,
                 "band {band} bin {bin}: {got} != {expected}"
             );
         }
-        // Outside its triangle a band is exactly zero.
-        assert_eq!(at(0, 0), 0.0);
+        // Outside its triangle a band is exactly zero; at 0 Hz librosa's
+        // arithmetic yields -0.0, which the reference table keeps.
+        assert_eq!(at(0, 0).to_bits(), (-0.0f32).to_bits());
         assert_eq!(at(0, 2), 0.0);
         assert_eq!(at(79, 200), 0.0);
         assert_eq!(at(40, 41), 0.0);
+    }
+
+    fn sha256_hex(bank: &[f32]) -> String {
+        use sha2::{Digest, Sha256};
+        let bytes: Vec<u8> = bank.iter().flat_map(|w| w.to_le_bytes()).collect();
+        Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// SHA-256 of the little-endian f32 arrays `mel_80` and `mel_128` in
+    /// OpenAI Whisper's `whisper/assets/mel_filters.npz`: the whole bank
+    /// must match the table the reference ggml files carry, bit for bit.
+    #[test]
+    fn whole_bank_is_bit_identical_to_whispers_table() {
+        assert_eq!(
+            sha256_hex(&whisper_bank(80)),
+            "4f2701b1d287d74a0dc9871026e9519d98cb76426615f2539b0d151a0ae4ec2e"
+        );
+        assert_eq!(
+            sha256_hex(&whisper_bank(128)),
+            "2a5f9822897750e047c85dea37cc268d3be0ecfd23c28a5f10da129d99d05afe"
+        );
     }
 
     #[test]
@@ -137,7 +167,11 @@ mod tests {
             let row = &bank[band * 201..(band + 1) * 201];
             assert!(row.iter().all(|&w| w >= 0.0));
             let peak = (0..201).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
-            assert!(peak >= previous_peak, "band {band} peaks before band {}", band - 1);
+            assert!(
+                peak >= previous_peak,
+                "band {band} peaks before band {}",
+                band - 1
+            );
             previous_peak = peak;
             // Non-zero weights form one contiguous run around the peak.
             let nonzero: Vec<usize> = (0..201).filter(|&k| row[k] > 0.0).collect();
@@ -151,7 +185,10 @@ mod tests {
         // their weights sum to the same value (librosa: 0.02486259).
         for band in 0..5 {
             let sum: f32 = bank[band * 201..(band + 1) * 201].iter().sum();
-            assert!((sum - 0.024_862_59).abs() < 1e-6, "band {band} sums to {sum}");
+            assert!(
+                (sum - 0.024_862_59).abs() < 1e-6,
+                "band {band} sums to {sum}"
+            );
         }
     }
 

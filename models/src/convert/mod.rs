@@ -39,8 +39,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use ct2::{Ct2Dtype, Ct2Model, Ct2Variable};
-use ggml::{GgmlType, FTYPE_MOSTLY_F16};
 pub use ggml::{read_ggml_header, GgmlHeader};
+use ggml::{GgmlType, FTYPE_MOSTLY_F16};
 use vocab::TextVocabulary;
 
 /// Spec name and revision of the CTranslate2 layout this converter maps.
@@ -152,8 +152,11 @@ pub fn convert_ct2_dir(
     let plan = plan_tensors(&model, &dims)?;
     check_key_biases_are_zero(&mut model, &dims)?;
     let vocabulary = vocab::read_tokenizer_json(&ct2_dir.join("tokenizer.json"), dims.n_vocab)?;
-    let mel_filters =
-        mel::slaney_mel_filters(mel::WHISPER_SAMPLE_RATE, mel::WHISPER_N_FFT, dims.n_mels as usize);
+    let mel_filters = mel::slaney_mel_filters(
+        mel::WHISPER_SAMPLE_RATE,
+        mel::WHISPER_N_FFT,
+        dims.n_mels as usize,
+    );
 
     let total_bytes = ggml::HEADER_LEN
         + mel_section_len(dims.n_mels)
@@ -181,7 +184,9 @@ pub fn convert_ct2_dir(
     for tensor in &plan {
         write_tensor(&mut sink, &mut model, tensor, &mut chunk)?;
     }
-    sink.writer.flush().map_err(|source| sink.io_error(source))?;
+    sink.writer
+        .flush()
+        .map_err(|source| sink.io_error(source))?;
     let bytes_written = sink.written;
     (sink.progress)(bytes_written, total_bytes);
     drop(sink);
@@ -243,8 +248,9 @@ impl WhisperDims {
 
         // Whisper ties the output projection to the token embedding, and
         // whisper.cpp relies on it; an untied projection cannot be expressed.
+        let embedding = model.resolved_name("decoder/embeddings/weight");
         if let Some(projection) = model.resolved_name("decoder/projection/weight") {
-            if projection != "decoder/embeddings/weight" {
+            if Some(projection) != embedding {
                 return Err(ConvertError::InvalidModel {
                     path: model.path().to_owned(),
                     reason: "decoder/projection/weight is not tied to decoder/embeddings/weight; \
@@ -307,6 +313,8 @@ fn matrix_shape(model: &Ct2Model, name: &str) -> Result<[u64; 2], ConvertError> 
 
 fn read_head_count(model: &mut Ct2Model, name: &str, state: u64) -> Result<u64, ConvertError> {
     let heads = model.read_int_scalar(name)?;
+    // `is_multiple_of` would need Rust 1.87; the workspace targets 1.85.
+    #[allow(clippy::manual_is_multiple_of)]
     if heads <= 0 || state % heads as u64 != 0 {
         return Err(ConvertError::InvalidModel {
             path: model.path().to_owned(),
@@ -323,7 +331,13 @@ fn read_head_count(model: &mut Ct2Model, name: &str, state: u64) -> Result<u64, 
 fn count_layers(model: &Ct2Model, prefix: &str) -> Result<u64, ConvertError> {
     let highest = model
         .variable_names()
-        .filter_map(|name| name.strip_prefix(prefix)?.split('/').next()?.parse::<u64>().ok())
+        .filter_map(|name| {
+            name.strip_prefix(prefix)?
+                .split('/')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .max();
     highest
         .map(|index| index + 1)
@@ -436,7 +450,10 @@ impl Planner<'_> {
                 found: variable.shape.clone(),
             });
         }
-        if !matches!(variable.dtype, Ct2Dtype::F16 | Ct2Dtype::F32 | Ct2Dtype::BF16) {
+        if !matches!(
+            variable.dtype,
+            Ct2Dtype::F16 | Ct2Dtype::F32 | Ct2Dtype::BF16
+        ) {
             return Err(ConvertError::UnsupportedDtype {
                 path: self.model.path().to_owned(),
                 name: ct2_name.to_owned(),
@@ -549,10 +566,24 @@ impl Planner<'_> {
         let attn = format!("{ours}.attn");
         let weight = |projection: &str| format!("{attn}.{projection}.weight");
         let bias = |projection: &str| format!("{attn}.{projection}.bias");
-        self.fused_part(&weight("query"), &fused_weight, 3, 0, &[d, d], GgmlType::F16)?;
+        self.fused_part(
+            &weight("query"),
+            &fused_weight,
+            3,
+            0,
+            &[d, d],
+            GgmlType::F16,
+        )?;
         self.fused_part(&bias("query"), &fused_bias, 3, 0, &[d], GgmlType::F32)?;
         self.fused_part(&weight("key"), &fused_weight, 3, 1, &[d, d], GgmlType::F16)?;
-        self.fused_part(&weight("value"), &fused_weight, 3, 2, &[d, d], GgmlType::F16)?;
+        self.fused_part(
+            &weight("value"),
+            &fused_weight,
+            3,
+            2,
+            &[d, d],
+            GgmlType::F16,
+        )?;
         self.fused_part(&bias("value"), &fused_bias, 3, 2, &[d], GgmlType::F32)?;
         self.linear(
             &format!("{attn}.out"),
@@ -748,8 +779,7 @@ fn write_tensor(
         tensor.ggml_type,
     )
     .map_err(|source| sink.io_error(source))?;
-    sink.wrote(ggml::tensor_record_len(&tensor.name, &tensor.torch_dims, tensor.ggml_type)
-        - tensor.n_elements() * tensor.ggml_type.size());
+    sink.wrote(ggml::tensor_header_len(&tensor.name, &tensor.torch_dims));
 
     let source_size = tensor.source.dtype.size();
     let mut element = tensor.first_element;
@@ -800,9 +830,8 @@ fn convert_elements<'a>(
         (Ct2Dtype::BF16, GgmlType::F32) => {
             converted.extend(halves().flat_map(|h| half::bf16_to_f32(h).to_le_bytes()))
         }
-        (Ct2Dtype::BF16, GgmlType::F16) => converted.extend(
-            halves().flat_map(|h| half::f32_to_f16(half::bf16_to_f32(h)).to_le_bytes()),
-        ),
+        (Ct2Dtype::BF16, GgmlType::F16) => converted
+            .extend(halves().flat_map(|h| half::f32_to_f16(half::bf16_to_f32(h)).to_le_bytes())),
         (Ct2Dtype::F32, GgmlType::F16) => {
             converted.extend(singles().flat_map(|v| half::f32_to_f16(v).to_le_bytes()))
         }

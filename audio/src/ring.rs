@@ -285,7 +285,10 @@ mod tests {
     fn drops_never_split_a_frame() {
         let (mut producer, mut consumer, stats) = sample_ring(5);
         // Stereo: 5 free slots hold two whole frames, not two and a half.
-        assert_eq!(producer.push_or_drop(&[1.0, -1.0, 2.0, -2.0, 3.0, -3.0], 2), 4);
+        assert_eq!(
+            producer.push_or_drop(&[1.0, -1.0, 2.0, -2.0, 3.0, -3.0], 2),
+            4
+        );
         assert_eq!(stats.overruns(), 2);
         assert_eq!(producer.push_iter_or_drop([4.0, -4.0].into_iter(), 2), 0);
         assert_eq!(stats.overruns(), 4);

@@ -64,7 +64,11 @@ impl WavDecoder {
                 return Err(bad_header(format!(
                     "unsupported sample format: {bits}-bit {} (supported: 8/16/24/32-bit \
                      integer PCM, 32-bit float)",
-                    if format == hound::SampleFormat::Int { "integer" } else { "float" }
+                    if format == hound::SampleFormat::Int {
+                        "integer"
+                    } else {
+                        "float"
+                    }
                 )))
             }
         }
@@ -388,12 +392,10 @@ impl WavSink {
     /// silently ignores errors; call this to find out about a full disk.
     pub fn finalize(self) -> Result<(), AudioError> {
         let path = self.path;
-        self.writer
-            .finalize()
-            .map_err(|e| AudioError::WavWrite {
-                path,
-                message: e.to_string(),
-            })
+        self.writer.finalize().map_err(|e| AudioError::WavWrite {
+            path,
+            message: e.to_string(),
+        })
     }
 }
 
@@ -412,7 +414,9 @@ mod tests {
         let mut writer = hound::WavWriter::create(path, spec).unwrap();
         let full_scale = ((1i64 << (bits - 1)) - 1) as f32;
         for &s in interleaved {
-            writer.write_sample((s * full_scale).round() as i32).unwrap();
+            writer
+                .write_sample((s * full_scale).round() as i32)
+                .unwrap();
         }
         writer.finalize().unwrap();
     }
@@ -476,7 +480,10 @@ mod tests {
             let level = peak(&joined[800..7200]);
             let tolerance = if bits == Some(8) { 0.03 } else { 0.01 };
             assert!((level - 0.5).abs() < tolerance, "{name}: peak {level}");
-            assert!(source.next_frame().unwrap().is_none(), "{name}: stays ended");
+            assert!(
+                source.next_frame().unwrap().is_none(),
+                "{name}: stays ended"
+            );
         }
     }
 

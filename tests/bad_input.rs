@@ -7,10 +7,16 @@ use common::*;
 
 fn assert_clean_failure(out: &std::process::Output, must_mention: &[&str]) {
     let err = stderr(out);
-    assert!(!out.status.success(), "expected failure, got success: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {err}"
+    );
     assert!(!err.contains("panicked"), "panic: {err}");
     for needle in must_mention {
-        assert!(err.contains(needle), "stderr does not mention {needle:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "stderr does not mention {needle:?}: {err}"
+        );
     }
 }
 
@@ -18,30 +24,46 @@ fn assert_clean_failure(out: &std::process::Output, must_mention: &[&str]) {
 fn missing_model_tells_the_user_to_fetch() {
     let empty = tempfile::tempdir().unwrap();
     let jfk = recording(testdata().join("jfk.wav"));
-    let out = run(hark().env("HARK_MODELS_DIR", empty.path()).arg("transcribe").arg(&jfk));
-    assert_clean_failure(&out, &["not installed", "hark models fetch", "ggml-tiny.en.bin"]);
+    let out = run(hark()
+        .env("HARK_MODELS_DIR", empty.path())
+        .arg("transcribe")
+        .arg(&jfk));
+    assert_clean_failure(
+        &out,
+        &["not installed", "hark models fetch", "ggml-tiny.en.bin"],
+    );
 }
 
 #[test]
 fn truncated_model_is_reported_as_corrupt() {
     let store = hark_models::store::ModelStore::from_env().unwrap();
     let model = store.path_of(&hark_models::store::WHISPER_TINY_EN);
-    let bytes = std::fs::read(&model).unwrap_or_else(|_| panic!("{} missing; run scripts/setup", model.display()));
+    let bytes = std::fs::read(&model)
+        .unwrap_or_else(|_| panic!("{} missing; run scripts/setup", model.display()));
     let dir = tempfile::tempdir().unwrap();
     let truncated = dir.path().join("ggml-tiny.en.bin");
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
     let jfk = recording(testdata().join("jfk.wav"));
 
     // In the store: caught by the size check before whisper.cpp sees it.
-    let out = run(hark().env("HARK_MODELS_DIR", dir.path()).arg("transcribe").arg(&jfk));
+    let out = run(hark()
+        .env("HARK_MODELS_DIR", dir.path())
+        .arg("transcribe")
+        .arg(&jfk));
     assert_clean_failure(&out, &["corrupt", "ggml-tiny.en.bin", "hark models fetch"]);
 
     // Given by path: whisper.cpp itself must refuse it without crashing us.
-    let out = run(hark().arg("transcribe").arg("--model").arg(&truncated).arg(&jfk));
+    let out = run(hark()
+        .arg("transcribe")
+        .arg("--model")
+        .arg(&truncated)
+        .arg(&jfk));
     assert_clean_failure(&out, &["could not be loaded", "ggml-tiny.en.bin"]);
 
     // `hark models list` flags it.
-    let out = run(hark().env("HARK_MODELS_DIR", dir.path()).args(["models", "list"]));
+    let out = run(hark()
+        .env("HARK_MODELS_DIR", dir.path())
+        .args(["models", "list"]));
     assert_clean_failure(&out, &["hark models fetch"]);
     assert!(stdout(&out).contains("CORRUPT"), "{}", stdout(&out));
 }
@@ -77,7 +99,10 @@ fn no_audio_device_is_explained() {
     // `default` cannot open.
     let dir = tempfile::tempdir().unwrap();
     let out = run(hark()
-        .env("PULSE_SERVER", format!("unix:{}/nowhere", dir.path().display()))
+        .env(
+            "PULSE_SERVER",
+            format!("unix:{}/nowhere", dir.path().display()),
+        )
         .env("XDG_RUNTIME_DIR", dir.path())
         .args(["listen", "--max-utterances", "1"]));
     assert_clean_failure(&out, &["no audio input device", "--input"]);
@@ -86,9 +111,13 @@ fn no_audio_device_is_explained() {
 #[test]
 fn bad_vad_option_names_the_key_and_range() {
     let jfk = recording(testdata().join("jfk.wav"));
-    let out = run(hark().args(["transcribe", "--vad-frame-ms", "25"]).arg(&jfk));
+    let out = run(hark()
+        .args(["transcribe", "--vad-frame-ms", "25"])
+        .arg(&jfk));
     assert_clean_failure(&out, &["frame_ms", "10, 20 or 30"]);
-    let out = run(hark().args(["listen", "--pre-roll-ms", "50", "--input"]).arg(&jfk));
+    let out = run(hark()
+        .args(["listen", "--pre-roll-ms", "50", "--input"])
+        .arg(&jfk));
     assert_clean_failure(&out, &["pre_roll_ms"]);
 }
 

@@ -19,7 +19,10 @@ struct AudioRig {
 
 impl AudioRig {
     fn start() -> AudioRig {
-        let dir = tempfile::Builder::new().prefix("hark-rig-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("hark-rig-")
+            .tempdir()
+            .unwrap();
         let out = Command::new(repo_root().join("scripts/audio-rig"))
             .arg("start")
             .env("HARK_RIG_DIR", dir.path())
@@ -93,12 +96,18 @@ fn spawn_listener(rig: &AudioRig, extra: &[&str]) -> (std::process::Child, mpsc:
     (child, rx)
 }
 
-fn collect_utterances(rx: &mpsc::Receiver<String>, want: usize, timeout: Duration) -> Vec<serde_json::Value> {
+fn collect_utterances(
+    rx: &mpsc::Receiver<String>,
+    want: usize,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + timeout;
     let mut utterances = Vec::new();
     while utterances.len() < want {
         let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else { break };
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
         let event: serde_json::Value = serde_json::from_str(&line).expect("JSON line");
         if event["event"] == "utterance" {
             utterances.push(event);
@@ -116,15 +125,24 @@ fn speech_played_into_the_virtual_mic_is_transcribed() {
     let utterances = collect_utterances(&rx, 1, Duration::from_secs(30));
     let _ = child.kill();
     let _ = child.wait();
-    assert!(!utterances.is_empty(), "nothing transcribed from the microphone");
-    let text: Vec<&str> = utterances.iter().map(|u| u["text"].as_str().unwrap()).collect();
+    assert!(
+        !utterances.is_empty(),
+        "nothing transcribed from the microphone"
+    );
+    let text: Vec<&str> = utterances
+        .iter()
+        .map(|u| u["text"].as_str().unwrap())
+        .collect();
     let text = text.join(" ");
     // The first utterance ends at JFK's first long pause at the latest.
     let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
     let hyp = normalize(&text);
     let head: Vec<String> = normalize(reference).into_iter().take(hyp.len()).collect();
     let errors = word_errors(&head, &hyp);
-    assert!(hyp.len() >= 4 && errors as f64 <= 0.2 * hyp.len() as f64, "heard {text:?}");
+    assert!(
+        hyp.len() >= 4 && errors as f64 <= 0.2 * hyp.len() as f64,
+        "heard {text:?}"
+    );
 }
 
 #[test]

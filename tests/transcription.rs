@@ -22,7 +22,12 @@ fn transcribe_wer_on_librivox_and_jfk() {
     let mut pairs = Vec::new();
     for (file, reference) in speech_corpus() {
         let out = run(hark().arg("transcribe").arg(&file));
-        assert!(out.status.success(), "hark transcribe {} failed: {}", file.display(), stderr(&out));
+        assert!(
+            out.status.success(),
+            "hark transcribe {} failed: {}",
+            file.display(),
+            stderr(&out)
+        );
         pairs.push((reference, stdout(&out)));
     }
     let wer = total_wer(&pairs);
@@ -35,12 +40,20 @@ fn listen_input_wer_on_librivox_and_jfk() {
     let mut pairs = Vec::new();
     for (file, reference) in speech_corpus() {
         let out = run(hark().args(["listen", "--json", "--input"]).arg(&file));
-        assert!(out.status.success(), "hark listen {} failed: {}", file.display(), stderr(&out));
+        assert!(
+            out.status.success(),
+            "hark listen {} failed: {}",
+            file.display(),
+            stderr(&out)
+        );
         let mut text = String::new();
         for line in stdout(&out).lines() {
             let event: serde_json::Value = serde_json::from_str(line).expect("JSON line");
             if event["event"] == "utterance" {
-                let (start, end) = (event["start_secs"].as_f64().unwrap(), event["end_secs"].as_f64().unwrap());
+                let (start, end) = (
+                    event["start_secs"].as_f64().unwrap(),
+                    event["end_secs"].as_f64().unwrap(),
+                );
                 assert!(0.0 <= start && start < end, "bad times in {line}");
                 text.push_str(event["text"].as_str().unwrap());
                 text.push(' ');
@@ -64,7 +77,10 @@ fn transcribe_json_has_segments_with_times() {
     let duration = json["duration_secs"].as_f64().unwrap();
     assert!((duration - 11.0).abs() < 0.1, "{duration}");
     for s in segments {
-        let (a, b) = (s["start_secs"].as_f64().unwrap(), s["end_secs"].as_f64().unwrap());
+        let (a, b) = (
+            s["start_secs"].as_f64().unwrap(),
+            s["end_secs"].as_f64().unwrap(),
+        );
         assert!(0.0 <= a && a < b && b <= duration + 0.01, "{s}");
     }
     assert!(wer(
@@ -100,7 +116,11 @@ fn noise_and_silence_give_no_text() {
     for args in [&["transcribe"][..], &["listen", "--input"][..]] {
         let out = run(hark().args(args).arg(&silence));
         assert!(out.status.success());
-        assert_eq!(stdout(&out).trim(), "", "silence produced text via {args:?}");
+        assert_eq!(
+            stdout(&out).trim(),
+            "",
+            "silence produced text via {args:?}"
+        );
     }
     // Low-level hiss, the other classic "Thank you." trigger.
     let hiss: Vec<i16> = (0..16000 * 5u32)

@@ -93,7 +93,7 @@ pub fn run(cmd: BenchCommand, store: &ModelStore) -> anyhow::Result<()> {
         bail!("no benchmark files given and none of the default test recordings exist; run scripts/setup or pass WAV files");
     }
     let model_path = crate::stt_setup::resolve_model(&model, store)?;
-    let mut stt = crate::stt_setup::load_whisper(&model, store)?;
+    let mut stt = crate::stt_setup::load_whisper(&model, store, false)?;
     use hark_stt::SpeechToText;
 
     let mut results = Vec::new();
@@ -104,7 +104,11 @@ pub fn run(cmd: BenchCommand, store: &ModelStore) -> anyhow::Result<()> {
         let transcript = stt.transcribe(&samples)?;
         let wall = started.elapsed().as_secs_f64();
         let audio_secs = samples.len() as f64 / SAMPLE_RATE as f64;
-        eprintln!("hark: bench {}: {audio_secs:.2} s audio in {:.0} ms", file.display(), wall * 1e3);
+        eprintln!(
+            "hark: bench {}: {audio_secs:.2} s audio in {:.0} ms",
+            file.display(),
+            wall * 1e3
+        );
         results.push(FileResult {
             file: file.display().to_string(),
             audio_secs,
@@ -118,11 +122,14 @@ pub fn run(cmd: BenchCommand, store: &ModelStore) -> anyhow::Result<()> {
     let three_secs = first_audio
         .map(|s| s[..s.len().min(3 * SAMPLE_RATE as usize)].to_vec())
         .unwrap_or_default();
+    // Utterances are what listening transcribes: utterance mode from here on.
+    stt.set_shrink_audio_ctx(true);
     stt.transcribe(&three_secs)?; // warm-up: first-call allocations
     let mut times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
             let started = Instant::now();
-            stt.transcribe(&three_secs).map(|_| started.elapsed().as_secs_f64() * 1e3)
+            stt.transcribe(&three_secs)
+                .map(|_| started.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<Result<_, _>>()?;
     times.sort_by(f64::total_cmp);
@@ -133,14 +140,19 @@ pub fn run(cmd: BenchCommand, store: &ModelStore) -> anyhow::Result<()> {
         min_ms: times[0],
         max_ms: times[times.len() - 1],
     };
-    eprintln!("hark: bench 3 s utterance: median {:.0} ms", utterance_3s.median_ms);
+    eprintln!(
+        "hark: bench 3 s utterance: median {:.0} ms",
+        utterance_3s.median_ms
+    );
 
     eprintln!("hark: bench idle listening over {idle_secs} s of silence (real-time paced)");
     let idle_listen = idle_cpu(idle_secs, Box::new(stt))?;
 
     let report = SttReport {
         model: model_path.display().to_string(),
-        threads: model.threads.unwrap_or_else(|| hark_stt::SttConfig::default().threads),
+        threads: model
+            .threads
+            .unwrap_or_else(|| hark_stt::SttConfig::default().threads),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         total_audio_secs: results.iter().map(|r| r.audio_secs).sum(),
         total_wall_ms: results.iter().map(|r| r.wall_ms).sum(),
@@ -174,7 +186,11 @@ fn idle_cpu(secs: f64, stt: Box<dyn hark_stt::SpeechToText>) -> anyhow::Result<I
     let dir = std::env::temp_dir().join(format!("hark-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("silence.wav");
-    let mut sink = hark_audio::wav::WavSink::create(&path, SAMPLE_RATE, hark_audio::wav::WavSampleFormat::Int16)?;
+    let mut sink = hark_audio::wav::WavSink::create(
+        &path,
+        SAMPLE_RATE,
+        hark_audio::wav::WavSampleFormat::Int16,
+    )?;
     sink.write(&vec![0.0; (secs * SAMPLE_RATE as f64) as usize])?;
     sink.finalize()?;
 
@@ -210,7 +226,12 @@ fn process_cpu_secs() -> anyhow::Result<f64> {
     // counted from the closing parenthesis.
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // After ')': field 3 is index 0, so utime (14) is 11 and stime (15) is 12.
     Ok((ticks(11) + ticks(12)) as f64 / 100.0)
 }

@@ -5,21 +5,37 @@ use hark_audio::device::{DeviceInfo, StreamFormat};
 pub fn run() -> anyhow::Result<()> {
     let devices = hark_audio::device::list_devices()?;
     if devices.is_empty() {
-        println!("no audio devices found (no sound card, and no PulseAudio/PipeWire server reachable)");
+        println!(
+            "no audio devices found (no sound card, and no PulseAudio/PipeWire server reachable)"
+        );
         return Ok(());
     }
-    println!("{:<32} {:<14} {:<14} description", "name", "capture", "playback");
+    println!(
+        "{:<32} {:<14} {:<14} description",
+        "name", "capture", "playback"
+    );
     for d in &devices {
         println!(
             "{:<32} {:<14} {:<14} {}",
             d.name,
-            column(d.supports_input, d.is_default_input, d.default_input.as_ref()),
-            column(d.supports_output, d.is_default_output, d.default_output.as_ref()),
+            column(
+                d.supports_input,
+                d.is_default_input,
+                d.default_input.as_ref()
+            ),
+            column(
+                d.supports_output,
+                d.is_default_output,
+                d.default_output.as_ref()
+            ),
             d.description.lines().next().unwrap_or("")
         );
     }
     let default_of = |pick: fn(&DeviceInfo) -> bool| {
-        devices.iter().find(|d| pick(d)).map_or("none", |d| d.name.as_str())
+        devices
+            .iter()
+            .find(|d| pick(d))
+            .map_or("none", |d| d.name.as_str())
     };
     println!(
         "\ndefault capture: {}   default playback: {}",

@@ -58,6 +58,11 @@ pub struct ListenArgs {
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
 
+    /// Encode Whisper's full 30 s window for every utterance (slower; by
+    /// default the window is shrunk to the utterance).
+    #[arg(long)]
+    pub full_window: bool,
+
     #[command(flatten)]
     pub vad: VadArgs,
 
@@ -163,7 +168,9 @@ pub fn run_pipeline(
             let mut utterances = 0;
             for job in job_rx {
                 match job {
-                    SttJob::Started(at) => on_event(ListenEvent::SpeechStarted { at_secs: secs(at) }),
+                    SttJob::Started(at) => {
+                        on_event(ListenEvent::SpeechStarted { at_secs: secs(at) })
+                    }
                     SttJob::Discarded(at) => {
                         on_event(ListenEvent::SpeechDiscarded { at_secs: secs(at) })
                     }
@@ -264,7 +271,7 @@ pub fn open_source(args: &ListenArgs, frame_len: usize) -> anyhow::Result<Box<dy
 pub fn run(args: ListenArgs, store: &ModelStore) -> anyhow::Result<()> {
     let vad = args.vad.config()?;
     let frame_len = (SAMPLE_RATE * vad.frame_ms / 1000) as usize;
-    let stt = crate::stt_setup::load_whisper(&args.model, store)?;
+    let stt = crate::stt_setup::load_whisper(&args.model, store, !args.full_window)?;
     let source = open_source(&args, frame_len)?;
     tracing::info!(source = %source.describe(), "listening");
 
@@ -295,6 +302,10 @@ pub fn run(args: ListenArgs, store: &ModelStore) -> anyhow::Result<()> {
         }
     });
     let stats = run_pipeline(source, vad, Box::new(stt), on_event, stop, args.duration)?;
-    tracing::info!(audio_secs = stats.audio_secs, utterances = stats.utterances, "done listening");
+    tracing::info!(
+        audio_secs = stats.audio_secs,
+        utterances = stats.utterances,
+        "done listening"
+    );
     Ok(())
 }

@@ -68,11 +68,6 @@ pub struct ModelArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
-    /// Encode Whisper's full 30 s window even for short audio (slower; by
-    /// default the encoder context is shrunk to the audio length).
-    #[arg(long)]
-    pub full_window: bool,
-
     /// Whisper beam width (1 = greedy: fastest, least accurate).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub beam_size: usize,

@@ -44,7 +44,11 @@ pub fn run(cmd: ModelsCommand, store: &ModelStore) -> anyhow::Result<()> {
         ModelsCommand::Convert { ct2_dir, out } => {
             let mut progress = StderrProgress::new();
             use hark_models::fetch::FetchProgress;
-            progress.step(&format!("converting {} -> {}", ct2_dir.display(), out.display()));
+            progress.step(&format!(
+                "converting {} -> {}",
+                ct2_dir.display(),
+                out.display()
+            ));
             let summary = hark_models::convert::convert_ct2_dir(&ct2_dir, &out, &mut |d, t| {
                 progress.bytes(d, t)
             })
@@ -86,7 +90,11 @@ fn fetch_models(store: &ModelStore, names: &[String], all: bool) -> anyhow::Resu
         let path = store.path_of(spec);
         match outcome {
             FetchOutcome::AlreadyInstalled => {
-                println!("{}: already installed and verified ({})", spec.name, path.display())
+                println!(
+                    "{}: already installed and verified ({})",
+                    spec.name,
+                    path.display()
+                )
             }
             FetchOutcome::Installed { seconds } => println!(
                 "{}: installed {} in {seconds:.1} s",
@@ -114,11 +122,17 @@ fn list(store: &ModelStore, verify: bool) -> anyhow::Result<()> {
             (None, Some(_)) => "size ok (not hashed)".into(),
             (None, None) => "user model (not in the catalogue)".into(),
         };
-        println!("{name:<10} {:<22} {:>12}  {status}", row.file_name, row.size);
+        println!(
+            "{name:<10} {:<22} {:>12}  {status}",
+            row.file_name, row.size
+        );
     }
     for spec in store::CATALOGUE.iter().filter(|s| s.default) {
         if !rows.iter().any(|r| r.file_name == spec.file_name) {
-            println!("{:<10} {:<22} {:>12}  not installed (run `hark models fetch`)", spec.name, spec.file_name, "-");
+            println!(
+                "{:<10} {:<22} {:>12}  not installed (run `hark models fetch`)",
+                spec.name, spec.file_name, "-"
+            );
         }
     }
     if rows

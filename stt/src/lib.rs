@@ -51,7 +51,9 @@ pub struct SttConfig {
     pub language: String,
     /// Segments whose no-speech probability exceeds this are dropped.
     pub no_speech_threshold: f32,
-    /// Shrink the encoder context to the audio length (see [`audio_ctx_for`]).
+    /// Utterance mode: shrink the encoder context to the audio length (see
+    /// [`audio_ctx_for`]) and decode one segment. Fast on short utterances;
+    /// off, Whisper encodes its full 30 s window and returns timed segments.
     pub shrink_audio_ctx: bool,
     /// Beam width for decoding; 1 is greedy. Beam search costs decoder time
     /// but fixes tiny models' typical slips ("old-sposed" for "ill-disposed").
@@ -109,6 +111,67 @@ pub fn audio_ctx_for(n_samples: usize) -> usize {
     needed.div_ceil(64).saturating_mul(64).min(MAX_AUDIO_CTX)
 }
 
+/// Token budget for one utterance of `n_samples`: 6 tokens a second (about
+/// twice brisk speech) plus 10 for punctuation and the first word.
+pub fn max_tokens_for(n_samples: usize) -> usize {
+    n_samples.div_ceil(SAMPLE_RATE).min(30) * 6 + 10
+}
+
+/// Removes the loops Whisper falls into on short windows: a run of words
+/// repeated back to back is kept once. Phrases of three or more words go at
+/// their second occurrence; shorter ones only from the third ("no, no" is
+/// speech, "and, and, and" is a loop). Punctuation attached to the words is
+/// ignored when comparing and the first occurrence is kept as written.
+pub fn collapse_repeats(text: &str) -> String {
+    let mut words: Vec<&str> = text.split_whitespace().collect();
+    let key = |w: &str| -> String {
+        w.chars()
+            .filter(|c| c.is_alphanumeric() || *c == '\'')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for n in 1..=words.len() / 2 {
+            let min_repeats = if n >= 3 { 2 } else { 3 };
+            let mut i = 0;
+            while i + n * min_repeats <= words.len() {
+                let same =
+                    |a: usize, b: usize| (0..n).all(|k| key(words[a + k]) == key(words[b + k]));
+                let mut repeats = 1;
+                while i + n * (repeats + 1) <= words.len() && same(i, i + n * repeats) {
+                    repeats += 1;
+                }
+                if repeats >= min_repeats {
+                    words.drain(i + n..i + n * repeats);
+                    changed = true;
+                }
+                i += 1;
+            }
+        }
+    }
+    words.join(" ")
+}
+
+/// For text cut off by the token budget in the middle of a loop: drops a
+/// trailing fragment that restarts the text's own opening ("And so my fellow
+/// Americans, and" -> "And so my fellow Americans,").
+pub fn drop_dangling_restart(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let key = |w: &str| {
+        w.trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase()
+    };
+    for tail in (1..=words.len() / 2).rev() {
+        let start = words.len() - tail;
+        if (0..tail).all(|k| key(words[k]) == key(words[start + k])) {
+            return words[..start].join(" ");
+        }
+    }
+    text.to_string()
+}
+
 /// whisper.cpp behind [`SpeechToText`]. Holds the model and one decoding
 /// state, so it is used from one thread at a time.
 pub struct WhisperStt {
@@ -146,6 +209,12 @@ impl WhisperStt {
         })
     }
 
+    /// Switches between utterance mode (window shrunk to the audio, one
+    /// segment) and file mode (full window, timed segments).
+    pub fn set_shrink_audio_ctx(&mut self, shrink: bool) {
+        self.config.shrink_audio_ctx = shrink;
+    }
+
     pub fn model_path(&self) -> &Path {
         &self.model_path
     }
@@ -178,7 +247,14 @@ impl SpeechToText for WhisperStt {
         params.set_suppress_nst(true);
         params.set_no_speech_thold(self.config.no_speech_threshold);
         if self.config.shrink_audio_ctx {
+            // Utterance mode. With the window cut to the audio, Whisper no
+            // longer sees the padding that tells it where speech ends and can
+            // loop ("and so my fellow Americans, and so my fellow ..."). One
+            // segment with a token budget bounds the loop (and its CPU);
+            // `collapse_repeats` removes what is left of it.
             params.set_audio_ctx(audio_ctx_for(samples.len()) as i32);
+            params.set_single_segment(true);
+            params.set_max_tokens(max_tokens_for(samples.len()) as i32);
         }
         // Whisper needs at least one second of input; shorter clips are padded
         // with silence rather than rejected.
@@ -200,10 +276,16 @@ impl SpeechToText for WhisperStt {
 
         let mut segments = Vec::new();
         for segment in self.state.as_iter() {
-            let text = segment
+            let mut text = segment
                 .to_str_lossy()
                 .map(|t| t.trim().to_string())
                 .unwrap_or_default();
+            if self.config.shrink_audio_ctx {
+                text = collapse_repeats(&text);
+                if segment.n_tokens() as usize >= max_tokens_for(samples.len()) {
+                    text = drop_dangling_restart(&text);
+                }
+            }
             let no_speech_prob = segment.no_speech_probability();
             if no_speech_prob > self.config.no_speech_threshold || is_non_speech_marker(&text) {
                 tracing::debug!(%text, no_speech_prob, "dropping non-speech segment");
@@ -260,7 +342,15 @@ mod tests {
 
     #[test]
     fn non_speech_markers_are_recognised() {
-        for t in ["", " . ", "[BLANK_AUDIO]", "(music)", "*cough*", "♪ ♪", "..."] {
+        for t in [
+            "",
+            " . ",
+            "[BLANK_AUDIO]",
+            "(music)",
+            "*cough*",
+            "♪ ♪",
+            "...",
+        ] {
             assert!(is_non_speech_marker(t), "{t:?}");
         }
         for t in ["Front left.", "ask not", "(laughs) ok then"] {
@@ -270,16 +360,55 @@ mod tests {
 
     #[test]
     fn missing_model_is_named() {
-        let err = WhisperStt::load(Path::new("/nonexistent/ggml-tiny.en.bin"), SttConfig::default())
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("/nonexistent/ggml-tiny.en.bin"), "{err}");
+        let err = WhisperStt::load(
+            Path::new("/nonexistent/ggml-tiny.en.bin"),
+            SttConfig::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains("/nonexistent/ggml-tiny.en.bin"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn loops_are_collapsed_and_speech_is_kept() {
+        let c = collapse_repeats;
+        assert_eq!(
+            c("And so my fellow Americans, and, and, and so my fellow Americans, and, and, and so my fellow Americans,"),
+            "And so my fellow Americans,"
+        );
+        assert_eq!(
+            c("Front Center. Front Center. Front Center."),
+            "Front Center."
+        );
+        assert_eq!(c("no, no, I said no"), "no, no, I said no");
+        assert_eq!(
+            c("ask not what your country can do for you, ask what you can do"),
+            "ask not what your country can do for you, ask what you can do"
+        );
+        assert_eq!(
+            drop_dangling_restart("And so my fellow Americans, and"),
+            "And so my fellow Americans,"
+        );
+        assert_eq!(
+            drop_dangling_restart("Turn on the light"),
+            "Turn on the light"
+        );
     }
 
     #[test]
     fn transcript_text_joins_segments() {
-        let seg = |t: &str| Segment { start_secs: 0.0, end_secs: 1.0, text: t.into(), no_speech_prob: 0.0 };
-        let t = Transcript { segments: vec![seg("Hello there."), seg("General Kenobi.")] };
+        let seg = |t: &str| Segment {
+            start_secs: 0.0,
+            end_secs: 1.0,
+            text: t.into(),
+            no_speech_prob: 0.0,
+        };
+        let t = Transcript {
+            segments: vec![seg("Hello there."), seg("General Kenobi.")],
+        };
         assert_eq!(t.text(), "Hello there. General Kenobi.");
     }
 }

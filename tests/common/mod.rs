@@ -10,7 +10,10 @@ pub fn hark() -> Command {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Where `scripts/setup` puts downloaded recordings (jfk.wav).
@@ -44,7 +47,10 @@ pub fn speech_corpus() -> Vec<(PathBuf, String)> {
             let (text, id) = line.rsplit_once('(')?;
             let id = id.trim_end_matches(')').trim();
             let text = text.replace("<s>", "").replace("</s>", "");
-            Some((recording(format!("{LIBRIVOX}/{id}.wav")), text.trim().to_string()))
+            Some((
+                recording(format!("{LIBRIVOX}/{id}.wav")),
+                text.trim().to_string(),
+            ))
         })
         .collect();
     assert_eq!(corpus.len(), 5, "expected five LibriVox clips");
@@ -61,7 +67,13 @@ pub fn normalize(text: &str) -> Vec<String> {
     let cleaned: String = text
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_alphanumeric() || c == '\'' { c } else { ' ' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '\'' {
+                c
+            } else {
+                ' '
+            }
+        })
         .collect();
     cleaned
         .split_whitespace()
@@ -140,5 +152,8 @@ fn wer_counts_substitutions_insertions_deletions() {
     assert_eq!(wer("a b c d", "a x c d"), 0.25);
     assert_eq!(wer("a b c d", "a b c"), 0.25);
     assert_eq!(wer("a b c d", "a b b c d"), 0.25);
-    assert_eq!(wer("Mister Smith, ill-disposed.", "mr smith ill disposed"), 0.0);
+    assert_eq!(
+        wer("Mister Smith, ill-disposed.", "mr smith ill disposed"),
+        0.0
+    );
 }

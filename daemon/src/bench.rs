@@ -70,6 +70,10 @@ struct SttReport {
     model: String,
     threads: usize,
     cores: usize,
+    /// Beam width for whole files (`hark transcribe`).
+    file_beam_size: usize,
+    /// Beam width for utterances (`hark listen`).
+    utterance_beam_size: usize,
     files: Vec<FileResult>,
     total_audio_secs: f64,
     total_wall_ms: f64,
@@ -122,8 +126,13 @@ pub fn run(cmd: BenchCommand, store: &ModelStore) -> anyhow::Result<()> {
     let three_secs = first_audio
         .map(|s| s[..s.len().min(3 * SAMPLE_RATE as usize)].to_vec())
         .unwrap_or_default();
-    // Utterances are what listening transcribes: utterance mode from here on.
-    stt.set_shrink_audio_ctx(true);
+    // Utterances are what listening transcribes: measure them (and idle
+    // listening) with the listening configuration.
+    let file_beam_size = stt.config().beam_size;
+    drop(stt);
+    let mut stt = crate::stt_setup::load_whisper(&model, store, true)?;
+    let utterance_beam_size = stt.config().beam_size;
+    let threads = stt.config().threads;
     stt.transcribe(&three_secs)?; // warm-up: first-call allocations
     let mut times: Vec<f64> = (0..runs.max(1))
         .map(|_| {
@@ -150,9 +159,9 @@ pub fn run(cmd: BenchCommand, store: &ModelStore) -> anyhow::Result<()> {
 
     let report = SttReport {
         model: model_path.display().to_string(),
-        threads: model
-            .threads
-            .unwrap_or_else(|| hark_stt::SttConfig::default().threads),
+        threads,
+        file_beam_size,
+        utterance_beam_size,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         total_audio_secs: results.iter().map(|r| r.audio_secs).sum(),
         total_wall_ms: results.iter().map(|r| r.wall_ms).sum(),

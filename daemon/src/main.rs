@@ -68,9 +68,10 @@ pub struct ModelArgs {
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
-    /// Whisper beam width (1 = greedy: fastest, least accurate).
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub beam_size: usize,
+    /// Whisper beam width, 1 = greedy (fastest, least accurate). Default: 3
+    /// when listening (latency matters), 5 for whole files.
+    #[arg(long, value_name = "N")]
+    pub beam_size: Option<usize>,
 }
 
 fn main() -> ExitCode {

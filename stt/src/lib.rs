@@ -209,10 +209,8 @@ impl WhisperStt {
         })
     }
 
-    /// Switches between utterance mode (window shrunk to the audio, one
-    /// segment) and file mode (full window, timed segments).
-    pub fn set_shrink_audio_ctx(&mut self, shrink: bool) {
-        self.config.shrink_audio_ctx = shrink;
+    pub fn config(&self) -> &SttConfig {
+        &self.config
     }
 
     pub fn model_path(&self) -> &Path {

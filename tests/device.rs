@@ -5,62 +5,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::rig::AudioRig;
 use common::*;
-
-/// A running audio rig, stopped on drop.
-struct AudioRig {
-    dir: tempfile::TempDir,
-}
-
-impl AudioRig {
-    fn start() -> AudioRig {
-        let dir = tempfile::Builder::new()
-            .prefix("hark-rig-")
-            .tempdir()
-            .unwrap();
-        let out = Command::new(repo_root().join("scripts/audio-rig"))
-            .arg("start")
-            .env("HARK_RIG_DIR", dir.path())
-            .output()
-            .expect("run scripts/audio-rig (needs pulseaudio: run scripts/setup)");
-        assert!(
-            out.status.success(),
-            "audio rig did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        AudioRig { dir }
-    }
-
-    fn env(&self, cmd: &mut Command) {
-        let d = self.dir.path();
-        cmd.env("XDG_RUNTIME_DIR", d)
-            .env("PULSE_RUNTIME_PATH", d)
-            .env("PULSE_STATE_PATH", d)
-            .env("PULSE_SERVER", format!("unix:{}/native", d.display()));
-    }
-
-    fn play_into_mic(&self, wav: &Path) {
-        let mut cmd = Command::new("paplay");
-        cmd.args(["-d", "micfeed", "--latency-msec=200"]).arg(wav);
-        self.env(&mut cmd);
-        let status = cmd.status().expect("run paplay");
-        assert!(status.success(), "paplay failed");
-    }
-}
-
-impl Drop for AudioRig {
-    fn drop(&mut self) {
-        let _ = Command::new(repo_root().join("scripts/audio-rig"))
-            .arg("stop")
-            .env("HARK_RIG_DIR", self.dir.path())
-            .status();
-    }
-}
 
 /// Spawns `hark listen --json` on the default device and returns a receiver
 /// of its stdout lines once it reports that it is listening.

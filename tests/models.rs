@@ -16,7 +16,7 @@ fn fetch_installs_a_verified_tiny_en_and_rerunning_is_a_no_op() {
     let store = tempfile::tempdir().unwrap();
     let out = run(hark()
         .env("HARK_MODELS_DIR", store.path())
-        .args(["models", "fetch"]));
+        .args(["models", "fetch", "tiny.en"]));
     assert!(out.status.success(), "{}", stderr(&out));
     let model = store.path().join("ggml-tiny.en.bin");
     assert_eq!(std::fs::metadata(&model).unwrap().len(), TINY_EN_BYTES);
@@ -31,7 +31,7 @@ fn fetch_installs_a_verified_tiny_en_and_rerunning_is_a_no_op() {
     let started = Instant::now();
     let out = run(hark()
         .env("HARK_MODELS_DIR", store.path())
-        .args(["models", "fetch"]));
+        .args(["models", "fetch", "tiny.en"]));
     assert!(out.status.success());
     assert!(
         stdout(&out).contains("already installed"),
@@ -67,7 +67,7 @@ fn fetch_installs_a_verified_tiny_en_and_rerunning_is_a_no_op() {
     assert!(stdout(&out).contains("sha256 mismatch"), "{}", stdout(&out));
     let out = run(hark()
         .env("HARK_MODELS_DIR", store.path())
-        .args(["models", "fetch"]));
+        .args(["models", "fetch", "tiny.en"]));
     assert!(out.status.success());
     assert_eq!(std::fs::read(&model).unwrap(), bytes);
 }
@@ -77,7 +77,7 @@ fn an_interrupted_fetch_leaves_no_model_behind() {
     let store = tempfile::tempdir().unwrap();
     let mut child = hark()
         .env("HARK_MODELS_DIR", store.path())
-        .args(["models", "fetch"])
+        .args(["models", "fetch", "tiny.en"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -106,7 +106,7 @@ fn an_interrupted_fetch_leaves_no_model_behind() {
     // And the next run recovers.
     let out = run(hark()
         .env("HARK_MODELS_DIR", store.path())
-        .args(["models", "fetch"]));
+        .args(["models", "fetch", "tiny.en"]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         std::fs::metadata(store.path().join("ggml-tiny.en.bin"))

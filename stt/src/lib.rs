@@ -154,10 +154,12 @@ pub fn collapse_repeats(text: &str) -> String {
     words.join(" ")
 }
 
-/// For text cut off by the token budget in the middle of a loop: drops a
-/// trailing fragment that restarts the text's own opening ("And so my fellow
-/// Americans, and" -> "And so my fellow Americans,").
-pub fn drop_dangling_restart(text: &str) -> String {
+/// Drops a trailing fragment that restarts the text's own opening, the
+/// tail of a loop ("And so my fellow Americans, and so" -> "And so my fellow
+/// Americans,"). Unless the text was cut off by the token budget
+/// (`truncated`), the fragment must follow a clause break, so that "no means
+/// no" stays as it is.
+pub fn drop_dangling_restart(text: &str, truncated: bool) -> String {
     let words: Vec<&str> = text.split_whitespace().collect();
     let key = |w: &str| {
         w.trim_matches(|c: char| !c.is_alphanumeric())
@@ -165,7 +167,8 @@ pub fn drop_dangling_restart(text: &str) -> String {
     };
     for tail in (1..=words.len() / 2).rev() {
         let start = words.len() - tail;
-        if (0..tail).all(|k| key(words[k]) == key(words[start + k])) {
+        let after_break = words[start - 1].ends_with([',', '.', '!', '?', ';', ':']);
+        if (truncated || after_break) && (0..tail).all(|k| key(words[k]) == key(words[start + k])) {
             return words[..start].join(" ");
         }
     }
@@ -279,10 +282,8 @@ impl SpeechToText for WhisperStt {
                 .map(|t| t.trim().to_string())
                 .unwrap_or_default();
             if self.config.shrink_audio_ctx {
-                text = collapse_repeats(&text);
-                if segment.n_tokens() as usize >= max_tokens_for(samples.len()) {
-                    text = drop_dangling_restart(&text);
-                }
+                let truncated = segment.n_tokens() as usize >= max_tokens_for(samples.len());
+                text = drop_dangling_restart(&collapse_repeats(&text), truncated);
             }
             let no_speech_prob = segment.no_speech_probability();
             if no_speech_prob > self.config.no_speech_threshold || is_non_speech_marker(&text) {
@@ -386,14 +387,18 @@ mod tests {
             c("ask not what your country can do for you, ask what you can do"),
             "ask not what your country can do for you, ask what you can do"
         );
+        let d = drop_dangling_restart;
         assert_eq!(
-            drop_dangling_restart("And so my fellow Americans, and"),
+            d("And so my fellow Americans, and", false),
             "And so my fellow Americans,"
         );
         assert_eq!(
-            drop_dangling_restart("Turn on the light"),
-            "Turn on the light"
+            d("And so my fellow Americans, and so", false),
+            "And so my fellow Americans,"
         );
+        assert_eq!(d("Turn on the light", false), "Turn on the light");
+        assert_eq!(d("no means no", false), "no means no");
+        assert_eq!(d("we said we", true), "we said");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! models and the recordings are, word error rate, and running `hark`.
 #![allow(dead_code)]
 
+pub mod rig;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,19 @@
+//! Hark's conversation core: the turn-taking state machine and reply chunking.
+//!
+//! Pure logic: no I/O, no threads, no clocks. The daemon's event loop feeds
+//! [`Conversation::handle`] with what happened (VAD edges, transcripts, LLM
+//! tokens, synthesis and playback progress), stamped with its own monotonic
+//! time, and carries out the [`Action`]s it gets back. That keeps every
+//! timing rule (barge-in, latency metrics) testable as a scripted timeline.
+//!
+//! - [`turn`]: the state machine, barge-in rule and history.
+//! - [`chunk`]: cutting streamed reply text into speakable clauses.
+
+pub mod chunk;
+pub mod turn;
+
+pub use chunk::{ChunkConfig, ClauseSplitter};
+pub use turn::{
+    Action, BargeInRule, ClauseId, Conversation, Dismissal, Event, InterruptCause, Notice, ReplyId,
+    Role, State, Turn, TurnConfig, TurnTimings, UtteranceId,
+};

@@ -1,0 +1,979 @@
+//! The turn-taking state machine: who has the floor, what Hark says, and
+//! when the user's speech interrupts it.
+//!
+//! [`Conversation`] is pure: the caller feeds it [`Event`]s stamped with a
+//! monotonic time in milliseconds and carries out the [`Action`]s it returns
+//! (transcribe, generate, synthesize, play, flush...). It never reads a
+//! clock, so the caller sends [`Event::Tick`] every few tens of milliseconds
+//! while anything is going on; decisions that depend on how long the user
+//! has been speaking are taken at the first event at or past the deadline.
+//!
+//! ```text
+//!                 SpeechStarted                SpeechEnded → Transcribe
+//!   Listening ─────────────────► UserSpeaking ─────────────────────────► Thinking
+//!     ▲   ▲                          ▲   ▲        SpeechStarted again    │  │
+//!     │   │                          │   └───────────────────────────────┘  │
+//!     │   └── empty transcript ──────┼──────────────────────────────────────┤
+//!     │                              │                 transcript → StartGeneration,
+//!     │                              │ barge-in by     a Synthesize per clause;
+//!     │                              │ duration        first clause ready → Play
+//!     │     last clause played       │                                      ▼
+//!     └───────────────────────────── Speaking ◄─────────────────────────────┘
+//!                                      │ barge-in by words: new user turn,
+//!                                      └──► Thinking (StartGeneration)
+//!
+//!   Idle: muted and no reply in progress (a reply being spoken finishes).
+//! ```
+//!
+//! # Barge-in
+//!
+//! Speech that starts while Hark has a reply in progress (Thinking with a
+//! generation running, or Speaking) is a *candidate* interruption. Echo of
+//! Hark's own voice, coughs and backchannels ("mhm", "yeah") must not stop
+//! it, yet a real interruption must silence it within a fraction of a
+//! second. Duration is known while the user speaks, words only once the
+//! utterance is transcribed, so [`BargeInRule`] combines them in stages
+//! (defaults in brackets):
+//!
+//! 1. Speech shorter than `min_speech_ms` (300 ms) is noise: ignored, never
+//!    transcribed, Hark does not even pause.
+//! 2. At `min_speech_ms` of sustained speech Hark *holds*: it pauses playback
+//!    ([`Action::PausePlayback`]) and plays no new clause, so it falls silent
+//!    at once; generation and synthesis carry on, nothing is lost yet.
+//! 3. At `commit_speech_ms` (1000 ms) of sustained speech the interruption is
+//!    certain (backchannels are short): Hark stops for good (see below) and
+//!    the floor goes to the user (UserSpeaking).
+//! 4. An utterance that ends between the two is transcribed. If its transcript
+//!    has at least `min_words` (2) words and is not made only of backchannel
+//!    words (or one backchannel phrase such as "i see"), Hark stops for good
+//!    and the transcript is the next user turn; otherwise Hark resumes
+//!    ([`Action::ResumePlayback`]) as if nothing happened and the utterance
+//!    is forgotten (it is not a user turn).
+//!
+//! Stopping for good means [`Action::FlushPlayback`], [`Action::CancelSynthesis`]
+//! and [`Action::CancelGeneration`] (each only when something is there to
+//! stop), then [`Notice::Interrupted`]. History gets an assistant turn with
+//! only the part that was played: every clause whose playback finished plus
+//! the reported fraction of the clause playing, cut back to the last whole
+//! word, marked `interrupted`. [`Event::Interrupt`] stops the same way with
+//! no rule; [`Event::Say`] and [`Event::Ask`] stop any reply in progress
+//! first. With `enabled: false` speech over Hark is ignored altogether.
+//!
+//! The played fraction is the latest [`Event::PlaybackProgress`]; callers
+//! should report it every ~100 ms and once more right after pausing.
+//!
+//! # Other rules
+//!
+//! - Outside a reply, every non-empty transcript is (part of) a user turn,
+//!   even a lone "yes": it may answer a question Hark asked. Whisper's
+//!   bracketed annotations (`[BLANK_AUDIO]`, `(coughs)`) do not count as
+//!   words. An empty transcript returns to Listening.
+//! - History alternates roles, as chat templates require: a turn with the same
+//!   role as the one before is appended to it (e.g. the user speaking again
+//!   after an interruption that played nothing).
+//! - A generation that ends without a single speakable clause is answered
+//!   with [`TurnConfig::fallback_reply`] so the user is never left hanging.
+//! - Ids of utterances, replies and clauses count up from 1 and are never
+//!   reused, so a late event of a cancelled job (a token, a finished
+//!   playback) is recognised and ignored.
+
+use crate::chunk::{ChunkConfig, ClauseSplitter};
+use serde::{Deserialize, Serialize};
+
+/// Identifies one user utterance sent for transcription.
+pub type UtteranceId = u64;
+/// Identifies one reply (one LLM generation, or one `Say`).
+pub type ReplyId = u64;
+/// Identifies one clause of a reply, for synthesis and playback.
+pub type ClauseId = u64;
+
+/// Who has the floor, as the outside world sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum State {
+    /// Not listening: muted. (A reply in progress still shows as Thinking or
+    /// Speaking.)
+    Idle,
+    Listening,
+    UserSpeaking,
+    /// Transcribing the user, or generating before the first clause plays.
+    Thinking,
+    /// At least one clause of the reply has been sent to playback.
+    Speaking,
+}
+
+/// How the conversation behaves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TurnConfig {
+    pub barge_in: BargeInRule,
+    pub chunking: ChunkConfig,
+    /// Spoken when a generation produces nothing speakable; empty for silence.
+    pub fallback_reply: String,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            barge_in: BargeInRule::default(),
+            chunking: ChunkConfig::default(),
+            fallback_reply: "Sorry, I have no answer to that.".to_owned(),
+        }
+    }
+}
+
+/// When the user's speech over Hark interrupts it (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BargeInRule {
+    pub enabled: bool,
+    /// Shorter speech is noise; at this length Hark pauses.
+    pub min_speech_ms: u64,
+    /// Speech sustained this long interrupts without waiting for words.
+    pub commit_speech_ms: u64,
+    /// A transcript with fewer words does not interrupt.
+    pub min_words: usize,
+    /// Words (or whole phrases) that acknowledge rather than interrupt;
+    /// compared case-insensitively without punctuation.
+    pub backchannels: Vec<String>,
+}
+
+impl Default for BargeInRule {
+    fn default() -> Self {
+        let backchannels = [
+            "mhm",
+            "mm",
+            "mmm",
+            "hmm",
+            "mm-hmm",
+            "uh-huh",
+            "uh",
+            "huh",
+            "um",
+            "ok",
+            "okay",
+            "yeah",
+            "yes",
+            "yep",
+            "yup",
+            "right",
+            "sure",
+            "alright",
+            "all right",
+            "i see",
+            "got it",
+        ];
+        Self {
+            enabled: true,
+            min_speech_ms: 300,
+            commit_speech_ms: 1000,
+            min_words: 2,
+            backchannels: backchannels.map(String::from).to_vec(),
+        }
+    }
+}
+
+impl BargeInRule {
+    /// Whether the transcript of an utterance spoken over Hark (and at least
+    /// `min_speech_ms` long) interrupts it.
+    pub fn transcript_interrupts(&self, transcript: &str) -> bool {
+        let said = words(transcript);
+        if said.len() < self.min_words {
+            return false;
+        }
+        let is_backchannel = |phrase: &str| {
+            self.backchannels
+                .iter()
+                .any(|b| words(b).join(" ") == phrase)
+        };
+        let all_backchannel = said.iter().all(|w| is_backchannel(w));
+        !all_backchannel && !is_backchannel(&said.join(" "))
+    }
+}
+
+/// Something that happened, stamped with the time passed to
+/// [`Conversation::handle`]. For the VAD events that time is when the speech
+/// started or ended (sample-accurate), which may be a little earlier than
+/// the previous event's time; nothing assumes strict order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Time passed; send regularly so duration rules fire on time.
+    Tick,
+    SpeechStarted,
+    /// The speech ended and its audio is the utterance the caller holds.
+    SpeechEnded,
+    /// The VAD dropped the speech as too short; no utterance follows.
+    SpeechDiscarded,
+    /// The final transcript of an utterance named by [`Action::Transcribe`].
+    Transcript {
+        utterance: UtteranceId,
+        text: String,
+    },
+    /// Streamed text of the generation started by [`Action::StartGeneration`].
+    ReplyToken {
+        reply: ReplyId,
+        text: String,
+    },
+    /// The generation ended (normally or with an error: either way no more
+    /// tokens come).
+    ReplyFinished {
+        reply: ReplyId,
+    },
+    ClauseSynthesized {
+        clause: ClauseId,
+    },
+    /// The clause cannot be spoken; it is skipped and left out of history.
+    SynthesisFailed {
+        clause: ClauseId,
+    },
+    PlaybackStarted {
+        clause: ClauseId,
+    },
+    /// How much of the clause's audio has been heard, 0.0 to 1.0.
+    PlaybackProgress {
+        clause: ClauseId,
+        played_fraction: f32,
+    },
+    PlaybackFinished {
+        clause: ClauseId,
+    },
+    /// Speak this text as Hark, without the LLM.
+    Say {
+        text: String,
+    },
+    /// Answer this text as if the user had said it.
+    Ask {
+        text: String,
+    },
+    /// Stop talking now, whatever the barge-in rule says.
+    Interrupt,
+    /// While muted, VAD events are ignored.
+    SetMuted(bool),
+}
+
+/// What the caller must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Transcribe the utterance that just ended; answer with
+    /// [`Event::Transcript`] carrying this id.
+    Transcribe {
+        utterance: UtteranceId,
+    },
+    /// Generate a reply to `history` (whose last turn is the user's); stream
+    /// it back as [`Event::ReplyToken`]s and one [`Event::ReplyFinished`].
+    StartGeneration {
+        reply: ReplyId,
+        history: Vec<Turn>,
+    },
+    CancelGeneration {
+        reply: ReplyId,
+    },
+    /// Synthesize a clause; report [`Event::ClauseSynthesized`] (or
+    /// [`Event::SynthesisFailed`]). Clauses may be synthesized while earlier
+    /// ones play.
+    Synthesize {
+        clause: ClauseId,
+        text: String,
+    },
+    /// Drop every synthesis requested so far.
+    CancelSynthesis,
+    /// Queue a synthesized clause after those already queued; clauses are
+    /// always queued in order.
+    Play {
+        clause: ClauseId,
+    },
+    /// Fall silent but keep the queue and the position in it.
+    PausePlayback,
+    /// Continue where [`Action::PausePlayback`] stopped.
+    ResumePlayback,
+    /// Stop and drop everything queued (this also ends a pause).
+    FlushPlayback,
+    /// Tell the outside world (event log, D-Bus, benchmarks).
+    Emit(Notice),
+}
+
+/// Things worth reporting that need no action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Notice {
+    StateChanged {
+        from: State,
+        to: State,
+    },
+    /// The user's words were accepted as a turn and will be answered.
+    UserTurn {
+        text: String,
+    },
+    /// The user's utterance turned out to contain no words.
+    NothingHeard,
+    /// A clause of the reply, as it will be spoken.
+    ReplyClause {
+        clause: ClauseId,
+        text: String,
+    },
+    /// The generation produced nothing speakable; the fallback is spoken.
+    FallbackReply,
+    /// Speech over Hark lasted `min_speech_ms`: Hark paused to listen.
+    BargeInSuspected,
+    /// Speech over Hark did not interrupt it.
+    BargeInDismissed {
+        reason: Dismissal,
+    },
+    /// Hark stopped talking; `spoken_part` is what the user heard.
+    Interrupted {
+        spoken_part: String,
+        cause: InterruptCause,
+    },
+    /// A reply ended, completely played or interrupted. `text` is what was
+    /// spoken (and recorded in history).
+    TurnFinished {
+        reply: ReplyId,
+        text: String,
+        interrupted: bool,
+        timings: TurnTimings,
+    },
+}
+
+/// Why speech over Hark did not interrupt it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dismissal {
+    /// Shorter than `min_speech_ms`: a cough, a click, a fragment of echo.
+    TooShort { speech_ms: u64 },
+    /// Too few words, or only backchannels.
+    NotAnInterruption { transcript: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InterruptCause {
+    /// Speech over Hark lasted `commit_speech_ms`.
+    SustainedSpeech,
+    /// The transcript of speech over Hark passed the words rule.
+    Words,
+    /// [`Event::Interrupt`], or a `Say`/`Ask` replacing the reply.
+    Command,
+}
+
+/// When each stage of a reply happened, in the caller's milliseconds, for
+/// latency metrics. `None`: the stage did not happen (e.g. no speech for a
+/// `Say`, no playback for a reply interrupted early).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnTimings {
+    /// The end of the user's last utterance of the turn.
+    pub speech_ended_ms: Option<u64>,
+    /// The transcript that completed the user's turn.
+    pub transcript_ms: Option<u64>,
+    pub generation_started_ms: Option<u64>,
+    pub first_token_ms: Option<u64>,
+    pub first_clause_ms: Option<u64>,
+    pub first_synthesized_ms: Option<u64>,
+    pub first_playback_ms: Option<u64>,
+    pub finished_ms: u64,
+}
+
+impl TurnTimings {
+    /// From the end of the user's speech to the start of Hark's voice.
+    pub fn voice_to_voice_ms(&self) -> Option<u64> {
+        Some(
+            self.first_playback_ms?
+                .saturating_sub(self.speech_ended_ms?),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One entry of the conversation history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    pub role: Role,
+    pub text: String,
+    /// When the turn entered history.
+    pub at_ms: u64,
+    /// An assistant turn cut short: `text` is only what the user heard.
+    pub interrupted: bool,
+}
+
+/// The conversation core; see the module docs.
+#[derive(Debug)]
+pub struct Conversation {
+    config: TurnConfig,
+    muted: bool,
+    state: State,
+    history: Vec<Turn>,
+    user: UserSide,
+    reply: Option<Reply>,
+    /// The latest time seen; VAD times may lag behind it.
+    now_ms: u64,
+    next_utterance: UtteranceId,
+    next_reply: ReplyId,
+    next_clause: ClauseId,
+}
+
+/// What the user is saying that has not been settled yet.
+#[derive(Debug, Default)]
+struct UserSide {
+    /// When the speech in progress started.
+    speech_since: Option<u64>,
+    /// Finished utterances, in order, waiting for or holding transcripts.
+    /// While a reply is in progress these are barge-in candidates waiting to
+    /// be judged; otherwise they are parts of the next user turn.
+    utterances: Vec<Heard>,
+    last_speech_end_ms: Option<u64>,
+    last_transcript_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Heard {
+    id: UtteranceId,
+    transcript: Option<String>,
+}
+
+#[derive(Debug)]
+struct Reply {
+    id: ReplyId,
+    generating: bool,
+    splitter: ClauseSplitter,
+    clauses: Vec<Clause>,
+    /// Barge-in candidate pending: play nothing new.
+    held: bool,
+    /// A PausePlayback was sent and needs a ResumePlayback.
+    paused: bool,
+    timings: TurnTimings,
+}
+
+#[derive(Debug)]
+struct Clause {
+    id: ClauseId,
+    text: String,
+    synthesized: bool,
+    failed: bool,
+    play_sent: bool,
+    played_fraction: f32,
+    finished: bool,
+}
+
+impl Conversation {
+    pub fn new(config: TurnConfig) -> Self {
+        Self {
+            config,
+            muted: false,
+            state: State::Listening,
+            history: Vec::new(),
+            user: UserSide::default(),
+            reply: None,
+            now_ms: 0,
+            next_utterance: 1,
+            next_reply: 1,
+            next_clause: 1,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn history(&self) -> &[Turn] {
+        &self.history
+    }
+
+    pub fn config(&self) -> &TurnConfig {
+        &self.config
+    }
+
+    /// Feeds one event that happened at `at_ms`; returns what to do.
+    pub fn handle(&mut self, at_ms: u64, event: Event) -> Vec<Action> {
+        self.now_ms = self.now_ms.max(at_ms);
+        let mut out = Vec::new();
+        self.apply(at_ms, event, &mut out);
+        // Each step below looks at the whole situation rather than at the
+        // event, so the outcome never depends on which event got us here.
+        self.commit_sustained_barge_in(&mut out);
+        self.update_hold(&mut out);
+        self.advance_reply(&mut out);
+        self.answer_user_when_done(&mut out);
+        self.update_state(&mut out);
+        out
+    }
+
+    fn apply(&mut self, at_ms: u64, event: Event, out: &mut Vec<Action>) {
+        let rule = &self.config.barge_in;
+        match event {
+            Event::Tick => {}
+            Event::SpeechStarted => {
+                if !self.muted {
+                    self.user.speech_since.get_or_insert(at_ms);
+                }
+            }
+            Event::SpeechEnded => {
+                let Some(start) = self.user.speech_since.take() else {
+                    return;
+                };
+                let speech_ms = at_ms.saturating_sub(start);
+                if self.reply.is_some() {
+                    if !rule.enabled {
+                        return;
+                    }
+                    if speech_ms < rule.min_speech_ms {
+                        let reason = Dismissal::TooShort { speech_ms };
+                        out.push(Action::Emit(Notice::BargeInDismissed { reason }));
+                        return;
+                    }
+                }
+                let id = self.next_utterance;
+                self.next_utterance += 1;
+                self.user.utterances.push(Heard {
+                    id,
+                    transcript: None,
+                });
+                self.user.last_speech_end_ms = Some(at_ms);
+                out.push(Action::Transcribe { utterance: id });
+            }
+            Event::SpeechDiscarded => {
+                let Some(start) = self.user.speech_since.take() else {
+                    return;
+                };
+                if self.reply.is_some() && rule.enabled {
+                    let speech_ms = at_ms.saturating_sub(start);
+                    let reason = Dismissal::TooShort { speech_ms };
+                    out.push(Action::Emit(Notice::BargeInDismissed { reason }));
+                }
+            }
+            Event::Transcript { utterance, text } => {
+                let utterances = &mut self.user.utterances;
+                let Some(pos) = utterances
+                    .iter()
+                    .position(|h| h.id == utterance && h.transcript.is_none())
+                else {
+                    tracing::debug!(utterance, "ignoring a transcript nobody waits for");
+                    return;
+                };
+                let text = clean_transcript(&text);
+                if self.reply.is_some() && !rule.transcript_interrupts(&text) {
+                    utterances.remove(pos);
+                    let reason = Dismissal::NotAnInterruption { transcript: text };
+                    out.push(Action::Emit(Notice::BargeInDismissed { reason }));
+                    return;
+                }
+                utterances[pos].transcript = Some(text);
+                self.user.last_transcript_ms = Some(at_ms);
+                if self.reply.is_some() {
+                    self.stop_reply(InterruptCause::Words, out);
+                }
+            }
+            Event::ReplyToken { reply, text } => {
+                let clause_ids = &mut self.next_clause;
+                if let Some(r) = self
+                    .reply
+                    .as_mut()
+                    .filter(|r| r.id == reply && r.generating)
+                {
+                    r.timings.first_token_ms.get_or_insert(at_ms);
+                    for clause in r.splitter.push(&text) {
+                        r.add_clause(clause, at_ms, clause_ids, out);
+                    }
+                }
+            }
+            Event::ReplyFinished { reply } => {
+                let clause_ids = &mut self.next_clause;
+                if let Some(r) = self
+                    .reply
+                    .as_mut()
+                    .filter(|r| r.id == reply && r.generating)
+                {
+                    r.generating = false;
+                    if let Some(rest) = r.splitter.finish() {
+                        r.add_clause(rest, at_ms, clause_ids, out);
+                    }
+                    if r.clauses.is_empty() && !self.config.fallback_reply.is_empty() {
+                        out.push(Action::Emit(Notice::FallbackReply));
+                        let fallback = ClauseSplitter::split(
+                            self.config.chunking.clone(),
+                            &self.config.fallback_reply,
+                        );
+                        for clause in fallback {
+                            r.add_clause(clause, at_ms, clause_ids, out);
+                        }
+                    }
+                }
+            }
+            Event::ClauseSynthesized { clause } => {
+                if let Some((r, c)) = self.clause_mut(clause) {
+                    c.synthesized = !c.failed;
+                    r.first_synthesized_ms.get_or_insert(at_ms);
+                }
+            }
+            Event::SynthesisFailed { clause } => {
+                if let Some((_, c)) = self.clause_mut(clause) {
+                    c.failed = !c.synthesized;
+                }
+            }
+            Event::PlaybackStarted { clause } => {
+                if let Some((r, _)) = self.clause_mut(clause) {
+                    r.first_playback_ms.get_or_insert(at_ms);
+                }
+            }
+            Event::PlaybackProgress {
+                clause,
+                played_fraction,
+            } => {
+                if let Some((_, c)) = self.clause_mut(clause) {
+                    let fraction = if played_fraction.is_nan() {
+                        0.0
+                    } else {
+                        played_fraction.clamp(0.0, 1.0)
+                    };
+                    c.played_fraction = c.played_fraction.max(fraction);
+                }
+            }
+            Event::PlaybackFinished { clause } => {
+                if let Some((_, c)) = self.clause_mut(clause) {
+                    c.finished = c.play_sent;
+                    c.played_fraction = 1.0;
+                }
+            }
+            Event::Say { text } => {
+                let clauses = ClauseSplitter::split(self.config.chunking.clone(), &text);
+                if clauses.is_empty() {
+                    return;
+                }
+                self.take_over_floor(out);
+                let mut reply = self.new_reply(false);
+                for clause in clauses {
+                    reply.add_clause(clause, at_ms, &mut self.next_clause, out);
+                }
+                self.reply = Some(reply);
+            }
+            Event::Ask { text } => {
+                let text = clean_transcript(&text);
+                if text.is_empty() {
+                    return;
+                }
+                self.take_over_floor(out);
+                self.accept_user_turn(text, out);
+            }
+            Event::Interrupt => {
+                if self.reply.is_some() {
+                    self.stop_reply(InterruptCause::Command, out);
+                }
+            }
+            Event::SetMuted(muted) => {
+                self.muted = muted;
+                if muted {
+                    // Whatever the user was in the middle of saying is dropped;
+                    // late transcripts are then ignored by id.
+                    self.user = UserSide::default();
+                }
+            }
+        }
+    }
+
+    /// Barge-in stage 3: speech over Hark lasted long enough to be sure.
+    fn commit_sustained_barge_in(&mut self, out: &mut Vec<Action>) {
+        let rule = &self.config.barge_in;
+        if let (Some(since), Some(_)) = (self.user.speech_since, &self.reply) {
+            if rule.enabled && self.now_ms.saturating_sub(since) >= rule.commit_speech_ms {
+                self.stop_reply(InterruptCause::SustainedSpeech, out);
+            }
+        }
+    }
+
+    /// Barge-in stage 2: pause while a candidate interruption is pending,
+    /// resume once it is dismissed.
+    fn update_hold(&mut self, out: &mut Vec<Action>) {
+        let rule = &self.config.barge_in;
+        let speech_long_enough = self
+            .user
+            .speech_since
+            .is_some_and(|since| self.now_ms.saturating_sub(since) >= rule.min_speech_ms);
+        let pending = speech_long_enough || !self.user.utterances.is_empty();
+        let Some(reply) = self.reply.as_mut() else {
+            return;
+        };
+        let hold = rule.enabled && pending;
+        if hold && !reply.held {
+            reply.held = true;
+            out.push(Action::Emit(Notice::BargeInSuspected));
+            if reply.is_playing() {
+                reply.paused = true;
+                out.push(Action::PausePlayback);
+            }
+        } else if !hold && reply.held {
+            reply.held = false;
+            if reply.paused {
+                reply.paused = false;
+                out.push(Action::ResumePlayback);
+            }
+        }
+    }
+
+    /// Queues every clause that can play next, and closes the reply once it
+    /// has all been played.
+    fn advance_reply(&mut self, out: &mut Vec<Action>) {
+        let Some(reply) = self.reply.as_mut() else {
+            return;
+        };
+        if !reply.held {
+            for clause in reply.clauses.iter_mut() {
+                if clause.failed || clause.play_sent {
+                    continue;
+                }
+                if !clause.synthesized {
+                    break; // playback order is clause order
+                }
+                clause.play_sent = true;
+                out.push(Action::Play { clause: clause.id });
+            }
+        }
+        let complete = !reply.generating && reply.clauses.iter().all(|c| c.finished || c.failed);
+        if complete {
+            let reply = self.reply.take().expect("checked above");
+            self.close_reply(reply, false, out);
+        }
+    }
+
+    /// Starts a generation once the user has finished speaking and every
+    /// utterance of the turn is transcribed.
+    fn answer_user_when_done(&mut self, out: &mut Vec<Action>) {
+        let user = &self.user;
+        let waiting =
+            user.speech_since.is_some() || user.utterances.iter().any(|h| h.transcript.is_none());
+        if self.reply.is_some() || waiting || user.utterances.is_empty() {
+            return;
+        }
+        let parts: Vec<String> = self
+            .user
+            .utterances
+            .drain(..)
+            .filter_map(|h| h.transcript)
+            .filter(|t| !t.is_empty())
+            .collect();
+        if parts.is_empty() {
+            out.push(Action::Emit(Notice::NothingHeard));
+            return;
+        }
+        self.accept_user_turn(parts.join(" "), out);
+    }
+
+    fn update_state(&mut self, out: &mut Vec<Action>) {
+        let state = match &self.reply {
+            Some(reply) if reply.clauses.iter().any(|c| c.play_sent) => State::Speaking,
+            Some(_) => State::Thinking,
+            None if self.user.speech_since.is_some() => State::UserSpeaking,
+            None if !self.user.utterances.is_empty() => State::Thinking,
+            None if self.muted => State::Idle,
+            None => State::Listening,
+        };
+        if state != self.state {
+            out.push(Action::Emit(Notice::StateChanged {
+                from: self.state,
+                to: state,
+            }));
+            tracing::debug!(from = ?self.state, to = ?state, "conversation state");
+            self.state = state;
+        }
+    }
+
+    /// Records the user's turn and asks the LLM to answer it.
+    fn accept_user_turn(&mut self, text: String, out: &mut Vec<Action>) {
+        out.push(Action::Emit(Notice::UserTurn { text: text.clone() }));
+        self.record(Role::User, text, false);
+        let mut reply = self.new_reply(true);
+        reply.timings.speech_ended_ms = self.user.last_speech_end_ms.take();
+        reply.timings.transcript_ms = self.user.last_transcript_ms.take();
+        reply.timings.generation_started_ms = Some(self.now_ms);
+        out.push(Action::StartGeneration {
+            reply: reply.id,
+            history: self.history.clone(),
+        });
+        self.reply = Some(reply);
+    }
+
+    /// A command takes the floor: any reply stops and whatever the user had
+    /// not finished saying is dropped.
+    fn take_over_floor(&mut self, out: &mut Vec<Action>) {
+        if self.reply.is_some() {
+            self.stop_reply(InterruptCause::Command, out);
+        }
+        self.user.utterances.clear();
+        self.user.last_speech_end_ms = None;
+        self.user.last_transcript_ms = None;
+    }
+
+    /// Stops the reply in progress for good, keeping only what was heard.
+    fn stop_reply(&mut self, cause: InterruptCause, out: &mut Vec<Action>) {
+        let Some(reply) = self.reply.take() else {
+            return;
+        };
+        if reply.clauses.iter().any(|c| c.play_sent && !c.finished) {
+            out.push(Action::FlushPlayback);
+        }
+        if reply.clauses.iter().any(|c| !c.synthesized && !c.failed) {
+            out.push(Action::CancelSynthesis);
+        }
+        if reply.generating {
+            out.push(Action::CancelGeneration { reply: reply.id });
+        }
+        out.push(Action::Emit(Notice::Interrupted {
+            spoken_part: reply.spoken_text(),
+            cause,
+        }));
+        self.close_reply(reply, true, out);
+    }
+
+    fn close_reply(&mut self, mut reply: Reply, interrupted: bool, out: &mut Vec<Action>) {
+        let text = reply.spoken_text();
+        if !text.is_empty() {
+            self.record(Role::Assistant, text.clone(), interrupted);
+        }
+        reply.timings.finished_ms = self.now_ms;
+        out.push(Action::Emit(Notice::TurnFinished {
+            reply: reply.id,
+            text,
+            interrupted,
+            timings: reply.timings,
+        }));
+    }
+
+    fn record(&mut self, role: Role, text: String, interrupted: bool) {
+        match self.history.last_mut() {
+            Some(last) if last.role == role => {
+                last.text.push(' ');
+                last.text.push_str(&text);
+                last.interrupted |= interrupted;
+            }
+            _ => self.history.push(Turn {
+                role,
+                text,
+                at_ms: self.now_ms,
+                interrupted,
+            }),
+        }
+    }
+
+    fn new_reply(&mut self, generating: bool) -> Reply {
+        let id = self.next_reply;
+        self.next_reply += 1;
+        Reply {
+            id,
+            generating,
+            splitter: ClauseSplitter::new(self.config.chunking.clone()),
+            clauses: Vec::new(),
+            held: false,
+            paused: false,
+            timings: TurnTimings::default(),
+        }
+    }
+
+    /// The current reply's timings and one of its clauses; `None` for a
+    /// clause of a reply that is gone.
+    fn clause_mut(&mut self, id: ClauseId) -> Option<(&mut TurnTimings, &mut Clause)> {
+        let reply = self.reply.as_mut()?;
+        let clause = reply.clauses.iter_mut().find(|c| c.id == id)?;
+        Some((&mut reply.timings, clause))
+    }
+}
+
+impl Reply {
+    fn add_clause(
+        &mut self,
+        text: String,
+        at_ms: u64,
+        next_id: &mut ClauseId,
+        out: &mut Vec<Action>,
+    ) {
+        let id = *next_id;
+        *next_id += 1;
+        self.timings.first_clause_ms.get_or_insert(at_ms);
+        out.push(Action::Emit(Notice::ReplyClause {
+            clause: id,
+            text: text.clone(),
+        }));
+        out.push(Action::Synthesize {
+            clause: id,
+            text: text.clone(),
+        });
+        self.clauses.push(Clause {
+            id,
+            text,
+            synthesized: false,
+            failed: false,
+            play_sent: false,
+            played_fraction: 0.0,
+            finished: false,
+        });
+    }
+
+    fn is_playing(&self) -> bool {
+        self.clauses.iter().any(|c| c.play_sent && !c.finished)
+    }
+
+    /// What the user has heard: every finished clause, then the heard part
+    /// of the clause playing. Clauses play in order, so nothing after the
+    /// first unfinished clause has been heard.
+    fn spoken_text(&self) -> String {
+        let mut heard = Vec::new();
+        for clause in self.clauses.iter().filter(|c| !c.failed) {
+            if clause.finished {
+                heard.push(clause.text.as_str());
+                continue;
+            }
+            if clause.play_sent {
+                heard.push(heard_prefix(&clause.text, clause.played_fraction));
+            }
+            break;
+        }
+        heard.retain(|part| !part.is_empty());
+        heard.join(" ")
+    }
+}
+
+/// The words of `text` heard when `fraction` of its audio has played,
+/// estimating by characters and keeping only whole words.
+fn heard_prefix(text: &str, fraction: f32) -> &str {
+    let chars = text.chars().count();
+    let heard_chars = (chars as f32 * fraction).floor() as usize;
+    let Some((cut, next)) = text.char_indices().nth(heard_chars) else {
+        return text;
+    };
+    let head = if next.is_whitespace() {
+        &text[..cut]
+    } else {
+        text[..cut]
+            .rsplit_once(char::is_whitespace)
+            .map_or("", |(head, _)| head)
+    };
+    head.trim_end()
+}
+
+/// A transcript without Whisper's annotations (`[BLANK_AUDIO]`, `(coughs)`)
+/// and with single spaces.
+fn clean_transcript(text: &str) -> String {
+    let mut kept = String::with_capacity(text.len());
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '[' | '(' => depth += 1,
+            ']' | ')' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => kept.push(c),
+            _ => {}
+        }
+    }
+    kept.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Lowercase words without surrounding punctuation ("Uh-huh." → "uh-huh").
+fn words(text: &str) -> Vec<String> {
+    clean_transcript(text)
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,303 @@
+//! The `hark-llm` thread: owns a model and serves one request at a time.
+//!
+//! Generation is CPU-bound and takes seconds, so it must not run on the
+//! conversation core's thread. Both channels are bounded: requests so a
+//! misbehaving caller cannot queue unbounded work, events so a slow consumer
+//! applies back-pressure instead of buffering a whole reply. Cancellation is a
+//! shared flag checked between tokens, so barge-in stops the model within one
+//! token's time.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::{ChatMessage, Generation, LlmError};
+
+/// Requests waiting behind the running one before `ask` reports busy.
+const REQUEST_QUEUE: usize = 2;
+/// Token events buffered ahead of the consumer.
+const EVENT_QUEUE: usize = 64;
+/// How long a cancelled request's final event waits for a reader that has
+/// stopped draining the channel.
+const FINAL_EVENT_GRACE: Duration = Duration::from_secs(1);
+
+/// Anything that can stream a reply; `LanguageModel` in production, a fake in
+/// tests.
+pub trait TokenGenerator: Send + 'static {
+    fn generate(
+        &mut self,
+        history: &[ChatMessage],
+        on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, LlmError>;
+}
+
+/// What the worker streams back for one request. `Done` or `Error` always
+/// comes last (unless the receiver was dropped).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LlmEvent {
+    Token(String),
+    Done(Generation),
+    Error(String),
+}
+
+/// Stops a running or queued request before its next token.
+#[derive(Debug, Clone, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct Request {
+    history: Vec<ChatMessage>,
+    events: SyncSender<LlmEvent>,
+    cancel: CancelHandle,
+}
+
+/// Handle to the `hark-llm` thread; dropping it finishes the current request
+/// and joins the thread.
+pub struct LlmWorker {
+    requests: Option<SyncSender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LlmWorker {
+    /// Moves the model onto a new thread named "hark-llm".
+    ///
+    /// # Panics
+    /// If the OS refuses to create a thread.
+    pub fn spawn(mut model: impl TokenGenerator) -> LlmWorker {
+        let (tx, rx) = mpsc::sync_channel::<Request>(REQUEST_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("hark-llm".into())
+            .spawn(move || {
+                for req in rx {
+                    serve(&mut model, req);
+                }
+            })
+            .expect("failed to spawn the hark-llm thread");
+        LlmWorker {
+            requests: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a reply to `history`; events arrive on the returned receiver.
+    /// Fails with `WorkerBusy` when requests pile up and `WorkerGone` if the
+    /// thread has died.
+    pub fn ask(
+        &self,
+        history: Vec<ChatMessage>,
+    ) -> Result<(Receiver<LlmEvent>, CancelHandle), LlmError> {
+        let (events, rx) = mpsc::sync_channel(EVENT_QUEUE);
+        let cancel = CancelHandle::default();
+        let req = Request {
+            history,
+            events,
+            cancel: cancel.clone(),
+        };
+        let requests = self.requests.as_ref().ok_or(LlmError::WorkerGone)?;
+        match requests.try_send(req) {
+            Ok(()) => Ok((rx, cancel)),
+            Err(TrySendError::Full(_)) => Err(LlmError::WorkerBusy),
+            Err(TrySendError::Disconnected(_)) => Err(LlmError::WorkerGone),
+        }
+    }
+}
+
+impl Drop for LlmWorker {
+    fn drop(&mut self) {
+        // Closing the request channel ends the thread's loop.
+        self.requests.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(model: &mut impl TokenGenerator, req: Request) {
+    let Request {
+        history,
+        events,
+        cancel,
+    } = req;
+    if cancel.is_cancelled() {
+        let done = Generation {
+            cancelled: true,
+            ..Generation::default()
+        };
+        deliver(&events, &cancel, LlmEvent::Done(done), true);
+        return;
+    }
+    let mut on_token = |piece: &str| {
+        if cancel.is_cancelled() {
+            return ControlFlow::Break(());
+        }
+        if !piece.is_empty() && !deliver(&events, &cancel, LlmEvent::Token(piece.into()), false) {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    };
+    let last = match model.generate(&history, &mut on_token) {
+        Ok(mut g) => {
+            // A cancel that landed after the last token still counts.
+            g.cancelled |= cancel.is_cancelled();
+            LlmEvent::Done(g)
+        }
+        Err(e) => LlmEvent::Error(e.to_string()),
+    };
+    deliver(&events, &cancel, last, true);
+}
+
+/// Sends without blocking forever on a consumer that stopped reading after
+/// cancelling. Returns false when the event was dropped.
+fn deliver(tx: &SyncSender<LlmEvent>, cancel: &CancelHandle, ev: LlmEvent, last: bool) -> bool {
+    let mut ev = ev;
+    let mut gave_up_at: Option<Instant> = None;
+    loop {
+        match tx.try_send(ev) {
+            Ok(()) => return true,
+            Err(TrySendError::Disconnected(_)) => return false,
+            Err(TrySendError::Full(back)) => {
+                if cancel.is_cancelled() {
+                    if !last {
+                        return false;
+                    }
+                    let since = *gave_up_at.get_or_insert_with(Instant::now);
+                    if since.elapsed() > FINAL_EVENT_GRACE {
+                        return false;
+                    }
+                }
+                ev = back;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Emits "t0", "t1", ... until told to stop or `limit` is reached.
+    struct Fake {
+        limit: usize,
+    }
+
+    impl TokenGenerator for Fake {
+        fn generate(
+            &mut self,
+            history: &[ChatMessage],
+            on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+        ) -> Result<Generation, LlmError> {
+            if history.is_empty() {
+                return Err(LlmError::Inference("empty history".into()));
+            }
+            let mut g = Generation::default();
+            for i in 0..self.limit {
+                let piece = format!("t{i} ");
+                g.text.push_str(&piece);
+                g.tokens += 1;
+                if on_token(&piece).is_break() {
+                    g.cancelled = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(g)
+        }
+    }
+
+    fn ask(w: &LlmWorker) -> (Receiver<LlmEvent>, CancelHandle) {
+        w.ask(vec![ChatMessage::user("hi")]).unwrap()
+    }
+
+    #[test]
+    fn streams_tokens_then_done_on_named_thread() {
+        struct Named;
+        impl TokenGenerator for Named {
+            fn generate(
+                &mut self,
+                _: &[ChatMessage],
+                on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+            ) -> Result<Generation, LlmError> {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                let _ = on_token(&name);
+                Ok(Generation {
+                    text: name,
+                    tokens: 1,
+                    ..Generation::default()
+                })
+            }
+        }
+        let w = LlmWorker::spawn(Named);
+        let (rx, _) = ask(&w);
+        assert_eq!(rx.recv().unwrap(), LlmEvent::Token("hark-llm".into()));
+        match rx.recv().unwrap() {
+            LlmEvent::Done(g) => assert!(!g.cancelled && g.tokens == 1),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn cancel_stops_between_tokens_and_worker_serves_next_request() {
+        let w = LlmWorker::spawn(Fake { limit: 10_000 });
+        let (rx, cancel) = ask(&w);
+        for i in 0..3 {
+            assert_eq!(rx.recv().unwrap(), LlmEvent::Token(format!("t{i} ")));
+        }
+        cancel.cancel();
+        let done = rx
+            .iter()
+            .find_map(|e| match e {
+                LlmEvent::Done(g) => Some(g),
+                _ => None,
+            })
+            .expect("Done after cancel");
+        assert!(done.cancelled);
+        assert!(done.tokens < 10_000);
+
+        let (rx, _) = w.ask(vec![ChatMessage::user("again")]).unwrap();
+        assert_eq!(rx.recv().unwrap(), LlmEvent::Token("t0 ".into()));
+    }
+
+    #[test]
+    fn cancelled_reader_that_stops_reading_does_not_wedge_the_worker() {
+        let w = LlmWorker::spawn(Fake { limit: 10_000 });
+        let (rx_stuck, cancel) = ask(&w);
+        assert!(matches!(rx_stuck.recv().unwrap(), LlmEvent::Token(_)));
+        cancel.cancel();
+        // rx_stuck is kept but never read again; the next request must run.
+        let (rx, _) = ask(&w);
+        let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(first, LlmEvent::Token("t0 ".into()));
+        drop(rx_stuck);
+    }
+
+    #[test]
+    fn errors_are_reported_as_events() {
+        let w = LlmWorker::spawn(Fake { limit: 3 });
+        let (rx, _) = w.ask(Vec::new()).unwrap();
+        assert!(matches!(rx.recv().unwrap(), LlmEvent::Error(m) if m.contains("empty history")));
+    }
+
+    #[test]
+    fn dropped_receiver_stops_generation() {
+        let w = LlmWorker::spawn(Fake { limit: 100_000 });
+        let (rx, _) = ask(&w);
+        drop(rx);
+        // If generation kept running, this would take 100 s.
+        let (rx, _) = ask(&w);
+        let start = Instant::now();
+        assert!(matches!(rx.recv().unwrap(), LlmEvent::Token(_)));
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+}

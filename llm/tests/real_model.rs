@@ -1,0 +1,147 @@
+//! End-to-end check against a real GGUF model, gated on `HARK_LLM_GGUF`
+//! (path to SmolLM2-135M-Instruct.Q4_1.gguf); without it the test is skipped
+//! so CI machines without the 98 MB file still pass.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use hark_llm::{ChatMessage, LanguageModel, LlmConfig, LlmError, LlmEvent, LlmWorker};
+
+fn model_path() -> Option<PathBuf> {
+    std::env::var_os("HARK_LLM_GGUF").map(PathBuf::from)
+}
+
+#[test]
+fn real_model_end_to_end() {
+    let Some(path) = model_path() else {
+        println!("skipped: set HARK_LLM_GGUF to a SmolLM2 GGUF to run");
+        return;
+    };
+    let config = LlmConfig {
+        temperature: 0.0,
+        ..LlmConfig::default()
+    };
+    let t = Instant::now();
+    let mut model = LanguageModel::load(&path, config).expect("load model");
+    println!(
+        "loaded {} ({:?}) in {:.0} ms",
+        model.architecture(),
+        model.chat_template(),
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(model.architecture(), "llama");
+    assert_eq!(model.count_tokens("<|im_start|>"), 1);
+    assert_eq!(model.count_tokens("<|im_end|>"), 1);
+    assert_eq!(model.count_tokens("<|im_start|>user\nHi<|im_end|>"), 5);
+
+    // Greedy answer, streamed.
+    let history = vec![ChatMessage::user(
+        "What is the capital of France? Answer in one word.",
+    )];
+    let mut pieces = Vec::new();
+    let g = model
+        .generate(&history, &mut |p| {
+            pieces.push(p.to_string());
+            ControlFlow::Continue(())
+        })
+        .expect("generate");
+    println!("reply: {:?}", g.text);
+    print_speed("answer", &g);
+    assert!(g.text.contains("Paris"), "{:?}", g.text);
+    assert_eq!(pieces.concat(), g.text);
+    assert_eq!(pieces.len(), g.tokens);
+    assert!(g.tokens > 1);
+    assert!(!g.cancelled);
+    assert!(g.tokens < 120, "should stop at end of turn, not max_tokens");
+    assert!(!g.text.contains("<|im_end|>"));
+
+    // Cancellation after the third token.
+    let history = vec![ChatMessage::user("Tell me a long story about a dragon.")];
+    let mut seen = 0;
+    let g = model
+        .generate(&history, &mut |_| {
+            seen += 1;
+            if seen == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .expect("generate");
+    assert!(g.cancelled);
+    assert_eq!(g.tokens, 3);
+    assert_eq!(seen, 3);
+
+    // Multi-turn history goes through the worker thread.
+    let worker = LlmWorker::spawn(model);
+    let history = vec![
+        ChatMessage::user("Hi, my name is Anna."),
+        ChatMessage::assistant("Hello Anna! How can I help you today?"),
+        ChatMessage::user("Say hello to me again."),
+    ];
+    let (rx, _cancel) = worker.ask(history).expect("ask");
+    let mut streamed = String::new();
+    let done = loop {
+        match rx.recv().expect("event") {
+            LlmEvent::Token(t) => streamed.push_str(&t),
+            LlmEvent::Done(g) => break g,
+            LlmEvent::Error(e) => panic!("{e}"),
+        }
+    };
+    println!("worker reply: {streamed:?}");
+    print_speed("worker", &done);
+    assert_eq!(streamed, done.text);
+    assert!(!done.text.is_empty());
+    drop(worker);
+
+    // Broken files give typed errors that name the file.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = LanguageModel::load(&truncated, LlmConfig::default())
+        .err()
+        .expect("truncated file must fail");
+    println!("truncated: {err}");
+    assert!(matches!(err, LlmError::Truncated { .. }), "{err:?}");
+    assert!(err.to_string().contains("truncated.gguf"));
+
+    let short = dir.path().join("header-only.gguf");
+    std::fs::write(&short, &bytes[..1000]).unwrap();
+    let err = LanguageModel::load(&short, LlmConfig::default())
+        .err()
+        .expect("header-only file must fail");
+    println!("header only: {err}");
+    assert!(matches!(err, LlmError::Truncated { .. }), "{err:?}");
+    assert!(err.to_string().contains("header-only.gguf"));
+
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "just some text, not a model").unwrap();
+    let err = LanguageModel::load(&text, LlmConfig::default())
+        .err()
+        .expect("text file must fail");
+    println!("not gguf: {err}");
+    assert!(matches!(err, LlmError::NotGguf { .. }), "{err:?}");
+    assert!(err.to_string().contains("notes.txt"));
+
+    let missing = dir.path().join("missing.gguf");
+    let err = LanguageModel::load(&missing, LlmConfig::default())
+        .err()
+        .expect("missing file must fail");
+    assert!(matches!(err, LlmError::NotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("missing.gguf"));
+}
+
+fn print_speed(label: &str, g: &hark_llm::Generation) {
+    let decode_s = (g.total_ms - g.first_token_ms) / 1000.0;
+    let tps = if decode_s > 0.0 && g.tokens > 1 {
+        (g.tokens - 1) as f64 / decode_s
+    } else {
+        0.0
+    };
+    println!(
+        "{label}: {} prompt tokens, {} tokens, first token {:.0} ms, total {:.0} ms, {tps:.1} tokens/s",
+        g.prompt_tokens, g.tokens, g.first_token_ms, g.total_ms
+    );
+}

@@ -271,8 +271,10 @@ pub fn open_source(args: &ListenArgs, frame_len: usize) -> anyhow::Result<Box<dy
 pub fn run(args: ListenArgs, store: &ModelStore) -> anyhow::Result<()> {
     let vad = args.vad.config()?;
     let frame_len = (SAMPLE_RATE * vad.frame_ms / 1000) as usize;
-    let stt = crate::stt_setup::load_whisper(&args.model, store, !args.full_window)?;
+    // The source first: a missing microphone or a bad file is reported
+    // before the model load (the device queues 2 s of frames meanwhile).
     let source = open_source(&args, frame_len)?;
+    let stt = crate::stt_setup::load_whisper(&args.model, store, !args.full_window)?;
     tracing::info!(source = %source.describe(), "listening");
 
     let stop = Arc::new(AtomicBool::new(false));

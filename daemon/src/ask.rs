@@ -58,15 +58,7 @@ pub struct LlmArgs {
 impl LlmArgs {
     pub fn load(&self, store: &ModelStore) -> anyhow::Result<LanguageModel> {
         let path = if self.llm == SMOLLM2_135M.name {
-            let path = store.path_of(&SMOLLM2_135M);
-            if !path.is_file() {
-                bail!(
-                    "language model {} is not installed (expected {}); run `hark models fetch`",
-                    SMOLLM2_135M.name,
-                    path.display()
-                );
-            }
-            path
+            crate::model_files::installed(store, &SMOLLM2_135M, "language model")?
         } else {
             PathBuf::from(&self.llm)
         };

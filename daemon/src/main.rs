@@ -6,6 +6,7 @@ mod ask;
 mod bench;
 mod devices;
 mod listen;
+mod model_files;
 mod models_cmd;
 mod progress;
 mod speak;

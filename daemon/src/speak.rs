@@ -14,7 +14,7 @@ use clap::Args;
 use hark_audio::device::DevicePlayer;
 use hark_audio::wav::{WavSampleFormat, WavSink};
 use hark_converse::chunk::{ChunkConfig, ClauseSplitter};
-use hark_models::store::{ModelSpec, ModelStore, ONNXRUNTIME, PIPER_JOE_MEDIUM};
+use hark_models::store::{ModelStore, ONNXRUNTIME, PIPER_JOE_MEDIUM};
 use hark_tts::PiperVoice;
 
 /// Clauses waiting for synthesis, and synthesized clauses waiting for the
@@ -49,27 +49,14 @@ pub struct SayArgs {
     pub output: OutputArgs,
 }
 
-/// A file the catalogue installs, or the user's own path.
-fn installed(store: &ModelStore, spec: &ModelSpec, what: &str) -> anyhow::Result<PathBuf> {
-    let path = store.path_of(spec);
-    if !path.is_file() {
-        bail!(
-            "{what} {} is not installed (expected {}); run `hark models fetch`",
-            spec.name,
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 /// Loads the Piper voice `--voice` names, on ONNX Runtime from the store.
 pub fn load_voice(args: &OutputArgs, store: &ModelStore) -> anyhow::Result<PiperVoice> {
     let onnx = if args.voice == PIPER_JOE_MEDIUM.name {
-        installed(store, &PIPER_JOE_MEDIUM, "Piper voice")?
+        crate::model_files::installed(store, &PIPER_JOE_MEDIUM, "Piper voice")?
     } else {
         PathBuf::from(&args.voice)
     };
-    let ort_lib = installed(store, &ONNXRUNTIME, "ONNX Runtime")?;
+    let ort_lib = crate::model_files::installed(store, &ONNXRUNTIME, "ONNX Runtime")?;
     let started = std::time::Instant::now();
     // One ONNX thread: Whisper and the language model share the other core.
     let voice = PiperVoice::load(&onnx, &ort_lib, 1)

@@ -22,30 +22,7 @@ pub fn resolve_model(args: &ModelArgs, store: &ModelStore) -> anyhow::Result<Pat
         }
         return Ok(path);
     };
-    let path = store.path_of(spec);
-    let size = match std::fs::metadata(&path) {
-        Ok(m) => m.len(),
-        Err(_) => bail!(
-            "Whisper model {} is not installed (expected {}); run `hark models fetch`{}",
-            spec.name,
-            path.display(),
-            if spec.default {
-                String::new()
-            } else {
-                format!(" {}", spec.name)
-            }
-        ),
-    };
-    // A size check is free and catches the usual damage (an interrupted copy)
-    // before whisper.cpp reads garbage; the full hash is `hark models list`'s job.
-    if size != spec.size {
-        bail!(
-            "Whisper model file {} is corrupt: {size} bytes, expected {}; run `hark models fetch` to reinstall it",
-            path.display(),
-            spec.size
-        );
-    }
-    Ok(path)
+    crate::model_files::installed(store, spec, "Whisper model")
 }
 
 fn names() -> String {

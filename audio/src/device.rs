@@ -47,6 +47,8 @@ const CAPTURE_RING_SECONDS: usize = 2;
 
 /// How far ahead of the device `play` may queue audio.
 const PLAYBACK_RING_MS: usize = 500;
+/// What was played stays this long in the tap for an echo canceller to read.
+const PLAYED_TAP_MS: usize = 2000;
 
 /// Frames queued between the capture thread and `next_frame` before the
 /// capture thread waits (and the ring starts filling instead).
@@ -967,6 +969,40 @@ impl CapturePump {
 
 // --------------------------------------------------------------- playback --
 
+/// What a [`DevicePlayer`]'s device played, read as it plays: every sample
+/// its callback handed over, silence included, in order.
+pub struct PlayedAudio {
+    ring: RingConsumer,
+    rate: u32,
+}
+
+impl PlayedAudio {
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Appends everything played since the last call to `out`; returns how
+    /// many samples that was.
+    pub fn read(&mut self, out: &mut Vec<f32>) -> usize {
+        let start = out.len();
+        out.resize(start + self.ring.occupied_len(), 0.0);
+        let got = self.ring.pop(&mut out[start..]);
+        out.truncate(start + got);
+        got
+    }
+
+    /// Samples lost because nobody read them in time (then the stream has a
+    /// gap the reader cannot see). Monotonic.
+    pub fn lost(&self) -> u64 {
+        self.ring.stats().overruns()
+    }
+
+    fn skip_backlog(&mut self) {
+        let backlog = self.ring.occupied_len();
+        self.ring.skip(backlog);
+    }
+}
+
 /// Whether [`DevicePlayer::play`] queued all of its audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlayOutcome {
@@ -990,6 +1026,10 @@ struct PlaybackShared {
     flush_generation: AtomicU64,
     /// `play` calls currently feeding; silence is an underrun only then.
     feeders: AtomicUsize,
+    /// Samples of silence the callback ever played because the ring was
+    /// empty, underrun or not: with it a caller that keeps its own timeline
+    /// of what is heard (echo cancellation) can account for every gap.
+    silence_played: AtomicU64,
     fault: StreamFault,
 }
 
@@ -1003,6 +1043,8 @@ pub struct DevicePlayer {
     format: StreamFormat,
     period_frames: Option<u32>,
     producer: Mutex<RingProducer>,
+    /// Until someone takes it: what the device played.
+    played: Mutex<Option<RingConsumer>>,
     shared: Arc<PlaybackShared>,
     stats: RingStats,
     stop: Arc<AtomicBool>,
@@ -1061,7 +1103,8 @@ impl DevicePlayer {
             name: opened.name,
             format: opened.format,
             period_frames: opened.period_frames,
-            producer: Mutex::new(opened.ring_end),
+            producer: Mutex::new(opened.ring_end.producer),
+            played: Mutex::new(Some(opened.ring_end.played)),
             shared,
             stats: opened.stats,
             stop,
@@ -1126,6 +1169,35 @@ impl DevicePlayer {
             }
         }
         Ok(PlayOutcome::Queued)
+    }
+
+    /// The stream of what the device plays from now on (channel 0, at the
+    /// device rate, silence included): the reference an echo canceller
+    /// needs. There is one; later calls get `None`.
+    pub fn take_played(&self) -> Option<PlayedAudio> {
+        let ring = self
+            .played
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        let mut played = PlayedAudio {
+            ring,
+            rate: self.format.sample_rate,
+        };
+        // Whatever piled up before anyone listened is old.
+        played.skip_backlog();
+        Some(played)
+    }
+
+    /// Frames queued and not yet handed to the device.
+    pub fn queued_frames(&self) -> usize {
+        self.lock_producer().occupied_len() / self.format.channels.max(1) as usize
+    }
+
+    /// Frames of silence the device has played so far because nothing was
+    /// queued (including before the first `play` and after a flush).
+    pub fn silence_played_frames(&self) -> u64 {
+        self.shared.silence_played.load(Ordering::Relaxed) / u64::from(self.format.channels.max(1))
     }
 
     /// Discards everything queued and makes a concurrent `play` return
@@ -1217,10 +1289,16 @@ impl Drop for FeederGuard<'_> {
 
 /// Body of "hark-playback": owns the stream and keeps it alive until the
 /// player is dropped.
+/// The player's ends of its two rings: audio in, and what was played out.
+struct PlaybackEnds {
+    producer: RingProducer,
+    played: RingConsumer,
+}
+
 fn playback_thread(
     name: Option<String>,
     shared: Arc<PlaybackShared>,
-    ready: mpsc::Sender<Result<Opened<RingProducer>, AudioError>>,
+    ready: mpsc::Sender<Result<Opened<PlaybackEnds>, AudioError>>,
     stop: Arc<AtomicBool>,
 ) {
     let (stream, opened) = match open_playback_stream(name.as_deref(), &shared) {
@@ -1266,7 +1344,7 @@ fn playback_thread(
 fn open_playback_stream(
     name: Option<&str>,
     shared: &Arc<PlaybackShared>,
-) -> Result<(cpal::Stream, Opened<RingProducer>), AudioError> {
+) -> Result<(cpal::Stream, Opened<PlaybackEnds>), AudioError> {
     let _quiet = QuietAlsa::new();
     let host = cpal::default_host();
     let device = find_device(&host, name, Direction::Output)?;
@@ -1277,18 +1355,25 @@ fn open_playback_stream(
     let capacity =
         chosen.config.sample_rate as usize * chosen.config.channels as usize * PLAYBACK_RING_MS
             / 1000;
-    let mut producer_slot = None;
+    let mut ends_slot = None;
     let build = |config: StreamConfig| {
         let (producer, consumer, _) = sample_ring(capacity);
-        let stream =
-            build_playback_stream(&device, config, chosen.sample_format, consumer, shared)?;
-        producer_slot = Some(producer);
+        let (tap, played, _) =
+            sample_ring(config.sample_rate as usize * PLAYED_TAP_MS / 1000);
+        let stream = build_playback_stream(
+            &device,
+            config,
+            chosen.sample_format,
+            PlaybackCallbackEnds { consumer, tap },
+            shared,
+        )?;
+        ends_slot = Some(PlaybackEnds { producer, played });
         Ok(stream)
     };
     let (stream, config) = build_with_fallback(chosen, build, &device_name)
         .map_err(|e| open_error(e, &device_name, Direction::Output, is_default))?;
-    let producer = producer_slot.expect("a built stream has its ring");
-    let stats = producer.stats().clone();
+    let ends = ends_slot.expect("a built stream has its rings");
+    let stats = ends.producer.stats().clone();
     let opened = Opened {
         period_frames: stream.buffer_size().ok(),
         name: device_name,
@@ -1297,27 +1382,34 @@ fn open_playback_stream(
             channels: config.channels,
         },
         sample_format: chosen.sample_format,
-        ring_end: producer,
+        ring_end: ends,
         stats,
     };
     Ok((stream, opened))
+}
+
+/// The callback's ends: audio to play, and a copy of what it played
+/// (channel 0) for an echo canceller.
+struct PlaybackCallbackEnds {
+    consumer: RingConsumer,
+    tap: RingProducer,
 }
 
 fn build_playback_stream(
     device: &cpal::Device,
     config: StreamConfig,
     sample_format: SampleFormat,
-    consumer: RingConsumer,
+    ends: PlaybackCallbackEnds,
     shared: &Arc<PlaybackShared>,
 ) -> Result<cpal::Stream, cpal::Error> {
     match sample_format {
-        SampleFormat::F32 => build_playback::<f32>(device, config, consumer, shared),
-        SampleFormat::I16 => build_playback::<i16>(device, config, consumer, shared),
-        SampleFormat::I32 => build_playback::<i32>(device, config, consumer, shared),
-        SampleFormat::U16 => build_playback::<u16>(device, config, consumer, shared),
-        SampleFormat::U8 => build_playback::<u8>(device, config, consumer, shared),
-        SampleFormat::I8 => build_playback::<i8>(device, config, consumer, shared),
-        SampleFormat::F64 => build_playback::<f64>(device, config, consumer, shared),
+        SampleFormat::F32 => build_playback::<f32>(device, config, ends, shared),
+        SampleFormat::I16 => build_playback::<i16>(device, config, ends, shared),
+        SampleFormat::I32 => build_playback::<i32>(device, config, ends, shared),
+        SampleFormat::U16 => build_playback::<u16>(device, config, ends, shared),
+        SampleFormat::U8 => build_playback::<u8>(device, config, ends, shared),
+        SampleFormat::I8 => build_playback::<i8>(device, config, ends, shared),
+        SampleFormat::F64 => build_playback::<f64>(device, config, ends, shared),
         other => Err(cpal::Error::with_message(
             cpal::ErrorKind::UnsupportedConfig,
             format!("sample format {other} is not supported by hark"),
@@ -1332,12 +1424,17 @@ const PLAYBACK_SCRATCH: usize = 512;
 fn build_playback<T>(
     device: &cpal::Device,
     config: StreamConfig,
-    mut consumer: RingConsumer,
+    ends: PlaybackCallbackEnds,
     shared: &Arc<PlaybackShared>,
 ) -> Result<cpal::Stream, cpal::Error>
 where
     T: SizedSample + FromSample<f32>,
 {
+    let PlaybackCallbackEnds {
+        mut consumer,
+        mut tap,
+    } = ends;
+    let channels = (config.channels as usize).max(1);
     let callback_shared = shared.clone();
     let stats = consumer.stats().clone();
     let mut popped_total = 0u64;
@@ -1353,12 +1450,22 @@ where
         // that was not flushed (a flush empties the ring on purpose).
         let count_underruns = callback_shared.feeders.load(Ordering::Acquire) > 0
             && callback_shared.pushed_total.load(Ordering::Acquire) > flush_target;
-        for chunk in data.chunks_mut(PLAYBACK_SCRATCH) {
+        let mut silence = 0;
+        for chunk in data.chunks_mut(PLAYBACK_SCRATCH / channels * channels) {
             let scratch = &mut scratch[..chunk.len()];
-            popped_total += consumer.pop_or_silence(scratch, count_underruns) as u64;
+            let popped = consumer.pop_or_silence(scratch, count_underruns);
+            popped_total += popped as u64;
+            silence += (chunk.len() - popped) as u64;
+            // Nobody reading the tap just means it fills and drops.
+            tap.push_iter_or_drop(scratch.iter().step_by(channels).copied(), 1);
             for (out, &sample) in chunk.iter_mut().zip(scratch.iter()) {
                 *out = sample.to_sample::<T>();
             }
+        }
+        if silence > 0 {
+            callback_shared
+                .silence_played
+                .fetch_add(silence, Ordering::Relaxed);
         }
     };
     let fault_shared = shared.clone();

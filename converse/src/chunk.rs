@@ -10,7 +10,7 @@
 //!     ▼  first clause                      later clauses
 //!   . ! ? … or a line break          . ! ? … or a line break
 //!   , ; : once it has ≥ 3 words       , ; : once it is > 80 chars
-//!   a word boundary at ~60 chars     a word boundary at ~200 chars
+//!   a word boundary at ~32 chars     a word boundary at ~200 chars
 //! ```
 //!
 //! A punctuation mark only ends a clause once the character after it (past
@@ -44,7 +44,10 @@ impl Default for ChunkConfig {
     fn default() -> Self {
         Self {
             first_min_words: 3,
-            first_max_chars: 60,
+            // About five words: a couple of hundred ms of tokens and of
+            // synthesis before Hark's voice starts; the rest of the sentence
+            // is synthesized while these words play.
+            first_max_chars: 32,
             long_clause_chars: 80,
             max_chars: 200,
         }
@@ -381,7 +384,7 @@ mod tests {
         let text =
             "so this reply simply never uses any punctuation at all and keeps going on and on";
         let clauses = split(text);
-        assert!(clauses[0].chars().count() <= 60, "{clauses:?}");
+        assert!(clauses[0].chars().count() <= 32, "{clauses:?}");
         assert!(text.starts_with(&clauses[0]));
         assert!(
             text[clauses[0].len()..].starts_with(' '),

@@ -35,18 +35,23 @@
 //! utterance is transcribed, so [`BargeInRule`] combines them in stages
 //! (defaults in brackets):
 //!
-//! 1. Speech shorter than `min_speech_ms` (300 ms) is noise: ignored, never
-//!    transcribed, Hark does not even pause.
-//! 2. At `min_speech_ms` of sustained speech Hark *holds*: it pauses playback
-//!    ([`Action::PausePlayback`]) and plays no new clause, so it falls silent
-//!    at once; generation and synthesis carry on, nothing is lost yet.
+//! 1. At `pause_after_ms` (0: as soon as the VAD confirms speech) Hark
+//!    *holds*: it pauses playback ([`Action::PausePlayback`]) and plays no
+//!    new clause, so it falls silent at once; generation and synthesis carry
+//!    on, nothing is lost yet. Pausing first and deciding later is what makes
+//!    a real interruption silence Hark within the VAD's onset time (about
+//!    0.1 s) while a cough costs only a short pause.
+//! 2. Speech shorter than `min_speech_ms` (300 ms) is noise: never
+//!    transcribed, Hark resumes.
 //! 3. At `commit_speech_ms` (1000 ms) of sustained speech the interruption is
 //!    certain (backchannels are short): Hark stops for good (see below) and
 //!    the floor goes to the user (UserSpeaking).
 //! 4. An utterance that ends between the two is transcribed. If its transcript
-//!    has at least `min_words` (2) words and is not made only of backchannel
-//!    words (or one backchannel phrase such as "i see"), Hark stops for good
-//!    and the transcript is the next user turn; otherwise Hark resumes
+//!    has at least `min_words` (2) words, is not made only of backchannel
+//!    words (or one backchannel phrase such as "i see"), and is not mostly
+//!    (`echo_overlap_percent`, 60) words of Hark's own reply (its voice leaking
+//!    past echo cancellation), Hark stops for good and the transcript is the
+//!    next user turn; otherwise Hark resumes
 //!    ([`Action::ResumePlayback`]) as if nothing happened and the utterance
 //!    is forgotten (it is not a user turn).
 //!
@@ -126,7 +131,9 @@ impl Default for TurnConfig {
 #[serde(default)]
 pub struct BargeInRule {
     pub enabled: bool,
-    /// Shorter speech is noise; at this length Hark pauses.
+    /// Speech over Hark this long pauses playback until it is judged.
+    pub pause_after_ms: u64,
+    /// Shorter speech is noise and is not even transcribed.
     pub min_speech_ms: u64,
     /// Speech sustained this long interrupts without waiting for words.
     pub commit_speech_ms: u64,
@@ -135,6 +142,10 @@ pub struct BargeInRule {
     /// Words (or whole phrases) that acknowledge rather than interrupt;
     /// compared case-insensitively without punctuation.
     pub backchannels: Vec<String>,
+    /// A transcript with at least this percentage of its words taken from
+    /// Hark's own reply is Hark's echo, not the user; above 100 the check is
+    /// off.
+    pub echo_overlap_percent: u32,
 }
 
 impl Default for BargeInRule {
@@ -164,17 +175,46 @@ impl Default for BargeInRule {
         ];
         Self {
             enabled: true,
+            pause_after_ms: 0,
             min_speech_ms: 300,
             commit_speech_ms: 1000,
             min_words: 2,
             backchannels: backchannels.map(String::from).to_vec(),
+            echo_overlap_percent: 60,
         }
     }
 }
 
 impl BargeInRule {
-    /// Whether the transcript of an utterance spoken over Hark (and at least
-    /// `min_speech_ms` long) interrupts it.
+    /// Whether the transcript of an utterance spoken over Hark's `reply`
+    /// (and at least `min_speech_ms` long) interrupts it.
+    pub fn judge(&self, transcript: &str, reply: &str) -> Result<(), Dismissal> {
+        if !self.transcript_interrupts(transcript) {
+            return Err(Dismissal::NotAnInterruption {
+                transcript: transcript.to_owned(),
+            });
+        }
+        if self.is_echo(transcript, reply) {
+            return Err(Dismissal::Echo {
+                transcript: transcript.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the transcript is mostly words of Hark's own reply: what the
+    /// microphone picked up from the speaker when echo cancellation missed.
+    pub fn is_echo(&self, transcript: &str, reply: &str) -> bool {
+        let said = words(transcript);
+        if said.is_empty() || self.echo_overlap_percent > 100 {
+            return false;
+        }
+        let reply: std::collections::HashSet<String> = words(reply).into_iter().collect();
+        let shared = said.iter().filter(|w| reply.contains(*w)).count();
+        shared * 100 >= self.echo_overlap_percent as usize * said.len()
+    }
+
+    /// The words rule alone: enough words, not only backchannels.
     pub fn transcript_interrupts(&self, transcript: &str) -> bool {
         let said = words(transcript);
         if said.len() < self.min_words {
@@ -311,7 +351,7 @@ pub enum Notice {
     },
     /// The generation produced nothing speakable; the fallback is spoken.
     FallbackReply,
-    /// Speech over Hark lasted `min_speech_ms`: Hark paused to listen.
+    /// Speech over Hark lasted `pause_after_ms`: Hark paused to listen.
     BargeInSuspected,
     /// Speech over Hark did not interrupt it.
     BargeInDismissed {
@@ -339,6 +379,8 @@ pub enum Dismissal {
     TooShort { speech_ms: u64 },
     /// Too few words, or only backchannels.
     NotAnInterruption { transcript: String },
+    /// Mostly Hark's own words: its voice, heard back from the speaker.
+    Echo { transcript: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -550,11 +592,12 @@ impl Conversation {
                     return;
                 };
                 let text = clean_transcript(&text);
-                if self.reply.is_some() && !rule.transcript_interrupts(&text) {
-                    utterances.remove(pos);
-                    let reason = Dismissal::NotAnInterruption { transcript: text };
-                    out.push(Action::Emit(Notice::BargeInDismissed { reason }));
-                    return;
+                if let Some(reply) = &self.reply {
+                    if let Err(reason) = rule.judge(&text, &reply.all_text()) {
+                        utterances.remove(pos);
+                        out.push(Action::Emit(Notice::BargeInDismissed { reason }));
+                        return;
+                    }
                 }
                 utterances[pos].transcript = Some(text);
                 self.user.last_transcript_ms = Some(at_ms);
@@ -686,7 +729,7 @@ impl Conversation {
         let speech_long_enough = self
             .user
             .speech_since
-            .is_some_and(|since| self.now_ms.saturating_sub(since) >= rule.min_speech_ms);
+            .is_some_and(|since| self.now_ms.saturating_sub(since) >= rule.pause_after_ms);
         let pending = speech_long_enough || !self.user.utterances.is_empty();
         let Some(reply) = self.reply.as_mut() else {
             return;
@@ -903,6 +946,12 @@ impl Reply {
             played_fraction: 0.0,
             finished: false,
         });
+    }
+
+    /// Every clause of the reply so far, heard or not.
+    fn all_text(&self) -> String {
+        let clauses: Vec<&str> = self.clauses.iter().map(|c| c.text.as_str()).collect();
+        clauses.join(" ")
     }
 
     fn is_playing(&self) -> bool {

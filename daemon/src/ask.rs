@@ -46,7 +46,8 @@ pub struct LlmArgs {
     #[arg(long, value_name = "T")]
     pub temperature: Option<f64>,
 
-    /// Longest reply, in tokens.
+    /// Longest reply, in tokens (0: the model says nothing and Hark speaks
+    /// its fallback reply, which is how the empty-reply path is tested).
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<usize>,
 
@@ -67,7 +68,7 @@ impl LlmArgs {
             config.temperature = t.max(0.0);
         }
         if let Some(n) = self.max_tokens {
-            config.max_tokens = n.max(1);
+            config.max_tokens = n;
         }
         if let Some(p) = &self.system_prompt {
             config.system_prompt = p.clone();

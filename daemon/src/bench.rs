@@ -1,4 +1,5 @@
-//! `hark bench stt`: speech-to-text speed and idle listening cost, as JSON.
+//! `hark bench stt`: speech-to-text speed and idle listening cost, as JSON
+//! (`hark bench converse` lives with the conversation, in `converse::bench`).
 //!
 //! - per file: audio seconds, wall time of `transcribe`, real-time factor;
 //! - a 3 s utterance (the first 3 s of the first file) transcribed after a
@@ -23,6 +24,9 @@ use crate::ModelArgs;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// A scripted 12-turn conversation (4 interruptions) in real time:
+    /// voice-to-voice and barge-in latency, and where the time goes.
+    Converse(crate::converse::bench::ConverseBenchArgs),
     /// Whisper speed per file, 3 s utterance latency, idle listening CPU.
     Stt {
         /// WAV files to transcribe (default: the test recordings in
@@ -82,12 +86,15 @@ struct SttReport {
 }
 
 pub fn run(cmd: BenchCommand, store: &ModelStore) -> anyhow::Result<()> {
-    let BenchCommand::Stt {
-        files,
-        runs,
-        idle_secs,
-        model,
-    } = cmd;
+    let (files, runs, idle_secs, model) = match cmd {
+        BenchCommand::Converse(args) => return crate::converse::bench::run(args, store),
+        BenchCommand::Stt {
+            files,
+            runs,
+            idle_secs,
+            model,
+        } => (files, runs, idle_secs, model),
+    };
     let files = if files.is_empty() {
         default_files()
     } else {

@@ -4,6 +4,7 @@
 
 mod ask;
 mod bench;
+mod converse;
 mod devices;
 mod listen;
 mod model_files;
@@ -59,6 +60,10 @@ enum Command {
     /// Ask the language model; its reply is printed and spoken as it is
     /// written.
     Ask(ask::AskArgs),
+    /// Talk with Hark: it listens, answers aloud while its reply is still
+    /// being written, and stops when you talk over it. With --input and
+    /// --output it converses with a WAV file in real time instead.
+    Converse(converse::ConverseArgs),
     /// Measure speed and CPU use; prints JSON on stdout.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -106,6 +111,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Listen(args) => listen::run(args, &store),
         Command::Say(args) => speak::run_say(args, &store),
         Command::Ask(args) => ask::run(args, &store),
+        Command::Converse(args) => converse::run(args, &store),
         Command::Bench(cmd) => bench::run(cmd, &store),
     }
 }
@@ -129,3 +135,10 @@ fn init_logging(verbose: u8) {
         .without_time()
         .try_init();
 }
+
+#[allow(dead_code)]
+mod config;
+#[allow(dead_code)]
+mod manpage;
+#[allow(dead_code)]
+mod notify;

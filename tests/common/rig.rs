@@ -38,6 +38,22 @@ impl AudioRig {
             .env("PULSE_SERVER", format!("unix:{}/native", d.display()));
     }
 
+    /// Loops the speaker into the microphone at `db` (a speaker the
+    /// microphone hears, as on a laptop).
+    pub fn echo(&self, db: f64) {
+        let out = Command::new(repo_root().join("scripts/audio-rig"))
+            .arg("echo")
+            .arg(format!("{db}"))
+            .env("HARK_RIG_DIR", self.dir.path())
+            .output()
+            .expect("run scripts/audio-rig echo");
+        assert!(
+            out.status.success(),
+            "audio rig echo failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn play_into_mic(&self, wav: &Path) {
         let mut cmd = Command::new("paplay");
         cmd.args(["-d", "micfeed", "--latency-msec=200"]).arg(wav);

@@ -4,6 +4,14 @@
 use super::*;
 use Event::*;
 
+/// The default rule with the pause put off to 300 ms, so these timelines
+/// can show the stages one by one; `pausing_at_onset` covers the default.
+fn config() -> TurnConfig {
+    let mut config = TurnConfig::default();
+    config.barge_in.pause_after_ms = 300;
+    config
+}
+
 fn t(at_ms: u64, event: Event) -> (u64, Event) {
     (at_ms, event)
 }
@@ -127,7 +135,7 @@ fn turn_finished(actions: &[Action]) -> Option<(String, bool, TurnTimings)> {
 /// 1500 and by 2300 clause 1 has been played and clause 2 is playing. Clause
 /// 3 is cut but not synthesized and the generation is still running.
 fn storytelling() -> Conversation {
-    let mut conv = Conversation::new(TurnConfig::default());
+    let mut conv = Conversation::new(config());
     run(
         &mut conv,
         [
@@ -155,7 +163,7 @@ fn storytelling() -> Conversation {
 
 #[test]
 fn a_normal_turn_end_to_end() {
-    let mut conv = Conversation::new(TurnConfig::default());
+    let mut conv = Conversation::new(config());
     let actions = run(
         &mut conv,
         [
@@ -240,7 +248,7 @@ fn a_normal_turn_end_to_end() {
 
 #[test]
 fn synthesis_is_pipelined_with_playback() {
-    let mut conv = Conversation::new(TurnConfig::default());
+    let mut conv = Conversation::new(config());
     let actions = run(
         &mut conv,
         [
@@ -554,7 +562,7 @@ fn explicit_interrupt_always_stops() {
 
 #[test]
 fn barge_in_before_anything_is_played_joins_the_users_words() {
-    let mut conv = Conversation::new(TurnConfig::default());
+    let mut conv = Conversation::new(config());
     let actions = run(
         &mut conv,
         [
@@ -589,7 +597,7 @@ fn barge_in_before_anything_is_played_joins_the_users_words() {
 
 #[test]
 fn speaking_again_before_the_transcript_arrives_continues_the_turn() {
-    let mut conv = Conversation::new(TurnConfig::default());
+    let mut conv = Conversation::new(config());
     let actions = run(
         &mut conv,
         [
@@ -622,7 +630,7 @@ fn speaking_again_before_the_transcript_arrives_continues_the_turn() {
 
 #[test]
 fn say_speaks_without_the_llm_and_is_recorded() {
-    let mut conv = Conversation::new(TurnConfig::default());
+    let mut conv = Conversation::new(config());
     let actions = run(
         &mut conv,
         [
@@ -686,7 +694,7 @@ fn say_replaces_a_reply_in_progress() {
 
 #[test]
 fn ask_answers_text_as_if_spoken() {
-    let mut conv = Conversation::new(TurnConfig::default());
+    let mut conv = Conversation::new(config());
     let actions = run(
         &mut conv,
         [t(
@@ -709,7 +717,7 @@ fn ask_answers_text_as_if_spoken() {
 
 #[test]
 fn an_empty_transcript_returns_to_listening() {
-    let mut conv = Conversation::new(TurnConfig::default());
+    let mut conv = Conversation::new(config());
     for (utterance, text) in [(1, ""), (2, " [BLANK_AUDIO] ")] {
         let at = utterance * 10_000;
         let actions = run(
@@ -732,7 +740,7 @@ fn an_empty_transcript_returns_to_listening() {
 
 #[test]
 fn muted_ignores_speech() {
-    let mut conv = Conversation::new(TurnConfig::default());
+    let mut conv = Conversation::new(config());
     let actions = run(
         &mut conv,
         [
@@ -765,7 +773,7 @@ fn muted_ignores_speech() {
 
 #[test]
 fn an_empty_reply_is_answered_with_the_fallback() {
-    let mut conv = Conversation::new(TurnConfig::default());
+    let mut conv = Conversation::new(config());
     let actions = run(
         &mut conv,
         [
@@ -791,7 +799,7 @@ fn an_empty_reply_is_answered_with_the_fallback() {
 
     let mut silent = Conversation::new(TurnConfig {
         fallback_reply: String::new(),
-        ..TurnConfig::default()
+        ..config()
     });
     let actions = run(
         &mut silent,
@@ -806,7 +814,7 @@ fn an_empty_reply_is_answered_with_the_fallback() {
 
 #[test]
 fn a_clause_that_fails_to_synthesize_is_skipped() {
-    let mut conv = Conversation::new(TurnConfig::default());
+    let mut conv = Conversation::new(config());
     let actions = run(
         &mut conv,
         [
@@ -832,9 +840,9 @@ fn barge_in_can_be_switched_off() {
     let mut conv = Conversation::new(TurnConfig {
         barge_in: BargeInRule {
             enabled: false,
-            ..BargeInRule::default()
+            ..config().barge_in
         },
-        ..TurnConfig::default()
+        ..config()
     });
     run(
         &mut conv,
@@ -872,4 +880,74 @@ fn heard_prefix_keeps_whole_words_only() {
     assert_eq!(heard_prefix(text, 0.99), "there was a");
     assert_eq!(heard_prefix(text, 1.0), text);
     assert_eq!(heard_prefix("día también", 0.5), "día");
+}
+
+#[test]
+fn pausing_at_onset_silences_hark_at_once_and_a_cough_only_pauses() {
+    let mut conv = storytelling();
+    conv.config.barge_in.pause_after_ms = 0;
+    let actions = run(&mut conv, [t(2750, SpeechStarted)]);
+    assert_eq!(commands(&actions), [Action::PausePlayback]);
+    assert_eq!(notices(&actions), [Notice::BargeInSuspected]);
+
+    // A 150 ms cough: dismissed, never transcribed, Hark carries on.
+    let actions = run(&mut conv, [t(2900, SpeechEnded)]);
+    assert_eq!(commands(&actions), [Action::ResumePlayback]);
+    assert_eq!(
+        notices(&actions),
+        [Notice::BargeInDismissed {
+            reason: Dismissal::TooShort { speech_ms: 150 }
+        }]
+    );
+    assert_eq!(conv.state(), State::Speaking);
+}
+
+#[test]
+fn hark_hearing_its_own_words_is_not_an_interruption() {
+    let mut conv = storytelling();
+    let actions = run(
+        &mut conv,
+        [
+            t(2750, SpeechStarted),
+            t(3050, Tick),
+            t(3250, SpeechEnded),
+            // Echo that got past the canceller: Hark's own words.
+            t(3400, heard(2, "there was a fox")),
+        ],
+    );
+    assert_eq!(interruption(&actions), None);
+    assert!(notices(&actions).contains(&Notice::BargeInDismissed {
+        reason: Dismissal::Echo {
+            transcript: "there was a fox".into()
+        }
+    }));
+    assert!(commands(&actions).contains(&Action::ResumePlayback));
+
+    // A real interruption that repeats one of Hark's words still counts.
+    let actions = run(
+        &mut conv,
+        [
+            t(3500, SpeechStarted),
+            t(3850, Tick),
+            t(4050, SpeechEnded),
+            t(4200, heard(3, "No, not a fox, a wolf please")),
+        ],
+    );
+    assert!(interruption(&actions).is_some());
+}
+
+#[test]
+fn the_echo_rule() {
+    let rule = BargeInRule::default();
+    let reply = "The capital of France is Paris.";
+    assert!(rule.is_echo("Paris.", reply));
+    assert!(rule.is_echo("the capital,", reply));
+    assert!(rule.is_echo("capital of France is", reply));
+    assert!(!rule.is_echo("what about Spain then", reply));
+    assert!(!rule.is_echo("", reply));
+    let off = BargeInRule {
+        echo_overlap_percent: 101,
+        ..BargeInRule::default()
+    };
+    assert!(!off.is_echo("the capital of France", reply));
 }

@@ -1,0 +1,344 @@
+//! The ears: "hark-hear" (source → echo canceller → VAD) and "hark-stt"
+//! (Whisper), each on its own named thread and reporting to the core through
+//! a callback.
+//!
+//! Echo cancellation needs the microphone and the speaker's reference on one
+//! timeline. Both are continuous streams, so a single offset, measured once
+//! when both have started, maps a microphone sample to the reference sample
+//! played at the same moment; the canceller's adaptive filter absorbs the
+//! rest of the delay (device buffers, the room), up to its tail length.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hark_aec::EchoCanceller;
+use hark_audio::vad::{Segmenter, VadConfig, VadEvent};
+use hark_audio::{Frame, FrameSource, SAMPLE_RATE};
+use hark_converse::turn::UtteranceId;
+use hark_stt::SpeechToText;
+
+use super::speaker::EchoReference;
+
+/// Echo canceller block: 10 ms, what speexdsp is tuned for.
+const AEC_BLOCK: usize = SAMPLE_RATE as usize / 100;
+/// Ratios remembered by the echo gate: 3 s of blocks with playback.
+const GATE_HISTORY: usize = 300;
+/// The residual must be this much louder (energy ratio, 6 dB) than the
+/// echo the gate expects before it counts as the user.
+const GATE_MARGIN: f32 = 4.0;
+/// Below this mean square (-60 dBFS) a block is silence for the gate.
+const GATE_FLOOR: f32 = 1e-6;
+
+/// What the ears report. Times are on the input timeline, in ms.
+#[derive(Debug)]
+pub enum HearingEvent {
+    SpeechStarted {
+        at_ms: u64,
+    },
+    SpeechEnded {
+        start_ms: u64,
+        at_ms: u64,
+        audio: Vec<f32>,
+    },
+    SpeechDiscarded {
+        at_ms: u64,
+    },
+    /// The source has no more audio (end of file).
+    Ended,
+    Failed(String),
+}
+
+/// The canceller and the playback it cancels.
+pub struct EchoCancellation {
+    pub canceller: EchoCanceller,
+    pub reference: Arc<EchoReference>,
+    /// Echo path covered, in samples.
+    pub tail: usize,
+}
+
+impl EchoCancellation {
+    /// `tail_ms`: the longest echo path it can cancel (device buffers plus
+    /// the room).
+    pub fn new(reference: Arc<EchoReference>, tail_ms: u32) -> anyhow::Result<Self> {
+        let tail = (SAMPLE_RATE * tail_ms / 1000) as usize;
+        let canceller = EchoCanceller::new(SAMPLE_RATE, AEC_BLOCK, tail)
+            .context("cannot set up echo cancellation")?;
+        Ok(Self {
+            canceller,
+            reference,
+            tail,
+        })
+    }
+}
+
+/// The second line of defence after the canceller, which needs a second or
+/// two of Hark's voice to converge (and every barge-in pause interrupts that
+/// voice): a block counts as the user only if it is clearly louder than the
+/// echo that Hark's recent playback can explain.
+///
+/// The expected echo is the loudest 10 ms of playback within the echo path
+/// times the *coupling*: how loud the residual usually is relative to that
+/// playback, learned as the 80th percentile of the ratio over the last 3 s
+/// of playback (echo-only blocks dominate; the user talking over Hark falls
+/// outside; with no echo at all, silent blocks keep it near zero). Until enough is learned the
+/// coupling is taken as 0 dB, so Hark cannot be interrupted in the first
+/// moments of its very first reply, rather than interrupting itself.
+struct EchoGate {
+    tail: usize,
+    window: Vec<f32>,
+    ratios: std::collections::VecDeque<f32>,
+    sorted: Vec<f32>,
+}
+
+impl EchoGate {
+    fn new(tail: usize) -> Self {
+        Self {
+            tail,
+            window: vec![0.0; tail + AEC_BLOCK],
+            ratios: std::collections::VecDeque::with_capacity(GATE_HISTORY),
+            sorted: Vec::with_capacity(GATE_HISTORY),
+        }
+    }
+
+    /// Whether the cleaned block at reference index `index` is only echo.
+    fn is_echo(&mut self, reference: &EchoReference, index: i64, cleaned: &[f32]) -> bool {
+        reference.read(index - self.tail as i64, &mut self.window);
+        let playback = self
+            .window
+            .chunks(AEC_BLOCK)
+            .map(mean_square)
+            .fold(0.0f32, f32::max);
+        if playback < GATE_FLOOR {
+            return false; // Hark is not talking: nothing to mistake
+        }
+        // Quiet blocks count too: with no echo at all (a headset) they keep
+        // the learned coupling near zero, so the user is never gated.
+        let residual = mean_square(cleaned);
+        let ratio = residual / playback;
+        if self.ratios.len() == GATE_HISTORY {
+            self.ratios.pop_front();
+        }
+        self.ratios.push_back(ratio);
+        let coupling = if self.ratios.len() < 20 {
+            1.0
+        } else {
+            self.sorted.clear();
+            self.sorted.extend(self.ratios.iter().copied());
+            self.sorted.sort_unstable_by(f32::total_cmp);
+            self.sorted[self.sorted.len() * 4 / 5]
+        };
+        residual >= GATE_FLOOR && ratio < coupling * GATE_MARGIN
+    }
+}
+
+fn mean_square(x: &[f32]) -> f32 {
+    x.iter().map(|v| v * v).sum::<f32>() / x.len().max(1) as f32
+}
+
+/// Cleans microphone frames with the echo canceller.
+struct Aec {
+    gate: EchoGate,
+    inner: EchoCancellation,
+    /// Reference index minus microphone index, once both are known.
+    offset: Option<i64>,
+    reference: Vec<f32>,
+    cleaned: Vec<f32>,
+    /// `HARK_AEC_DUMP=DIR`: raw f32 microphone, aligned reference and
+    /// cleaned streams, for tuning the canceller offline.
+    dump: Option<[std::io::BufWriter<std::fs::File>; 3]>,
+}
+
+impl Aec {
+    fn new(inner: EchoCancellation) -> Self {
+        let dump = std::env::var_os("HARK_AEC_DUMP").and_then(|dir| {
+            let open = |name: &str| {
+                std::fs::File::create(std::path::Path::new(&dir).join(name))
+                    .map(std::io::BufWriter::new)
+                    .ok()
+            };
+            Some([open("mic.f32")?, open("reference.f32")?, open("cleaned.f32")?])
+        });
+        Self {
+            gate: EchoGate::new(inner.tail),
+            inner,
+            offset: None,
+            reference: Vec::new(),
+            cleaned: Vec::new(),
+            dump,
+        }
+    }
+
+    fn dump(&mut self, mic: &[f32]) {
+        use std::io::Write;
+        if let Some(files) = self.dump.as_mut() {
+            for (file, data) in files.iter_mut().zip([mic, &self.reference, &self.cleaned]) {
+                for x in data {
+                    let _ = file.write_all(&x.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// `mic_origin`: the wall time of microphone sample 0.
+    fn clean(&mut self, frame: &mut Frame, mic_origin: Instant) -> anyhow::Result<()> {
+        if self.offset.is_none() {
+            let Some(ref_origin) = self.inner.reference.origin() else {
+                return Ok(()); // nothing has been played yet: no echo
+            };
+            let secs = if mic_origin >= ref_origin {
+                (mic_origin - ref_origin).as_secs_f64()
+            } else {
+                -(ref_origin - mic_origin).as_secs_f64()
+            };
+            let offset = (secs * SAMPLE_RATE as f64).round() as i64;
+            tracing::debug!(offset_ms = offset / 16, "echo canceller aligned to playback");
+            self.offset = Some(offset);
+        }
+        let offset = self.offset.expect("set above");
+        self.reference.resize(AEC_BLOCK, 0.0);
+        self.cleaned.resize(AEC_BLOCK, 0.0);
+        for (k, block) in frame.samples.chunks_mut(AEC_BLOCK).enumerate() {
+            if block.len() != AEC_BLOCK {
+                break; // frames are whole multiples of 10 ms
+            }
+            let index = (frame.start_sample + (k * AEC_BLOCK) as u64) as i64 + offset;
+            self.inner.reference.read(index, &mut self.reference);
+            self.inner
+                .canceller
+                .process(block, &self.reference, &mut self.cleaned)?;
+            if self
+                .gate
+                .is_echo(&self.inner.reference, index, &self.cleaned)
+            {
+                self.cleaned.fill(0.0);
+            }
+            self.dump(block);
+            block.copy_from_slice(&self.cleaned);
+        }
+        Ok(())
+    }
+}
+
+fn ms(sample: u64) -> u64 {
+    sample * 1000 / SAMPLE_RATE as u64
+}
+
+/// Starts "hark-hear". `origin` is set when the first frame arrives, to
+/// the wall time of its sample 0: the input timeline's zero, which every
+/// other thread measures from. The source must be fresh (a device opened
+/// just now, not one that has queued seconds of audio). `report` returning
+/// false, or `stop`, ends the thread.
+pub fn spawn_hearing(
+    mut source: Box<dyn FrameSource>,
+    vad: VadConfig,
+    echo: Option<EchoCancellation>,
+    origin: Arc<OnceLock<Instant>>,
+    stop: Arc<AtomicBool>,
+    mut report: impl FnMut(HearingEvent) -> bool + Send + 'static,
+) -> anyhow::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("hark-hear".into())
+        .spawn(move || {
+            let mut aec = echo.map(Aec::new);
+            let result = (|| -> anyhow::Result<()> {
+                // WebRTC's VAD is not Send: it lives and dies on this thread.
+                let mut segmenter = Segmenter::webrtc(vad)?;
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(mut frame) = source
+                        .next_frame()
+                        .with_context(|| format!("reading audio from {}", source.describe()))?
+                    else {
+                        break;
+                    };
+                    // The first frame has just arrived, so its last sample
+                    // was captured about now.
+                    let zero = *origin.get_or_init(|| {
+                        let age = Duration::from_secs_f64(frame.end_sample() as f64 / SAMPLE_RATE as f64);
+                        Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
+                    });
+                    if let Some(aec) = aec.as_mut() {
+                        aec.clean(&mut frame, zero)?;
+                    }
+                    for event in segmenter.push(&frame)? {
+                        if !report(to_hearing(event)) {
+                            return Ok(());
+                        }
+                    }
+                }
+                if let Some(event) = segmenter.finish() {
+                    report(to_hearing(event));
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => report(HearingEvent::Ended),
+                Err(e) => report(HearingEvent::Failed(format!("{e:#}"))),
+            };
+        })
+        .context("cannot start the hearing thread")
+}
+
+fn to_hearing(event: VadEvent) -> HearingEvent {
+    match event {
+        VadEvent::SpeechStart { at_sample } => HearingEvent::SpeechStarted { at_ms: ms(at_sample) },
+        VadEvent::SpeechDiscarded { at_sample } => {
+            HearingEvent::SpeechDiscarded { at_ms: ms(at_sample) }
+        }
+        VadEvent::SpeechEnd(u) => HearingEvent::SpeechEnded {
+            start_ms: ms(u.speech_start_sample),
+            at_ms: ms(u.speech_end_sample),
+            audio: u.samples,
+        },
+    }
+}
+
+/// A transcription job and its result.
+pub struct SttJob {
+    pub utterance: UtteranceId,
+    pub audio: Vec<f32>,
+}
+
+#[derive(Debug)]
+pub struct SttResult {
+    pub utterance: UtteranceId,
+    /// Empty when Whisper heard no words or failed (the failure is logged).
+    pub text: String,
+    pub transcribe_ms: u64,
+}
+
+/// Starts "hark-stt"; jobs go in through the returned sender.
+pub fn spawn_stt(
+    mut stt: Box<dyn SpeechToText>,
+    queue: usize,
+    mut report: impl FnMut(SttResult) -> bool + Send + 'static,
+) -> anyhow::Result<(SyncSender<SttJob>, JoinHandle<()>)> {
+    let (jobs, rx): (SyncSender<SttJob>, Receiver<SttJob>) = std::sync::mpsc::sync_channel(queue);
+    let thread = std::thread::Builder::new()
+        .name("hark-stt".into())
+        .spawn(move || {
+            for job in rx {
+                let started = Instant::now();
+                let text = match stt.transcribe(&job.audio) {
+                    Ok(t) => t.text(),
+                    Err(e) => {
+                        tracing::error!(utterance = job.utterance, "transcription failed: {e}");
+                        String::new()
+                    }
+                };
+                let result = SttResult {
+                    utterance: job.utterance,
+                    text,
+                    transcribe_ms: started.elapsed().as_millis() as u64,
+                };
+                if !report(result) {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the speech-to-text thread")?;
+    Ok((jobs, thread))
+}

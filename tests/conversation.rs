@@ -1,0 +1,457 @@
+//! `hark converse`, the whole loop, on the PulseAudio virtual microphone and
+//! speaker: a spoken question gets a spoken answer, speaking over Hark stops
+//! it, Hark does not interrupt itself when the speaker leaks into the
+//! microphone, and an empty reply still gets a spoken answer.
+//!
+//! Hark's own Whisper judges what was said on the speaker; the event log
+//! (`--events`) tells what Hark meant to say and what it remembers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::rig::AudioRig;
+use common::*;
+use serde_json::Value;
+
+const QUESTION: &str = "What is the capital of France?";
+/// A question whose answer is a sentence or two of plain English: long
+/// enough for a word error rate to mean something.
+const OPEN_QUESTION: &str = "Tell me one fun fact about the moon.";
+const LONG_REQUEST: &str = "Tell me a long story about a brave knight and a dragon.";
+const INTERRUPTION: &str = "Wait, stop. What is two plus two?";
+const FALLBACK: &str = "Sorry, I have no answer to that.";
+
+/// Synthesizes `text` with Hark's voice into `dir/name.wav`.
+fn spoken(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let wav = dir.join(format!("{name}.wav"));
+    let out = run(hark().args(["say", "--output"]).arg(&wav).arg(text));
+    assert!(out.status.success(), "{}", stderr(&out));
+    wav
+}
+
+fn events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The log as JSON lines, for failure messages.
+fn dump(log: &Path) -> String {
+    events(log)
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == name).collect()
+}
+
+/// Waits until the event log has `count` events called `name`.
+fn wait_for(log: &Path, name: &str, count: usize, hark: &mut Child, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        if named(&events(log), name).len() >= count {
+            return;
+        }
+        if let Ok(Some(status)) = hark.try_wait() {
+            let err = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
+            panic!("hark exited ({status}) before {count} × {name}: {err}\n{}", dump(log));
+        }
+        if started.elapsed() > limit {
+            let _ = hark.kill();
+            panic!("no {count} × {name} within {limit:?}:\n{}", dump(log));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `hark converse` on the rig's default devices. Its output goes to
+/// files beside the log (`.out`, `.err`): a pipe nobody reads would fill up
+/// and block it.
+fn converse(rig: &AudioRig, log: &Path, extra: &[&str]) -> Child {
+    let file = |ext: &str| std::fs::File::create(log.with_extension(ext)).unwrap();
+    let mut cmd = hark();
+    cmd.arg("converse")
+        .arg("--events")
+        .arg(log)
+        .args(extra)
+        .stdout(Stdio::from(file("out")))
+        .stderr(Stdio::from(file("err")));
+    rig.env(&mut cmd);
+    let mut child = cmd.spawn().expect("start hark converse");
+    wait_for(log, "listening", 1, &mut child, Duration::from_secs(60));
+    child
+}
+
+/// Waits for `hark` to exit by itself; returns its stderr.
+fn finish(mut hark: Child, limit: Duration, log: &Path) -> String {
+    let started = Instant::now();
+    let stderr = || std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
+    let status = loop {
+        if let Some(status) = hark.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = hark.kill();
+            let _ = hark.wait();
+            panic!(
+                "hark converse did not finish: {}\nevents:\n{}",
+                stderr(),
+                dump(log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let err = stderr();
+    assert!(status.success(), "hark converse failed: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn stop_recording(mut recorder: Child) {
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &recorder.id().to_string()])
+        .status();
+    let _ = recorder.wait();
+}
+
+/// What the reply said, per the event log: the text of every clause of the
+/// turns that finished.
+fn replies(log: &[Value]) -> Vec<(String, bool)> {
+    named(log, "turn_finished")
+        .iter()
+        .map(|e| {
+            (
+                e["text"].as_str().unwrap_or_default().to_owned(),
+                e["interrupted"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+/// 16 kHz mono samples of a WAV the rig recorded.
+fn samples(wav: &Path) -> Vec<f32> {
+    let mut reader = hound::WavReader::open(wav).expect("open recording");
+    reader
+        .samples::<i16>()
+        .map(|s| s.unwrap_or(0) as f32 / 32768.0)
+        .collect()
+}
+
+#[test]
+fn a_spoken_question_gets_a_spoken_answer_on_the_speaker() {
+    let rig = AudioRig::start();
+    let dir = tempfile::tempdir().unwrap();
+    let question = spoken(dir.path(), "question", OPEN_QUESTION);
+    let log = dir.path().join("events.jsonl");
+    let recording = dir.path().join("speaker.wav");
+
+    let recorder = rig.record_speaker(&recording);
+    let session = converse(&rig, &log, &["--max-turns", "1"]);
+    rig.play_into_mic(&question);
+    finish(session, Duration::from_secs(90), &log);
+    stop_recording(recorder);
+
+    let log = events(&log);
+    let heard = named(&log, "user_turn");
+    assert_eq!(heard.len(), 1, "{log:#?}");
+    assert!(
+        wer(OPEN_QUESTION, heard[0]["text"].as_str().unwrap()) <= 0.25,
+        "Hark misheard: {:?}",
+        heard[0]
+    );
+    let said = &replies(&log)[0];
+    assert!(!said.1, "the reply was interrupted: {log:#?}");
+    assert!(!said.0.is_empty());
+
+    let out = run(hark().arg("transcribe").arg(&recording));
+    let on_speaker = stdout(&out);
+    let error_rate = wer(&said.0, &on_speaker);
+    assert!(
+        error_rate <= 0.25,
+        "WER {error_rate:.2}: Hark said {:?}, the speaker monitor carried {on_speaker:?}",
+        said.0
+    );
+}
+
+#[test]
+fn speaking_over_hark_silences_it_and_history_keeps_only_what_was_heard() {
+    let rig = AudioRig::start();
+    let dir = tempfile::tempdir().unwrap();
+    let request = spoken(dir.path(), "request", LONG_REQUEST);
+    let interruption = spoken(dir.path(), "interruption", INTERRUPTION);
+    let log_path = dir.path().join("events.jsonl");
+    let recording = dir.path().join("speaker.wav");
+
+    let recorder = rig.record_speaker(&recording);
+    let mut session = converse(&rig, &log_path, &["--max-turns", "2"]);
+    rig.play_into_mic(&request);
+    wait_for(&log_path, "playback_started", 1, &mut session, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    rig.play_into_mic(&interruption);
+    finish(session, Duration::from_secs(90), &log_path);
+    stop_recording(recorder);
+
+    let log = events(&log_path);
+    let interrupted = named(&log, "interrupted");
+    assert_eq!(interrupted.len(), 1, "{log:#?}");
+    let spoken_part = interrupted[0]["spoken_part"].as_str().unwrap();
+    assert!(!spoken_part.is_empty(), "a second of speech was heard");
+
+    // Everything Hark meant to say in that reply, clause by clause.
+    let first_reply_clauses: Vec<&str> = named(&log, "clause")
+        .iter()
+        .take_while(|e| e["t_ms"].as_u64() <= interrupted[0]["t_ms"].as_u64())
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    let meant = first_reply_clauses.join(" ");
+    assert!(
+        meant.starts_with(spoken_part) && meant.len() > spoken_part.len(),
+        "the spoken part {spoken_part:?} is not a proper beginning of {meant:?}"
+    );
+
+    // History: the interrupted reply holds only the spoken part.
+    let history = named(&log, "history");
+    let turns = history[0]["turns"].as_array().unwrap();
+    let assistant: Vec<&Value> = turns.iter().filter(|t| t["role"] == "assistant").collect();
+    assert_eq!(assistant[0]["text"], spoken_part, "{turns:#?}");
+    assert_eq!(assistant[0]["interrupted"], true);
+    assert!(
+        turns.iter().any(|t| t["role"] == "user"
+            && wer(INTERRUPTION, t["text"].as_str().unwrap()) <= 0.4),
+        "the interruption became the next user turn: {turns:#?}"
+    );
+
+    // The speaker monitor: Hark's voice starts, then within about a second
+    // and a half of the interruption being played it goes quiet for the
+    // time it takes to hear and answer the interruption.
+    let audio = samples(&recording);
+    let rate = 16_000usize;
+    let voice_start = audio
+        .iter()
+        .position(|s| s.abs() > 0.02)
+        .expect("Hark's voice on the speaker");
+    let window = rate / 50;
+    let quiet = |from: usize| {
+        audio[from..(from + window).min(audio.len())]
+            .iter()
+            .all(|s| s.abs() < 0.005)
+    };
+    let mut silent_from = None;
+    let mut run_len = 0;
+    for start in (voice_start..audio.len().saturating_sub(window)).step_by(window) {
+        if quiet(start) {
+            run_len += window;
+            if run_len >= rate / 2 {
+                silent_from = Some(start + window - run_len);
+                break;
+            }
+        } else {
+            run_len = 0;
+        }
+    }
+    let silent_from = silent_from.expect("the speaker never went quiet");
+    let after_voice_ms = (silent_from - voice_start) * 1000 / rate;
+    assert!(
+        (800..=3000).contains(&after_voice_ms),
+        "Hark went quiet {after_voice_ms} ms after its voice started; the user spoke at about 1000 ms"
+    );
+}
+
+#[test]
+fn with_the_speaker_leaking_into_the_mic_hark_does_not_interrupt_itself() {
+    let rig = AudioRig::start();
+    rig.echo(-6.0);
+    let dir = tempfile::tempdir().unwrap();
+    let questions = [
+        "What is the capital of France?",
+        "What colour is the sky?",
+        "How many legs does a cat have?",
+        "What do bees make?",
+        "Name a big animal.",
+        "What is the largest planet?",
+        "What is ice made of?",
+        "Where does the sun rise?",
+        "What do cows eat?",
+        "What is the opposite of hot?",
+    ];
+    let wavs: Vec<PathBuf> = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| spoken(dir.path(), &format!("q{i}"), q))
+        .collect();
+    let request = spoken(dir.path(), "request", LONG_REQUEST);
+    let interruption = spoken(dir.path(), "interruption", INTERRUPTION);
+    let log_path = dir.path().join("events.jsonl");
+
+    let mut session = converse(&rig, &log_path, &["--max-turns", "12", "--max-tokens", "40"]);
+    for (i, wav) in wavs.iter().enumerate() {
+        rig.play_into_mic(wav);
+        wait_for(&log_path, "turn_finished", i + 1, &mut session, Duration::from_secs(90));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let log = events(&log_path);
+    let so_far = replies(&log);
+    assert_eq!(so_far.len(), 10, "{log:#?}");
+    assert!(
+        named(&log, "interrupted").is_empty() && so_far.iter().all(|(_, cut)| !cut),
+        "Hark interrupted itself: {so_far:#?}\n{}",
+        dump(&log_path)
+    );
+
+    // The user can still interrupt through the same microphone.
+    rig.play_into_mic(&request);
+    wait_for(&log_path, "playback_started", named(&log, "playback_started").len() + 1, &mut session, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    rig.play_into_mic(&interruption);
+    finish(session, Duration::from_secs(120), &log_path);
+    let log = events(&log_path);
+    let interrupted = named(&log, "interrupted");
+    assert_eq!(interrupted.len(), 1, "{log:#?}");
+    let all = replies(&log);
+    assert!(all[10].1, "the 11th reply was interrupted: {all:#?}");
+}
+
+#[test]
+fn an_empty_reply_is_answered_with_the_spoken_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let question = spoken(dir.path(), "question", QUESTION);
+    let input = dir.path().join("input.wav");
+    pad_with_silence(&question, &input, 0.5, 6.0);
+    let output = dir.path().join("hark.wav");
+    let log_path = dir.path().join("events.jsonl");
+    let out = run(hark()
+        .arg("converse")
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .arg("--events")
+        .arg(&log_path)
+        .args(["--max-tokens", "0"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = events(&log_path);
+    assert_eq!(named(&log, "fallback_reply").len(), 1, "{log:#?}");
+    assert_eq!(replies(&log), [(FALLBACK.to_owned(), false)]);
+    let out = run(hark().arg("transcribe").arg(&output));
+    let heard = stdout(&out);
+    assert!(wer(FALLBACK, &heard) <= 0.25, "the output said {heard:?}");
+}
+
+#[test]
+fn file_conversation_lines_up_with_the_input_and_logs_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let question = spoken(dir.path(), "question", QUESTION);
+    let input = dir.path().join("input.wav");
+    pad_with_silence(&question, &input, 1.0, 7.0);
+    let output = dir.path().join("hark.wav");
+    let log_path = dir.path().join("events.jsonl");
+    let out = run(hark()
+        .arg("converse")
+        .arg("-i")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .arg("--events")
+        .arg(&log_path));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("you:"), "{}", stdout(&out));
+
+    let log = events(&log_path);
+    for name in [
+        "listening",
+        "speech_started",
+        "speech_ended",
+        "transcript",
+        "user_turn",
+        "token",
+        "clause",
+        "synthesized",
+        "playback_started",
+        "playback_finished",
+        "turn_finished",
+        "input_ended",
+        "history",
+    ] {
+        assert!(!named(&log, name).is_empty(), "no {name} event: {log:#?}");
+    }
+    let times: Vec<u64> = log.iter().map(|e| e["t_ms"].as_u64().unwrap()).collect();
+    assert!(times.iter().all(|&t| t < 20_000), "{times:?}");
+
+    // Hark's voice sits in the output where the event log says it played,
+    // and never before the question ended.
+    let started = named(&log, "playback_started")[0]["t_ms"].as_u64().unwrap();
+    let mut reader = hound::WavReader::open(&output).unwrap();
+    let rate = reader.spec().sample_rate as u64;
+    let audio: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let first_voice = audio.iter().position(|s| s.unsigned_abs() > 600).unwrap() as u64;
+    let first_voice_ms = first_voice * 1000 / rate;
+    assert!(
+        first_voice_ms + 50 >= started && first_voice_ms <= started + 300,
+        "voice at {first_voice_ms} ms, playback_started at {started} ms"
+    );
+    let question_end_ms = 1000 + samples_ms(&question);
+    assert!(first_voice_ms > question_end_ms - 300, "Hark spoke over the question");
+    let input_ms = samples_ms(&input);
+    let output_ms = audio.len() as u64 * 1000 / rate;
+    assert!(output_ms + 100 >= input_ms, "output {output_ms} ms < input {input_ms} ms");
+}
+
+#[test]
+fn a_broken_language_model_is_named_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let question = spoken(dir.path(), "question", QUESTION);
+    let garbage = dir.path().join("broken.gguf");
+    std::fs::write(&garbage, b"GGUF but not really").unwrap();
+    for (llm, expect) in [
+        (dir.path().join("missing.gguf"), "missing.gguf"),
+        (garbage, "broken.gguf"),
+    ] {
+        let started = Instant::now();
+        let out = run(hark()
+            .arg("converse")
+            .arg("-i")
+            .arg(&question)
+            .arg("-o")
+            .arg(dir.path().join("out.wav"))
+            .arg("--llm")
+            .arg(&llm));
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(err.contains(expect), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+}
+
+fn samples_ms(wav: &Path) -> u64 {
+    let reader = hound::WavReader::open(wav).unwrap();
+    reader.duration() as u64 * 1000 / reader.spec().sample_rate as u64
+}
+
+/// Writes `wav` with `before` and `after` seconds of silence around it.
+fn pad_with_silence(wav: &Path, out: &Path, before: f64, after: f64) {
+    let mut reader = hound::WavReader::open(wav).unwrap();
+    let spec = reader.spec();
+    let rate = spec.sample_rate as f64;
+    let body: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let mut writer = hound::WavWriter::create(out, spec).unwrap();
+    for _ in 0..(before * rate) as usize {
+        writer.write_sample(0i16).unwrap();
+    }
+    for s in body {
+        writer.write_sample(s).unwrap();
+    }
+    for _ in 0..(after * rate) as usize {
+        writer.write_sample(0i16).unwrap();
+    }
+    writer.finalize().unwrap();
+}

@@ -21,7 +21,7 @@ const QUESTION: &str = "What is the capital of France?";
 /// enough for a word error rate to mean something.
 const OPEN_QUESTION: &str = "Tell me one fun fact about the moon.";
 const LONG_REQUEST: &str = "Tell me a long story about a brave knight and a dragon.";
-const INTERRUPTION: &str = "Wait, stop. What is two plus two?";
+const INTERRUPTION: &str = "Stop please, tell me about the sea instead.";
 const FALLBACK: &str = "Sorry, I have no answer to that.";
 
 /// Synthesizes `text` with Hark's voice into `dir/name.wav`.
@@ -62,7 +62,10 @@ fn wait_for(log: &Path, name: &str, count: usize, hark: &mut Child, limit: Durat
         }
         if let Ok(Some(status)) = hark.try_wait() {
             let err = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
-            panic!("hark exited ({status}) before {count} × {name}: {err}\n{}", dump(log));
+            panic!(
+                "hark exited ({status}) before {count} × {name}: {err}\n{}",
+                dump(log)
+            );
         }
         if started.elapsed() > limit {
             let _ = hark.kill();
@@ -194,7 +197,13 @@ fn speaking_over_hark_silences_it_and_history_keeps_only_what_was_heard() {
     let recorder = rig.record_speaker(&recording);
     let mut session = converse(&rig, &log_path, &["--max-turns", "2"]);
     rig.play_into_mic(&request);
-    wait_for(&log_path, "playback_started", 1, &mut session, Duration::from_secs(60));
+    wait_for(
+        &log_path,
+        "playback_started",
+        1,
+        &mut session,
+        Duration::from_secs(60),
+    );
     std::thread::sleep(Duration::from_secs(1));
     rig.play_into_mic(&interruption);
     finish(session, Duration::from_secs(90), &log_path);
@@ -225,8 +234,9 @@ fn speaking_over_hark_silences_it_and_history_keeps_only_what_was_heard() {
     assert_eq!(assistant[0]["text"], spoken_part, "{turns:#?}");
     assert_eq!(assistant[0]["interrupted"], true);
     assert!(
-        turns.iter().any(|t| t["role"] == "user"
-            && wer(INTERRUPTION, t["text"].as_str().unwrap()) <= 0.4),
+        turns
+            .iter()
+            .any(|t| t["role"] == "user" && wer(INTERRUPTION, t["text"].as_str().unwrap()) <= 0.4),
         "the interruption became the next user turn: {turns:#?}"
     );
 
@@ -292,10 +302,20 @@ fn with_the_speaker_leaking_into_the_mic_hark_does_not_interrupt_itself() {
     let interruption = spoken(dir.path(), "interruption", INTERRUPTION);
     let log_path = dir.path().join("events.jsonl");
 
-    let mut session = converse(&rig, &log_path, &["--max-turns", "12", "--max-tokens", "40"]);
+    let mut session = converse(
+        &rig,
+        &log_path,
+        &["--max-turns", "12", "--max-tokens", "40"],
+    );
     for (i, wav) in wavs.iter().enumerate() {
         rig.play_into_mic(wav);
-        wait_for(&log_path, "turn_finished", i + 1, &mut session, Duration::from_secs(90));
+        wait_for(
+            &log_path,
+            "turn_finished",
+            i + 1,
+            &mut session,
+            Duration::from_secs(90),
+        );
         std::thread::sleep(Duration::from_millis(700));
     }
     let log = events(&log_path);
@@ -309,7 +329,13 @@ fn with_the_speaker_leaking_into_the_mic_hark_does_not_interrupt_itself() {
 
     // The user can still interrupt through the same microphone.
     rig.play_into_mic(&request);
-    wait_for(&log_path, "playback_started", named(&log, "playback_started").len() + 1, &mut session, Duration::from_secs(60));
+    wait_for(
+        &log_path,
+        "playback_started",
+        named(&log, "playback_started").len() + 1,
+        &mut session,
+        Duration::from_secs(60),
+    );
     std::thread::sleep(Duration::from_secs(1));
     rig.play_into_mic(&interruption);
     finish(session, Duration::from_secs(120), &log_path);
@@ -399,10 +425,16 @@ fn file_conversation_lines_up_with_the_input_and_logs_every_stage() {
         "voice at {first_voice_ms} ms, playback_started at {started} ms"
     );
     let question_end_ms = 1000 + samples_ms(&question);
-    assert!(first_voice_ms > question_end_ms - 300, "Hark spoke over the question");
+    assert!(
+        first_voice_ms > question_end_ms - 300,
+        "Hark spoke over the question"
+    );
     let input_ms = samples_ms(&input);
     let output_ms = audio.len() as u64 * 1000 / rate;
-    assert!(output_ms + 100 >= input_ms, "output {output_ms} ms < input {input_ms} ms");
+    assert!(
+        output_ms + 100 >= input_ms,
+        "output {output_ms} ms < input {input_ms} ms"
+    );
 }
 
 #[test]

@@ -32,8 +32,12 @@ fn main() {
     let mut out = vec![0.0f32; mic.len()];
     let n = mic.len().min(reference.len()) / 160 * 160;
     for i in (0..n).step_by(160) {
-        aec.process(&mic[i..i + 160], &reference[i..i + 160], &mut out[i..i + 160])
-            .unwrap();
+        aec.process(
+            &mic[i..i + 160],
+            &reference[i..i + 160],
+            &mut out[i..i + 160],
+        )
+        .unwrap();
     }
     let bytes: Vec<u8> = out.iter().flat_map(|x| x.to_le_bytes()).collect();
     std::fs::write(&args[3], bytes).unwrap();

@@ -1358,8 +1358,7 @@ fn open_playback_stream(
     let mut ends_slot = None;
     let build = |config: StreamConfig| {
         let (producer, consumer, _) = sample_ring(capacity);
-        let (tap, played, _) =
-            sample_ring(config.sample_rate as usize * PLAYED_TAP_MS / 1000);
+        let (tap, played, _) = sample_ring(config.sample_rate as usize * PLAYED_TAP_MS / 1000);
         let stream = build_playback_stream(
             &device,
             config,

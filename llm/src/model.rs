@@ -333,10 +333,10 @@ impl LanguageModel {
             self.prompt_state.as_ref(),
             self.system_state.as_ref(),
         ]
-            .into_iter()
-            .flatten()
-            .filter(|s| s.tokens.len() < prompt.len() && prompt.starts_with(&s.tokens))
-            .max_by_key(|s| s.tokens.len());
+        .into_iter()
+        .flatten()
+        .filter(|s| s.tokens.len() < prompt.len() && prompt.starts_with(&s.tokens))
+        .max_by_key(|s| s.tokens.len());
         match best.and_then(|s| Some((s.weights.snapshot()?, s.tokens.len()))) {
             Some((weights, len)) => {
                 self.weights = weights;
@@ -447,10 +447,10 @@ impl LanguageModel {
                 .map_err(infer)?;
             fed.push(next);
         }
-        self.last_state = self
-            .weights
-            .snapshot()
-            .map(|weights| PrefixState { tokens: fed, weights });
+        self.last_state = self.weights.snapshot().map(|weights| PrefixState {
+            tokens: fed,
+            weights,
+        });
         let rest = utf8.finish();
         if !rest.is_empty() && !result.cancelled {
             result.text.push_str(&rest);

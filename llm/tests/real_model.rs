@@ -182,11 +182,18 @@ fn reusing_the_kv_cache_changes_nothing() {
     history.push(ChatMessage::user("What colour is it?"));
     let third = reply(&mut warm, &history);
 
-    for (n, (history_len, warm_text)) in [(3, &second.text), (5, &third.text)].into_iter().enumerate() {
+    for (n, (history_len, warm_text)) in [(3, &second.text), (5, &third.text)]
+        .into_iter()
+        .enumerate()
+    {
         let mut cold = LanguageModel::load(&path, config.clone()).expect("load model");
         let fresh = reply(&mut cold, &history[..history_len]);
         let opening = |t: &str| t.split_whitespace().take(5).collect::<Vec<_>>().join(" ");
-        println!("turn {}: cached {warm_text:?}\n        fresh  {:?}", n + 2, fresh.text);
+        println!(
+            "turn {}: cached {warm_text:?}\n        fresh  {:?}",
+            n + 2,
+            fresh.text
+        );
         assert_eq!(opening(&fresh.text), opening(warm_text), "turn {}", n + 2);
     }
 }

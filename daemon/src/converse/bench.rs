@@ -82,15 +82,27 @@ enum Kind {
 /// The scenario: 12 turns, 4 of them interrupting a reply in progress.
 const SCRIPT: &[(&str, Kind)] = &[
     ("What is the capital of France?", Kind::Question),
-    ("Tell me a long story about a brave knight and a dragon.", Kind::Question),
+    (
+        "Tell me a long story about a brave knight and a dragon.",
+        Kind::Question,
+    ),
     ("Wait, stop. What is two plus two?", Kind::Interruption),
     ("Name three colors of the rainbow.", Kind::Question),
-    ("Can you describe the ocean in a few sentences?", Kind::Question),
-    ("Hold on, tell me about the moon instead.", Kind::Interruption),
+    (
+        "Can you describe the ocean in a few sentences?",
+        Kind::Question,
+    ),
+    (
+        "Hold on, tell me about the moon instead.",
+        Kind::Interruption,
+    ),
     ("What do bees make?", Kind::Question),
     ("Explain how a rainbow forms.", Kind::Question),
     ("Sorry, I meant to ask about clouds.", Kind::Interruption),
-    ("What is the largest planet in our solar system?", Kind::Question),
+    (
+        "What is the largest planet in our solar system?",
+        Kind::Question,
+    ),
     ("Tell me about the history of Rome.", Kind::Question),
     ("Stop please, tell me a joke instead.", Kind::Interruption),
 ];
@@ -132,10 +144,13 @@ impl OutputTap for Watch {
         o.samples.extend_from_slice(samples);
         if let Some(k) = samples.iter().rposition(|s| s.abs() > AUDIBLE) {
             let at_ms = (position + k as u64) * 1000 / rate as u64;
-            let first_ms = (position + samples.iter().position(|s| s.abs() > AUDIBLE).unwrap_or(k) as u64)
+            let first_ms = (position
+                + samples.iter().position(|s| s.abs() > AUDIBLE).unwrap_or(k) as u64)
                 * 1000
                 / rate as u64;
-            let gap = o.last_audible_ms.is_none_or(|last| first_ms.saturating_sub(last) > SILENT_RUN_MS);
+            let gap = o
+                .last_audible_ms
+                .is_none_or(|last| first_ms.saturating_sub(last) > SILENT_RUN_MS);
             if gap {
                 o.voice_since_ms = Some(first_ms);
             }
@@ -185,8 +200,9 @@ impl ScriptSource {
         match line.kind {
             Kind::Question => {
                 replied
-                    && o.last_audible_ms
-                        .is_some_and(|t| now.saturating_sub(t) >= QUIET_BEFORE_QUESTION.as_millis() as u64)
+                    && o.last_audible_ms.is_some_and(|t| {
+                        now.saturating_sub(t) >= QUIET_BEFORE_QUESTION.as_millis() as u64
+                    })
             }
             Kind::Interruption => match (replied, o.voice_since_ms) {
                 (true, Some(since)) => now >= since + self.interrupt_after_ms,
@@ -294,7 +310,8 @@ struct Summary {
 fn summary(mut values: Vec<u64>) -> Summary {
     values.sort_unstable();
     let pick = |q: f64| {
-        (!values.is_empty()).then(|| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1])
+        (!values.is_empty())
+            .then(|| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1])
     };
     Summary {
         n: values.len(),
@@ -338,14 +355,20 @@ pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
         voice: "joe-medium".into(),
     };
 
-    eprintln!("hark bench: synthesizing the user's side ({} lines)", SCRIPT.len());
+    eprintln!(
+        "hark bench: synthesizing the user's side ({} lines)",
+        SCRIPT.len()
+    );
     let mut user_voice = load_voice(&output_args, store)?;
     let mut lines = Vec::new();
     for &(text, kind) in SCRIPT {
         let pcm = user_voice.synthesize(text)?;
         let audio = resample_mono(&pcm, user_voice.sample_rate(), SAMPLE_RATE)?;
         let first = audio.iter().position(|s| s.abs() > AUDIBLE).unwrap_or(0);
-        let last = audio.iter().rposition(|s| s.abs() > AUDIBLE).map_or(audio.len(), |i| i + 1);
+        let last = audio
+            .iter()
+            .rposition(|s| s.abs() > AUDIBLE)
+            .map_or(audio.len(), |i| i + 1);
         lines.push(Arc::new(Line {
             text,
             kind,
@@ -426,7 +449,9 @@ pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
             let vad_end = t.speech_ended_ms.and_then(|e| events.endpoint_arrival(e));
             Stages {
                 endpoint_ms: vad_end.map(|v| v.saturating_sub(end)),
-                transcript_ms: vad_end.zip(t.transcript_ms).map(|(v, tr)| tr.saturating_sub(v)),
+                transcript_ms: vad_end
+                    .zip(t.transcript_ms)
+                    .map(|(v, tr)| tr.saturating_sub(v)),
                 first_token_ms: t
                     .generation_started_ms
                     .zip(t.first_token_ms)
@@ -454,13 +479,17 @@ pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
     }
     drop(observed);
 
-    let collect = |f: &dyn Fn(&TurnResult) -> Option<u64>| turns.iter().filter_map(f).collect::<Vec<_>>();
+    let collect =
+        |f: &dyn Fn(&TurnResult) -> Option<u64>| turns.iter().filter_map(f).collect::<Vec<_>>();
     let report = Report {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         whisper_model: args.model.model.clone(),
         llm: args.llm.llm.clone(),
         turns_scripted: SCRIPT.len(),
-        interruptions_scripted: SCRIPT.iter().filter(|(_, k)| *k == Kind::Interruption).count(),
+        interruptions_scripted: SCRIPT
+            .iter()
+            .filter(|(_, k)| *k == Kind::Interruption)
+            .count(),
         interruptions_detected: outcome.interruptions,
         wall_secs,
         voice_to_voice_ms: summary(collect(&|t| t.voice_to_voice_ms)),
@@ -476,7 +505,10 @@ pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         write_input(&dir.join("user.wav"), &lines, &starts)?;
-        eprintln!("hark bench: kept the recordings and events in {}", dir.display());
+        eprintln!(
+            "hark bench: kept the recordings and events in {}",
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -494,7 +526,11 @@ fn audible_between(o: &Observed, from_ms: u64, to_ms: u64) -> bool {
 
 fn first_audible_after(o: &Observed, ms: u64) -> Option<u64> {
     let from = ms_to_index(o, ms);
-    let k = o.samples.get(from..)?.iter().position(|x| x.abs() > AUDIBLE)?;
+    let k = o
+        .samples
+        .get(from..)?
+        .iter()
+        .position(|x| x.abs() > AUDIBLE)?;
     Some(((from + k) as u64) * 1000 / o.rate as u64)
 }
 
@@ -560,7 +596,11 @@ fn write_input(path: &std::path::Path, lines: &[Arc<Line>], starts: &[u64]) -> a
         let start = start as usize;
         all[start..start + line.audio.len()].copy_from_slice(&line.audio);
     }
-    let mut sink = hark_audio::wav::WavSink::create(path, SAMPLE_RATE, hark_audio::wav::WavSampleFormat::Int16)?;
+    let mut sink = hark_audio::wav::WavSink::create(
+        path,
+        SAMPLE_RATE,
+        hark_audio::wav::WavSampleFormat::Int16,
+    )?;
     sink.write(&all)?;
     sink.finalize()?;
     Ok(())

@@ -36,7 +36,10 @@ const LAST_REPLY_LIMIT: Duration = Duration::from_secs(90);
 pub enum CoreInput {
     Hearing(HearingEvent),
     Transcribed(SttResult),
-    Llm { reply: ReplyId, event: LlmEvent },
+    Llm {
+        reply: ReplyId,
+        event: LlmEvent,
+    },
     Synthesized(Synthesized),
     Playback(PlaybackReport),
     #[allow(dead_code)] // not sent by `hark converse` itself
@@ -154,7 +157,8 @@ impl Core {
         let mut input_ended_at: Option<Instant> = None;
         let mut quiet_since: Option<Instant> = None;
         let mut stopping = false;
-        self.log.write(self.now_ms(), "listening", serde_json::json!({}));
+        self.log
+            .write(self.now_ms(), "listening", serde_json::json!({}));
         loop {
             let input = match self.inputs.recv_timeout(TICK) {
                 Ok(input) => Some(input),
@@ -169,11 +173,13 @@ impl Core {
                     input_ended_at.get_or_insert_with(Instant::now);
                 }
                 Some(CoreInput::Hearing(HearingEvent::Failed(message))) => {
-                    self.log.write(now, "error", serde_json::json!({ "message": message }));
+                    self.log
+                        .write(now, "error", serde_json::json!({ "message": message }));
                     anyhow::bail!("{message}");
                 }
                 Some(CoreInput::Playback(PlaybackReport::Failed(message))) => {
-                    self.log.write(now, "error", serde_json::json!({ "message": message }));
+                    self.log
+                        .write(now, "error", serde_json::json!({ "message": message }));
                     anyhow::bail!("playback failed: {message}");
                 }
                 Some(CoreInput::Command(Command::Stop)) => stopping = true,
@@ -183,9 +189,7 @@ impl Core {
             let turns_done = rules
                 .max_turns
                 .is_some_and(|n| self.outcome.turns.len() >= n);
-            let time_up = rules
-                .duration
-                .is_some_and(|d| now >= d.as_millis() as u64);
+            let time_up = rules.duration.is_some_and(|d| now >= d.as_millis() as u64);
             if self.stop.load(Ordering::Relaxed) || turns_done || time_up {
                 stopping = true;
             }
@@ -203,7 +207,9 @@ impl Core {
                     break;
                 }
                 if ended.elapsed() >= LAST_REPLY_LIMIT {
-                    tracing::warn!("the input ended long ago and the reply has not finished; stopping");
+                    tracing::warn!(
+                        "the input ended long ago and the reply has not finished; stopping"
+                    );
                     break;
                 }
             }
@@ -227,7 +233,8 @@ impl Core {
         use serde_json::json;
         match input {
             CoreInput::Hearing(HearingEvent::SpeechStarted { at_ms }) => {
-                self.log.write(now, "speech_started", json!({ "at_ms": at_ms }));
+                self.log
+                    .write(now, "speech_started", json!({ "at_ms": at_ms }));
                 self.feed(at_ms, Event::SpeechStarted);
             }
             CoreInput::Hearing(HearingEvent::SpeechEnded {
@@ -246,7 +253,8 @@ impl Core {
                 self.utterance_audio = None;
             }
             CoreInput::Hearing(HearingEvent::SpeechDiscarded { at_ms }) => {
-                self.log.write(now, "speech_discarded", json!({ "at_ms": at_ms }));
+                self.log
+                    .write(now, "speech_discarded", json!({ "at_ms": at_ms }));
                 self.feed(at_ms, Event::SpeechDiscarded);
             }
             CoreInput::Hearing(HearingEvent::Ended | HearingEvent::Failed(_)) => {
@@ -387,7 +395,10 @@ impl Core {
                 match self.workers.stt.try_send(SttJob { utterance, audio }) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
-                        tracing::warn!(utterance, "Whisper is falling behind; dropping an utterance");
+                        tracing::warn!(
+                            utterance,
+                            "Whisper is falling behind; dropping an utterance"
+                        );
                         self.owe_empty_transcript(utterance);
                     }
                     Err(TrySendError::Disconnected(_)) => {
@@ -420,7 +431,10 @@ impl Core {
                 self.synthesized.clear();
             }
             Action::Play { clause } => match self.synthesized.remove(&clause) {
-                Some(pcm) => self.workers.speaker.send(SpeakerCommand::Play { clause, pcm }),
+                Some(pcm) => self
+                    .workers
+                    .speaker
+                    .send(SpeakerCommand::Play { clause, pcm }),
                 None => {
                     tracing::error!(clause, "asked to play a clause that was never synthesized");
                     self.owed.push_back(Event::PlaybackFinished { clause });

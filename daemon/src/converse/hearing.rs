@@ -32,6 +32,11 @@ const GATE_HISTORY: usize = 300;
 const GATE_MARGIN: f32 = 4.0;
 /// Below this mean square (-60 dBFS) a block is silence for the gate.
 const GATE_FLOOR: f32 = 1e-6;
+/// Blocks at the start of each stretch of playback that teach the gate
+/// nothing: the echo is still on its way (device buffers, the room).
+const GATE_ECHO_ARRIVAL: usize = 20;
+/// Ratios needed before the learned coupling is trusted.
+const GATE_WARM_UP: usize = 50;
 
 /// What the ears report. Times are on the input timeline, in ms.
 #[derive(Debug)]
@@ -82,13 +87,17 @@ impl EchoCancellation {
 ///
 /// The expected echo is the loudest 10 ms of playback within the echo path
 /// times the *coupling*: how loud the residual usually is relative to that
-/// playback, learned as the 80th percentile of the ratio over the last 3 s
-/// of playback (echo-only blocks dominate; the user talking over Hark falls
-/// outside; with no echo at all, silent blocks keep it near zero). Until enough is learned the
-/// coupling is taken as 0 dB, so Hark cannot be interrupted in the first
-/// moments of its very first reply, rather than interrupting itself.
+/// playback, learned as the 95th percentile of the ratio over the last 3 s
+/// of playback, skipping the first 200 ms of each stretch while the echo is
+/// still on its way (echo blocks dominate; the user talking over Hark falls
+/// outside; with no echo at all, silent blocks keep it near zero). Until
+/// half a second is learned the coupling is taken as 0 dB, so Hark cannot be
+/// interrupted in the first moments of its very first reply, rather than
+/// interrupting itself.
 struct EchoGate {
     tail: usize,
+    /// Consecutive blocks with playback in the echo path.
+    playing_for: usize,
     window: Vec<f32>,
     ratios: std::collections::VecDeque<f32>,
     sorted: Vec<f32>,
@@ -98,6 +107,7 @@ impl EchoGate {
     fn new(tail: usize) -> Self {
         Self {
             tail,
+            playing_for: 0,
             window: vec![0.0; tail + AEC_BLOCK],
             ratios: std::collections::VecDeque::with_capacity(GATE_HISTORY),
             sorted: Vec::with_capacity(GATE_HISTORY),
@@ -113,23 +123,27 @@ impl EchoGate {
             .map(mean_square)
             .fold(0.0f32, f32::max);
         if playback < GATE_FLOOR {
+            self.playing_for = 0;
             return false; // Hark is not talking: nothing to mistake
         }
-        // Quiet blocks count too: with no echo at all (a headset) they keep
-        // the learned coupling near zero, so the user is never gated.
+        self.playing_for += 1;
         let residual = mean_square(cleaned);
         let ratio = residual / playback;
-        if self.ratios.len() == GATE_HISTORY {
-            self.ratios.pop_front();
+        // Quiet blocks count too: with no echo at all (a headset) they keep
+        // the learned coupling near zero, so the user is never gated.
+        if self.playing_for > GATE_ECHO_ARRIVAL {
+            if self.ratios.len() == GATE_HISTORY {
+                self.ratios.pop_front();
+            }
+            self.ratios.push_back(ratio);
         }
-        self.ratios.push_back(ratio);
-        let coupling = if self.ratios.len() < 20 {
+        let coupling = if self.ratios.len() < GATE_WARM_UP {
             1.0
         } else {
             self.sorted.clear();
             self.sorted.extend(self.ratios.iter().copied());
             self.sorted.sort_unstable_by(f32::total_cmp);
-            self.sorted[self.sorted.len() * 4 / 5]
+            self.sorted[self.sorted.len() * 19 / 20]
         };
         residual >= GATE_FLOOR && ratio < coupling * GATE_MARGIN
     }
@@ -160,7 +174,11 @@ impl Aec {
                     .map(std::io::BufWriter::new)
                     .ok()
             };
-            Some([open("mic.f32")?, open("reference.f32")?, open("cleaned.f32")?])
+            Some([
+                open("mic.f32")?,
+                open("reference.f32")?,
+                open("cleaned.f32")?,
+            ])
         });
         Self {
             gate: EchoGate::new(inner.tail),
@@ -195,7 +213,10 @@ impl Aec {
                 -(ref_origin - mic_origin).as_secs_f64()
             };
             let offset = (secs * SAMPLE_RATE as f64).round() as i64;
-            tracing::debug!(offset_ms = offset / 16, "echo canceller aligned to playback");
+            tracing::debug!(
+                offset_ms = offset / 16,
+                "echo canceller aligned to playback"
+            );
             self.offset = Some(offset);
         }
         let offset = self.offset.expect("set above");
@@ -257,7 +278,8 @@ pub fn spawn_hearing(
                     // The first frame has just arrived, so its last sample
                     // was captured about now.
                     let zero = *origin.get_or_init(|| {
-                        let age = Duration::from_secs_f64(frame.end_sample() as f64 / SAMPLE_RATE as f64);
+                        let age =
+                            Duration::from_secs_f64(frame.end_sample() as f64 / SAMPLE_RATE as f64);
                         Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
                     });
                     if let Some(aec) = aec.as_mut() {
@@ -284,10 +306,12 @@ pub fn spawn_hearing(
 
 fn to_hearing(event: VadEvent) -> HearingEvent {
     match event {
-        VadEvent::SpeechStart { at_sample } => HearingEvent::SpeechStarted { at_ms: ms(at_sample) },
-        VadEvent::SpeechDiscarded { at_sample } => {
-            HearingEvent::SpeechDiscarded { at_ms: ms(at_sample) }
-        }
+        VadEvent::SpeechStart { at_sample } => HearingEvent::SpeechStarted {
+            at_ms: ms(at_sample),
+        },
+        VadEvent::SpeechDiscarded { at_sample } => HearingEvent::SpeechDiscarded {
+            at_ms: ms(at_sample),
+        },
         VadEvent::SpeechEnd(u) => HearingEvent::SpeechEnded {
             start_ms: ms(u.speech_start_sample),
             at_ms: ms(u.speech_end_sample),

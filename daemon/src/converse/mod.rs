@@ -42,9 +42,7 @@ use hark_tts::PiperVoice;
 use self::core::{Core, CoreInput, SessionOutcome, StopRules, Workers};
 use self::events::EventLog;
 use self::hearing::{EchoCancellation, HearingEvent};
-use self::speaker::{
-    ClockedFileSink, DeviceSink, EchoReference, OutputTap, Speaker, SpeakerSink,
-};
+use self::speaker::{ClockedFileSink, DeviceSink, EchoReference, OutputTap, Speaker, SpeakerSink};
 use self::voice::ClauseVoice;
 use crate::ask::LlmArgs;
 use crate::listen::VadArgs;
@@ -236,15 +234,18 @@ pub fn run_session(
     load: impl FnOnce(&ModelStore) -> anyhow::Result<Models>,
 ) -> anyhow::Result<SessionOutcome> {
     let frame_len = setup.vad.frame_len();
-    let open_mic = |name: &Option<String>| {
-        hark_audio::device::DeviceSource::open(name.as_deref(), frame_len)
-    };
+    let open_mic =
+        |name: &Option<String>| hark_audio::device::DeviceSource::open(name.as_deref(), frame_len);
     // A microphone is opened now to report a missing one before seconds of
     // model loading, then closed: the timeline starts at its sample 0, so
     // it must not sit queueing audio meanwhile. It is reopened below.
     let (source, microphone): (Option<Box<dyn FrameSource>>, _) = match setup.input {
         Input::File(path) => (
-            Some(Box::new(WavSource::open(path, frame_len, Pacing::Realtime)?)),
+            Some(Box::new(WavSource::open(
+                path,
+                frame_len,
+                Pacing::Realtime,
+            )?)),
             None,
         ),
         Input::Device(name) => {

@@ -36,7 +36,10 @@ const REFERENCE_KEEP: Duration = Duration::from_secs(4);
 #[derive(Debug)]
 pub enum SpeakerCommand {
     /// Queue a clause; `pcm` is mono at the sink's rate.
-    Play { clause: ClauseId, pcm: Vec<f32> },
+    Play {
+        clause: ClauseId,
+        pcm: Vec<f32>,
+    },
     /// Fall silent at once, keeping the queue and the heard position.
     Pause,
     Resume,
@@ -47,11 +50,20 @@ pub enum SpeakerCommand {
 /// What the speaker tells the core; positions are what was *heard*.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlaybackReport {
-    Started { clause: ClauseId },
-    Progress { clause: ClauseId, played_fraction: f32 },
-    Finished { clause: ClauseId },
+    Started {
+        clause: ClauseId,
+    },
+    Progress {
+        clause: ClauseId,
+        played_fraction: f32,
+    },
+    Finished {
+        clause: ClauseId,
+    },
     /// Audible output stopped because of a pause or flush.
-    Silenced { flushed: bool },
+    Silenced {
+        flushed: bool,
+    },
     Failed(String),
 }
 
@@ -488,7 +500,8 @@ impl SpeakerState {
                 if take > 0 {
                     q.pieces
                         .push((q.next, self.written + self.scratch.len() as u64, take));
-                    self.scratch.extend_from_slice(&q.pcm[q.next..q.next + take]);
+                    self.scratch
+                        .extend_from_slice(&q.pcm[q.next..q.next + take]);
                     q.next += take;
                 }
                 if self.scratch.len() == wanted {
@@ -533,7 +546,10 @@ impl SpeakerState {
                 self.queue.pop_front();
                 continue;
             }
-            if q.started && q.last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) {
+            if q.started
+                && q.last_progress
+                    .is_none_or(|t| t.elapsed() >= PROGRESS_EVERY)
+            {
                 q.last_progress = Some(Instant::now());
                 report(PlaybackReport::Progress {
                     clause: q.clause,
@@ -696,7 +712,9 @@ mod tests {
         let heard: Vec<f32> = rig.heard().into_iter().filter(|&x| x != 0.0).collect();
         let expected: Vec<f32> = (1..=10).map(|i| i as f32).collect();
         assert_eq!(heard, expected, "nothing skipped, nothing repeated");
-        assert!(rig.reports.contains(&PlaybackReport::Finished { clause: 7 }));
+        assert!(rig
+            .reports
+            .contains(&PlaybackReport::Finished { clause: 7 }));
     }
 
     #[test]
@@ -710,8 +728,12 @@ mod tests {
         let heard = rig.heard();
         assert_eq!(&heard[..3], &[1.0; 3]);
         assert!(heard[3..].iter().all(|&x| x == 0.0), "{heard:?}");
-        assert!(rig.reports.contains(&PlaybackReport::Silenced { flushed: true }));
-        assert!(!rig.reports.contains(&PlaybackReport::Finished { clause: 1 }));
+        assert!(rig
+            .reports
+            .contains(&PlaybackReport::Silenced { flushed: true }));
+        assert!(!rig
+            .reports
+            .contains(&PlaybackReport::Finished { clause: 1 }));
     }
 
     #[test]

@@ -96,7 +96,10 @@ impl ClauseVoice {
             clause,
             text,
         };
-        let jobs = self.jobs.as_ref().context("the synthesis thread is closed")?;
+        let jobs = self
+            .jobs
+            .as_ref()
+            .context("the synthesis thread is closed")?;
         match jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => anyhow::bail!("the synthesis queue is full"),
@@ -114,7 +117,10 @@ impl ClauseVoice {
 /// `pcm` without its leading silence beyond [`KEEP_LEADING_SILENCE_MS`].
 fn trim_leading_silence(pcm: &[f32], rate: u32) -> &[f32] {
     let keep = (rate * KEEP_LEADING_SILENCE_MS / 1000) as usize;
-    let first_sound = pcm.iter().position(|s| s.abs() > SILENCE).unwrap_or(pcm.len());
+    let first_sound = pcm
+        .iter()
+        .position(|s| s.abs() > SILENCE)
+        .unwrap_or(pcm.len());
     &pcm[first_sound.saturating_sub(keep)..]
 }
 

@@ -176,7 +176,6 @@ fn a_binary_of_another_version_is_refused() {
 }
 
 #[test]
-#[ignore = "needs hark manpage/completions wiring"]
 fn the_real_binary_packages() {
     let dir = tempfile::tempdir().unwrap();
     let deb = build_deb(Path::new(env!("CARGO_BIN_EXE_hark")), dir.path());

@@ -32,7 +32,7 @@ fn say_plays_on_the_speaker() {
     let mut recorder = rig.record_speaker(&recording);
     std::thread::sleep(Duration::from_millis(300));
     let mut cmd = hark();
-    cmd.arg("say").arg(SENTENCE);
+    cmd.args(["say", "--local"]).arg(SENTENCE);
     rig.env(&mut cmd);
     let out = run(&mut cmd);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -144,7 +144,7 @@ fn a_missing_or_corrupt_language_model_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(hark()
         .env("HARK_MODELS_DIR", dir.path())
-        .args(["ask", "hello"]));
+        .args(["ask", "--local", "hello"]));
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
@@ -171,7 +171,10 @@ fn a_missing_or_corrupt_language_model_is_named() {
 
     let text = dir.path().join("notes.gguf");
     std::fs::write(&text, "just text").unwrap();
-    let out = run(hark().args(["ask", "--llm"]).arg(&text).arg("hello"));
+    let out = run(hark()
+        .args(["ask", "--local", "--llm"])
+        .arg(&text)
+        .arg("hello"));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not a GGUF"), "{}", stderr(&out));
 }

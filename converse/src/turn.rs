@@ -524,6 +524,23 @@ impl Conversation {
         &self.config
     }
 
+    /// New rules from now on (a reloaded configuration); a reply in progress
+    /// keeps the clauses it already has.
+    pub fn set_config(&mut self, config: TurnConfig) {
+        self.config = config;
+    }
+
+    /// Forgets every finished turn. A reply in progress goes on, and is
+    /// recorded when it ends.
+    pub fn clear_history(&mut self) {
+        self.history.clear();
+    }
+
+    /// Whether VAD events are being ignored ([`Event::SetMuted`]).
+    pub fn is_muted(&self) -> bool {
+        self.muted
+    }
+
     /// Feeds one event that happened at `at_ms`; returns what to do.
     pub fn handle(&mut self, at_ms: u64, event: Event) -> Vec<Action> {
         self.now_ms = self.now_ms.max(at_ms);

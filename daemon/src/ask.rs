@@ -27,6 +27,11 @@ pub struct AskArgs {
     #[arg(required = true)]
     pub text: Vec<String>,
 
+    /// Load the model and answer in this process instead of asking the
+    /// running daemon (implied by --output).
+    #[arg(long)]
+    pub local: bool,
+
     #[command(flatten)]
     pub llm: LlmArgs,
 
@@ -58,11 +63,6 @@ pub struct LlmArgs {
 
 impl LlmArgs {
     pub fn load(&self, store: &ModelStore) -> anyhow::Result<LanguageModel> {
-        let path = if self.llm == SMOLLM2_135M.name {
-            crate::model_files::installed(store, &SMOLLM2_135M, "language model")?
-        } else {
-            PathBuf::from(&self.llm)
-        };
         let mut config = LlmConfig::default();
         if let Some(t) = self.temperature {
             config.temperature = t.max(0.0);
@@ -73,17 +73,31 @@ impl LlmArgs {
         if let Some(p) = &self.system_prompt {
             config.system_prompt = p.clone();
         }
-        let started = std::time::Instant::now();
-        let model = LanguageModel::load(&path, config)
-            .with_context(|| format!("loading language model {}", path.display()))?;
-        tracing::info!(
-            model = %path.display(),
-            architecture = model.architecture(),
-            ms = started.elapsed().as_millis() as u64,
-            "language model loaded"
-        );
-        Ok(model)
+        load_llm(&self.llm, config, store)
     }
+}
+
+/// Loads the language model `name` names: a catalogue name or a GGUF path.
+pub fn load_llm(
+    name: &str,
+    config: LlmConfig,
+    store: &ModelStore,
+) -> anyhow::Result<LanguageModel> {
+    let path = if name == SMOLLM2_135M.name {
+        crate::model_files::installed(store, &SMOLLM2_135M, "language model")?
+    } else {
+        PathBuf::from(name)
+    };
+    let started = std::time::Instant::now();
+    let model = LanguageModel::load(&path, config)
+        .with_context(|| format!("loading language model {}", path.display()))?;
+    tracing::info!(
+        model = %path.display(),
+        architecture = model.architecture(),
+        ms = started.elapsed().as_millis() as u64,
+        "language model loaded"
+    );
+    Ok(model)
 }
 
 pub fn run(args: AskArgs, store: &ModelStore) -> anyhow::Result<()> {

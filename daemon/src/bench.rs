@@ -103,7 +103,7 @@ pub fn run(cmd: BenchCommand, store: &ModelStore) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("no benchmark files given and none of the default test recordings exist; run scripts/setup or pass WAV files");
     }
-    let model_path = crate::stt_setup::resolve_model(&model, store)?;
+    let model_path = crate::stt_setup::resolve_model(&model.model, store)?;
     let mut stt = crate::stt_setup::load_whisper(&model, store, false)?;
     use hark_stt::SpeechToText;
 

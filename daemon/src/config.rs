@@ -95,8 +95,14 @@ pub struct VadSection {
 }
 
 impl Default for VadSection {
+    /// The conversation's endpointing (shorter silence and onset than
+    /// `hark listen`), since the daemon converses.
     fn default() -> Self {
-        Self::from(VadConfig::default())
+        Self::from(VadConfig {
+            end_silence_ms: crate::converse::CONVERSE_END_SILENCE_MS,
+            onset_ms: crate::converse::CONVERSE_ONSET_MS,
+            ..VadConfig::default()
+        })
     }
 }
 
@@ -157,7 +163,7 @@ pub struct SttSection {
     /// `None`: all cores, at most 8 (as [`SttConfig::default`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
-    /// 3, not the library's 5: utterance mode, where latency matters.
+    /// Greedy, not the library's 5: every beam is reply latency.
     pub beam_size: usize,
     pub language: String,
     /// f64 rather than the library's f32 so the default prints as `0.6`.
@@ -170,7 +176,7 @@ impl Default for SttSection {
         Self {
             model: "tiny.en".into(),
             threads: None,
-            beam_size: 3,
+            beam_size: crate::converse::CONVERSE_BEAM_SIZE,
             language: lib.language,
             no_speech_threshold: 0.6,
         }
@@ -506,6 +512,12 @@ impl HarkConfig {
             barge_in.commit_speech_ms,
         )?;
         check_range("conversation.barge_in.min_words", barge_in.min_words, 1, 20)?;
+        check_range(
+            "conversation.barge_in.echo_overlap_percent",
+            barge_in.echo_overlap_percent,
+            0,
+            101,
+        )?;
         let chunking = &self.conversation.chunking;
         check_range(
             "conversation.chunking.first_min_words",
@@ -1031,6 +1043,12 @@ const KEY_DOCS: &[KeyDoc] = &[
          not all backchannels. 1 to 20.",
     ),
     doc(
+        "conversation.barge_in.echo_overlap_percent",
+        "A transcript with at least this percentage of its words taken from \
+         Hark's own reply is Hark's echo, not the user. 0 to 100; 101 turns \
+         the check off.",
+    ),
+    doc(
         "conversation.barge_in.backchannels",
         "Words and phrases that acknowledge rather than interrupt (compared \
          ignoring case and punctuation).",
@@ -1355,7 +1373,10 @@ mode = "push-to-talk"
         assert_eq!(c.vad.pre_roll_ms, VadConfig::default().pre_roll_ms);
         assert_eq!(c.stt.model, "base");
         let stt = c.stt.to_stt_config();
-        assert_eq!((stt.threads, stt.beam_size), (4, 3));
+        assert_eq!(
+            (stt.threads, stt.beam_size),
+            (4, crate::converse::CONVERSE_BEAM_SIZE)
+        );
         assert_eq!(stt.language, "de");
         assert!(stt.shrink_audio_ctx);
         assert!((stt.no_speech_threshold - 0.6).abs() < 1e-6);
@@ -1376,7 +1397,14 @@ mode = "push-to-talk"
     #[test]
     fn library_defaults_are_mirrored() {
         let c = HarkConfig::default();
-        assert_eq!(c.vad.to_vad_config(), VadConfig::default());
+        // The daemon converses: the conversation's endpointing, not
+        // dictation's.
+        let conversation_vad = VadConfig {
+            end_silence_ms: crate::converse::CONVERSE_END_SILENCE_MS,
+            onset_ms: crate::converse::CONVERSE_ONSET_MS,
+            ..VadConfig::default()
+        };
+        assert_eq!(c.vad.to_vad_config(), conversation_vad);
         let llm = c.llm.to_llm_config();
         let lib = LlmConfig::default();
         assert_eq!(llm.system_prompt, lib.system_prompt);

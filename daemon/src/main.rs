@@ -4,12 +4,18 @@
 
 mod ask;
 mod bench;
+mod client;
+mod config;
 mod converse;
+mod daemon;
 mod devices;
 mod listen;
+mod manpage;
 mod model_files;
 mod models_cmd;
+mod notify;
 mod progress;
+mod service;
 mod speak;
 mod stt_setup;
 mod transcribe;
@@ -55,15 +61,55 @@ enum Command {
     /// Listen (microphone or WAV file) and print each utterance as soon as it
     /// has ended, with its start and end time.
     Listen(listen::ListenArgs),
-    /// Speak text with the Piper voice.
+    /// Speak text with the Piper voice (through the running daemon, or
+    /// here with --local or --output).
     Say(speak::SayArgs),
-    /// Ask the language model; its reply is printed and spoken as it is
-    /// written.
+    /// Ask the language model; its reply is printed and spoken (through the
+    /// running daemon, or here with --local or --output, as it is written).
     Ask(ask::AskArgs),
+    /// Show what the running daemon is doing: state, mode, devices, models.
+    Status,
+    /// Make the running daemon stop talking.
+    Interrupt,
+    /// Stop the running daemon from listening (it still speaks).
+    Mute,
+    /// Let the running daemon listen again.
+    Unmute,
+    /// Push-to-talk for the running daemon (in push-to-talk mode).
+    #[command(subcommand)]
+    Ptt(client::PushToTalk),
+    /// When the running daemon listens: always, push-to-talk or off.
+    Mode {
+        #[arg(value_parser = ["always", "push-to-talk", "off"])]
+        mode: String,
+    },
+    /// The running daemon's conversation history.
+    History {
+        /// One JSON object per turn.
+        #[arg(long)]
+        json: bool,
+        /// Forget the history instead of printing it.
+        #[arg(long, conflicts_with = "json")]
+        clear: bool,
+    },
+    /// Print the running daemon's signals as they happen, one line each.
+    Monitor(client::JsonArg),
     /// Talk with Hark: it listens, answers aloud while its reply is still
     /// being written, and stops when you talk over it. With --input and
     /// --output it converses with a WAV file in real time instead.
     Converse(converse::ConverseArgs),
+    /// Run Hark in the background: the conversation on the configured
+    /// devices, controlled over D-Bus (dev.hark.Hark). Runs in the
+    /// foreground and logs to stderr; systemd starts it as a user service.
+    Daemon(daemon::DaemonArgs),
+    /// Print or check the configuration file.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(manpage::CompletionsArgs),
+    /// Write the man pages into a directory.
+    #[command(hide = true)]
+    Manpage(manpage::ManpageArgs),
     /// Measure speed and CPU use; prints JSON on stdout.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -100,6 +146,40 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // These need no model store.
+    let client_request = match &cli.command {
+        Command::Say(args) if !args.local && args.output.output.is_none() => {
+            Some(client::Request::Say(non_empty("say", &args.text)?))
+        }
+        Command::Ask(args) if !args.local && args.output.output.is_none() => {
+            Some(client::Request::Ask(non_empty("ask", &args.text)?))
+        }
+        Command::Status => Some(client::Request::Status),
+        Command::Interrupt => Some(client::Request::Interrupt),
+        Command::Mute => Some(client::Request::Mute(true)),
+        Command::Unmute => Some(client::Request::Mute(false)),
+        Command::Ptt(action) => Some(client::Request::PushToTalk(*action)),
+        Command::Mode { mode } => Some(client::Request::Mode(mode.clone())),
+        Command::History { json, clear } => Some(client::Request::History {
+            json: *json,
+            clear: *clear,
+        }),
+        Command::Monitor(args) => Some(client::Request::Monitor { json: args.json }),
+        _ => None,
+    };
+    if let Some(request) = client_request {
+        return client::run(request);
+    }
+    match cli.command {
+        Command::Config(cmd) => return config::run(cmd),
+        Command::Completions(args) => {
+            return manpage::run_completions(args, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Manpage(args) => {
+            return manpage::run_manpage(args, <Cli as clap::CommandFactory>::command())
+        }
+        _ => {}
+    }
     let store = match &cli.models_dir {
         Some(dir) => hark_models::store::ModelStore::at(dir),
         None => hark_models::store::ModelStore::from_env()?,
@@ -112,8 +192,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Say(args) => speak::run_say(args, &store),
         Command::Ask(args) => ask::run(args, &store),
         Command::Converse(args) => converse::run(args, &store),
+        Command::Daemon(args) => daemon::run(args, &store),
+        Command::Config(_)
+        | Command::Completions(_)
+        | Command::Manpage(_)
+        | Command::Status
+        | Command::Interrupt
+        | Command::Mute
+        | Command::Unmute
+        | Command::Ptt(_)
+        | Command::Mode { .. }
+        | Command::History { .. }
+        | Command::Monitor(_) => unreachable!("handled above"),
         Command::Bench(cmd) => bench::run(cmd, &store),
     }
+}
+
+/// The words of a `say`/`ask` joined, refused when there are none.
+fn non_empty(command: &str, words: &[String]) -> anyhow::Result<String> {
+    let text = words.join(" ");
+    if text.trim().is_empty() {
+        anyhow::bail!("nothing to {command}: the text is empty");
+    }
+    Ok(text)
 }
 
 /// Logs go to stderr in a plain, journald-friendly form (no colours unless a
@@ -135,10 +236,3 @@ fn init_logging(verbose: u8) {
         .without_time()
         .try_init();
 }
-
-#[allow(dead_code)]
-mod config;
-#[allow(dead_code)]
-mod manpage;
-#[allow(dead_code)]
-mod notify;

@@ -61,6 +61,9 @@ pub fn notify(state: &str) -> io::Result<()> {
 pub fn notify_to(socket: &OsStr, state: &str) -> io::Result<()> {
     let addr = socket_addr(socket)?;
     let sock = UnixDatagram::unbound()?;
+    // Never block the caller (the conversation core pings the watchdog):
+    // if the manager is not reading, the message is dropped, not waited on.
+    sock.set_nonblocking(true)?;
     let sent = sock.send_to_addr(state.as_bytes(), &addr)?;
     if sent != state.len() {
         return Err(io::Error::new(

@@ -45,6 +45,11 @@ pub struct SayArgs {
     #[arg(required = true)]
     pub text: Vec<String>,
 
+    /// Speak from this process instead of asking the running daemon
+    /// (implied by --output).
+    #[arg(long)]
+    pub local: bool,
+
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -10,13 +10,13 @@ use hark_stt::{SttConfig, WhisperStt};
 use crate::ModelArgs;
 
 /// The file `--model` names: a catalogue entry in the store, or a path.
-pub fn resolve_model(args: &ModelArgs, store: &ModelStore) -> anyhow::Result<PathBuf> {
-    let Some(spec) = store::spec_by_name(&args.model) else {
-        let path = PathBuf::from(&args.model);
+pub fn resolve_model(name: &str, store: &ModelStore) -> anyhow::Result<PathBuf> {
+    let Some(spec) = store::spec_by_name(name) else {
+        let path = PathBuf::from(name);
         if !path.is_file() {
             bail!(
                 "Whisper model '{}' is neither a catalogue name ({}) nor an existing file",
-                args.model,
+                name,
                 names()
             );
         }
@@ -38,7 +38,6 @@ pub fn load_whisper(
     store: &ModelStore,
     utterance_mode: bool,
 ) -> anyhow::Result<WhisperStt> {
-    let path = resolve_model(args, store)?;
     let mut config = SttConfig::default();
     if let Some(threads) = args.threads {
         config.threads = threads.max(1);
@@ -51,6 +50,17 @@ pub fn load_whisper(
         .beam_size
         .unwrap_or(if utterance_mode { 3 } else { 5 })
         .max(1);
+    load_whisper_with(&args.model, config, store)
+}
+
+/// Loads the Whisper model `name` names (catalogue name or path) with
+/// `config`.
+pub fn load_whisper_with(
+    name: &str,
+    config: SttConfig,
+    store: &ModelStore,
+) -> anyhow::Result<WhisperStt> {
+    let path = resolve_model(name, store)?;
     let started = std::time::Instant::now();
     let stt = WhisperStt::load(&path, config).with_context(|| {
         format!(

@@ -951,3 +951,15 @@ fn the_echo_rule() {
     };
     assert!(!off.is_echo("the capital of France", reply));
 }
+
+#[test]
+fn clearing_history_keeps_the_reply_in_progress() {
+    let mut conv = storytelling();
+    conv.clear_history();
+    assert!(conv.history().is_empty());
+    run(&mut conv, [t(2500, Interrupt)]);
+    assert_eq!(
+        history(&conv),
+        [assistant("Once upon a time, there was a fox.", true)]
+    );
+}

@@ -408,6 +408,9 @@ pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
         echo_tail_ms: None,
         rules: StopRules::default(),
         print_turns: false,
+        mode: super::core::ListenMode::Always,
+        publish: None,
+        on_ready: None,
     };
     eprintln!("hark bench: running the conversation in real time (about two minutes)");
     let started = Instant::now();

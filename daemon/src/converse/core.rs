@@ -47,16 +47,69 @@ pub enum CoreInput {
 }
 
 /// Requests from outside the audio path (the D-Bus service sends these).
-#[derive(Debug, Clone)]
-#[allow(dead_code)] // not sent by `hark converse` itself
+/// Those with a `Reply` answer through it; a dropped reply is fine.
+#[derive(Debug)]
 pub enum Command {
     Say(String),
-    Ask(String),
+    /// Answer `text` as if the user had said it; `reply` gets what Hark
+    /// said (only the spoken part if it was interrupted).
+    Ask {
+        text: String,
+        reply: Option<Reply<String>>,
+    },
     Interrupt,
     SetMuted(bool),
+    SetMode(ListenMode),
+    /// Push-to-talk pressed (true) or released.
+    Listen(bool),
+    ClearHistory,
+    GetHistory(Reply<Vec<HistoryEntry>>),
+    /// A reloaded configuration: new turn-taking rules and listening mode.
+    Reconfigure {
+        turn: hark_converse::turn::TurnConfig,
+        mode: ListenMode,
+    },
     /// Finish the current reply (if any) and stop.
     Stop,
 }
+
+/// A history turn with the wall-clock time it was recorded.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub turn: Turn,
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+}
+
+/// Where a command's answer goes.
+pub type Reply<T> = tokio::sync::oneshot::Sender<T>;
+
+/// When Hark listens.
+pub use crate::config::Mode as ListenMode;
+
+/// What the core tells the outside world (D-Bus signals and properties).
+#[derive(Debug, Clone)]
+pub enum Published {
+    State(State),
+    /// The user started speaking (while Hark listens).
+    SpeechStarted,
+    /// The user's words, accepted as a turn.
+    FinalTranscript(String),
+    /// A clause of Hark's reply, as it will be spoken.
+    ReplyChunk(String),
+    /// Hark was talked over; what the user heard of the reply.
+    Interrupted(String),
+    TurnFinished(TurnRecord),
+    Muted(bool),
+    Mode(ListenMode),
+    Error {
+        code: &'static str,
+        message: String,
+    },
+}
+
+/// Receives every [`Published`] event, on the core's thread: keep it quick.
+pub type Publisher = Box<dyn FnMut(Published) + Send>;
 
 /// A finished reply, for the caller's summary and benchmarks.
 #[derive(Debug, Clone)]
@@ -114,6 +167,17 @@ pub struct Core {
     outcome: SessionOutcome,
     /// Print "you:"/"hark:" lines on stdout (off when stdout carries JSON).
     print_turns: bool,
+    publish: Option<Publisher>,
+    /// `Ask` commands waiting for the reply they started.
+    pending_asks: Vec<(ReplyId, Reply<String>)>,
+    /// An `Ask` just handed to the state machine, until its reply id is
+    /// known (the `StartGeneration` it causes).
+    asking: Option<Reply<String>>,
+    mode: ListenMode,
+    user_muted: bool,
+    push_to_talk_held: bool,
+    /// sd_notify watchdog: how often, and when last pinged.
+    watchdog: Option<(Duration, Instant)>,
 }
 
 impl Core {
@@ -126,6 +190,7 @@ impl Core {
         origin: Arc<OnceLock<Instant>>,
         stop: Arc<AtomicBool>,
         print_turns: bool,
+        publish: Option<Publisher>,
     ) -> Self {
         Self {
             conversation,
@@ -142,7 +207,37 @@ impl Core {
             last_user_text: String::new(),
             outcome: SessionOutcome::default(),
             print_turns,
+            publish,
+            pending_asks: Vec::new(),
+            asking: None,
+            mode: ListenMode::Always,
+            user_muted: false,
+            push_to_talk_held: false,
+            watchdog: crate::notify::watchdog_interval().map(|every| (every, Instant::now())),
         }
+    }
+
+    /// Starts in `mode` (before `run`).
+    pub fn set_mode(&mut self, mode: ListenMode) {
+        self.mode = mode;
+        let muted = self.effective_mute();
+        self.conversation.handle(0, Event::SetMuted(muted));
+    }
+
+    fn publish(&mut self, event: Published) {
+        if let Some(publish) = self.publish.as_mut() {
+            publish(event);
+        }
+    }
+
+    /// Muted by the user, by `off`, or by push-to-talk not held.
+    fn effective_mute(&self) -> bool {
+        self.user_muted
+            || match self.mode {
+                ListenMode::Always => false,
+                ListenMode::Off => true,
+                ListenMode::PushToTalk => !self.push_to_talk_held,
+            }
     }
 
     fn now_ms(&self) -> u64 {
@@ -165,6 +260,12 @@ impl Core {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
+            if let Some((every, last)) = &mut self.watchdog {
+                if last.elapsed() >= *every {
+                    *last = Instant::now();
+                    let _ = crate::notify::watchdog();
+                }
+            }
             let now = self.now_ms();
             match input {
                 None => self.feed(now, Event::Tick),
@@ -235,6 +336,9 @@ impl Core {
             CoreInput::Hearing(HearingEvent::SpeechStarted { at_ms }) => {
                 self.log
                     .write(now, "speech_started", json!({ "at_ms": at_ms }));
+                if !self.conversation.is_muted() {
+                    self.publish(Published::SpeechStarted);
+                }
                 self.feed(at_ms, Event::SpeechStarted);
             }
             CoreInput::Hearing(HearingEvent::SpeechEnded {
@@ -296,6 +400,10 @@ impl Core {
                 }
                 LlmEvent::Error(message) => {
                     tracing::error!(reply, "generation failed: {message}");
+                    self.publish(Published::Error {
+                        code: "language-model",
+                        message: format!("generation failed: {message}"),
+                    });
                     self.log.write(
                         now,
                         "error",
@@ -317,6 +425,10 @@ impl Core {
                 }
                 Err(message) => {
                     tracing::error!(clause = s.clause, "synthesis failed: {message}");
+                    self.publish(Published::Error {
+                        code: "voice",
+                        message: format!("synthesis failed: {message}"),
+                    });
                     self.log.write(
                         now,
                         "error",
@@ -352,18 +464,71 @@ impl Core {
                 }
                 PlaybackReport::Failed(_) => unreachable!("handled by the loop"),
             },
-            CoreInput::Command(command) => {
-                self.log
-                    .write(now, "command", json!({ "command": format!("{command:?}") }));
-                let event = match command {
-                    Command::Say(text) => Event::Say { text },
-                    Command::Ask(text) => Event::Ask { text },
-                    Command::Interrupt => Event::Interrupt,
-                    Command::SetMuted(muted) => Event::SetMuted(muted),
-                    Command::Stop => unreachable!("handled by the loop"),
-                };
-                self.feed(now, event);
+            CoreInput::Command(command) => self.command(now, command),
+        }
+    }
+
+    fn command(&mut self, now: u64, command: Command) {
+        use serde_json::json;
+        self.log
+            .write(now, "command", json!({ "command": format!("{command:?}") }));
+        match command {
+            Command::Say(text) => self.feed(now, Event::Say { text }),
+            Command::Ask { text, reply } => {
+                self.asking = reply;
+                self.feed(now, Event::Ask { text });
+                // Nothing to answer (an empty question): say so at once.
+                if let Some(reply) = self.asking.take() {
+                    let _ = reply.send(String::new());
+                }
             }
+            Command::Interrupt => self.feed(now, Event::Interrupt),
+            Command::SetMuted(muted) => {
+                self.user_muted = muted;
+                self.publish(Published::Muted(muted));
+                self.apply_mute(now);
+            }
+            Command::SetMode(mode) => {
+                self.mode = mode;
+                self.publish(Published::Mode(mode));
+                self.apply_mute(now);
+            }
+            Command::Listen(held) => {
+                self.push_to_talk_held = held;
+                self.apply_mute(now);
+            }
+            Command::ClearHistory => self.conversation.clear_history(),
+            Command::Reconfigure { turn, mode } => {
+                self.conversation.set_config(turn);
+                if mode != self.mode {
+                    self.mode = mode;
+                    self.publish(Published::Mode(mode));
+                    self.apply_mute(now);
+                }
+            }
+            Command::GetHistory(reply) => {
+                let unix_now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let entries = self
+                    .conversation
+                    .history()
+                    .iter()
+                    .map(|turn| HistoryEntry {
+                        turn: turn.clone(),
+                        unix_ms: unix_now.saturating_sub(now.saturating_sub(turn.at_ms)),
+                    })
+                    .collect();
+                let _ = reply.send(entries);
+            }
+            Command::Stop => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn apply_mute(&mut self, now: u64) {
+        let muted = self.effective_mute();
+        if muted != self.conversation.is_muted() {
+            self.feed(now, Event::SetMuted(muted));
         }
     }
 
@@ -410,6 +575,9 @@ impl Core {
             Action::StartGeneration { reply, history } => {
                 if let Some((_, cancel)) = self.generation.take() {
                     cancel.cancel();
+                }
+                if let Some(asker) = self.asking.take() {
+                    self.pending_asks.push((reply, asker));
                 }
                 self.start_generation(reply, history);
             }
@@ -507,18 +675,21 @@ impl Core {
                     "state",
                     json!({ "from": state_name(from), "to": state_name(to) }),
                 );
+                self.publish(Published::State(to));
             }
             Notice::UserTurn { text } => {
                 if self.print_turns {
                     println!("you:  {text}");
                 }
                 self.log.write(now, "user_turn", json!({ "text": text }));
+                self.publish(Published::FinalTranscript(text.clone()));
                 self.last_user_text = text;
             }
             Notice::NothingHeard => self.log.write(now, "nothing_heard", json!({})),
             Notice::ReplyClause { clause, text } => {
                 self.log
                     .write(now, "clause", json!({ "clause": clause, "text": text }));
+                self.publish(Published::ReplyChunk(text));
             }
             Notice::FallbackReply => {
                 tracing::warn!("the language model gave nothing speakable; speaking the fallback");
@@ -540,6 +711,7 @@ impl Core {
                     "interrupted",
                     json!({ "spoken_part": spoken_part, "cause": format!("{cause:?}") }),
                 );
+                self.publish(Published::Interrupted(spoken_part));
             }
             Notice::TurnFinished {
                 reply,
@@ -562,18 +734,27 @@ impl Core {
                         "voice_to_voice_ms": timings.voice_to_voice_ms(),
                     }),
                 );
-                self.outcome.turns.push(TurnRecord {
+                let record = TurnRecord {
                     user_text: std::mem::take(&mut self.last_user_text),
-                    spoken: text,
+                    spoken: text.clone(),
                     interrupted,
                     timings,
-                });
+                };
+                // Published before the asker hears back, so what it reads
+                // next (LastTurnLatencyMs) is already up to date.
+                self.publish(Published::TurnFinished(record.clone()));
+                self.outcome.turns.push(record);
+                if let Some(at) = self.pending_asks.iter().position(|(r, _)| *r == reply) {
+                    let (_, asker) = self.pending_asks.swap_remove(at);
+                    let _ = asker.send(text);
+                }
             }
         }
     }
 }
 
-fn state_name(state: State) -> &'static str {
+/// The name the event log and D-Bus use for a state.
+pub fn state_name(state: State) -> &'static str {
     match state {
         State::Idle => "idle",
         State::Listening => "listening",

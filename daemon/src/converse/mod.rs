@@ -148,6 +148,13 @@ pub struct SessionSetup {
     pub rules: StopRules,
     /// Print each turn ("you: …", "hark: …") on stdout.
     pub print_turns: bool,
+    /// When Hark listens, at the start.
+    pub mode: core::ListenMode,
+    /// Sees everything the core publishes (the D-Bus service).
+    pub publish: Option<core::Publisher>,
+    /// Called once everything runs (models loaded, audio open) with the
+    /// core's inbox, for commands from outside.
+    pub on_ready: Option<Box<dyn FnOnce(SyncSender<CoreInput>) + Send>>,
 }
 
 pub struct Models {
@@ -193,6 +200,9 @@ pub fn run(args: ConverseArgs, store: &ModelStore) -> anyhow::Result<()> {
             duration: args.duration.map(Duration::from_secs_f64),
         },
         print_turns: true,
+        mode: core::ListenMode::Always,
+        publish: None,
+        on_ready: None,
     };
     let outcome = run_session(setup, store, |s| load_models(&args, s))?;
     tracing::info!(
@@ -330,7 +340,10 @@ pub fn run_session(
         speaker,
     };
     let conversation = Conversation::new(setup.turn);
-    let core = Core::new(
+    if let Some(on_ready) = setup.on_ready {
+        on_ready(inbox.clone());
+    }
+    let mut core = Core::new(
         conversation,
         inputs,
         inbox,
@@ -339,7 +352,9 @@ pub fn run_session(
         origin,
         stop.clone(),
         setup.print_turns,
+        setup.publish,
     );
+    core.set_mode(setup.mode);
     let outcome = core.run(setup.rules);
     // The core (and with it every worker handle and the inbox) is gone: the
     // threads see closed channels and end.

@@ -1,11 +1,10 @@
 //! "hark-tts" for the conversation: clauses in, audio at the speaker's rate
-//! out, one clause at a time, in order. Cancelling bumps an epoch; queued
-//! clauses of an older epoch are skipped without being synthesized, so an
-//! interruption never waits for speech nobody will hear.
+//! out, one clause at a time, in order. Cancelling bumps an epoch and empties
+//! the queue, so an interruption never waits for speech nobody will hear.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -30,6 +29,43 @@ struct Job {
     text: String,
 }
 
+/// Jobs waiting for the thread. A queue the canceller can empty, rather
+/// than a channel, so a flood of cancelled replies (a `Say` every few
+/// milliseconds over D-Bus) never fills it.
+#[derive(Default)]
+struct Queue {
+    jobs: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next job to synthesize; `None` once closed.
+    fn next(&self, epoch: &AtomicU64) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            while let Some(job) = state.jobs.pop_front() {
+                if job.epoch == epoch.load(Ordering::Acquire) {
+                    return Some(job);
+                }
+            }
+            if state.closed {
+                return None;
+            }
+            state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Synthesized {
     pub clause: ClauseId,
@@ -39,7 +75,7 @@ pub struct Synthesized {
 }
 
 pub struct ClauseVoice {
-    jobs: Option<SyncSender<Job>>,
+    queue: Arc<Queue>,
     epoch: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
@@ -52,15 +88,12 @@ impl ClauseVoice {
         mut report: impl FnMut(Synthesized) -> bool + Send + 'static,
     ) -> anyhow::Result<Self> {
         let epoch = Arc::new(AtomicU64::new(0));
-        let current = epoch.clone();
-        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(CLAUSE_QUEUE);
+        let queue = Arc::new(Queue::default());
+        let (current, jobs) = (epoch.clone(), queue.clone());
         let thread = std::thread::Builder::new()
             .name("hark-tts".into())
             .spawn(move || {
-                for job in rx {
-                    if job.epoch != current.load(Ordering::Acquire) {
-                        continue; // cancelled while queued
-                    }
+                while let Some(job) = jobs.next(&current) {
                     let started = Instant::now();
                     let voice_rate = voice.sample_rate();
                     let audio = voice
@@ -82,7 +115,7 @@ impl ClauseVoice {
             })
             .context("cannot start the synthesis thread")?;
         Ok(Self {
-            jobs: Some(jobs),
+            queue,
             epoch,
             thread: Some(thread),
         })
@@ -91,26 +124,27 @@ impl ClauseVoice {
     /// Queues a clause; fails (without blocking) when the queue is full or
     /// the thread is gone.
     pub fn synthesize(&self, clause: ClauseId, text: String) -> anyhow::Result<()> {
-        let job = Job {
+        let mut state = self.queue.lock();
+        if state.closed || self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            anyhow::bail!("the synthesis thread stopped");
+        }
+        if state.jobs.len() >= CLAUSE_QUEUE {
+            anyhow::bail!("the synthesis queue is full");
+        }
+        state.jobs.push_back(Job {
             epoch: self.epoch.load(Ordering::Acquire),
             clause,
             text,
-        };
-        let jobs = self
-            .jobs
-            .as_ref()
-            .context("the synthesis thread is closed")?;
-        match jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => anyhow::bail!("the synthesis queue is full"),
-            Err(TrySendError::Disconnected(_)) => anyhow::bail!("the synthesis thread stopped"),
-        }
+        });
+        self.queue.ready.notify_one();
+        Ok(())
     }
 
     /// Drops every clause queued so far (the one being synthesized finishes
     /// and is reported; the core ignores it by id).
     pub fn cancel(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.queue.lock().jobs.clear();
     }
 }
 
@@ -127,7 +161,8 @@ fn trim_leading_silence(pcm: &[f32], rate: u32) -> &[f32] {
 impl Drop for ClauseVoice {
     fn drop(&mut self) {
         self.cancel();
-        self.jobs.take();
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

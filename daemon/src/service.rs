@@ -1,0 +1,376 @@
+//! The D-Bus face of `hark daemon`: `dev.hark.Hark1` at `/dev/hark/Hark` on
+//! the session bus, name `dev.hark.Hark`.
+//!
+//! Methods only check their arguments and forward a [`Command`] to the
+//! conversation core's inbox; answers come back through one-shot channels.
+//! Properties mirror what the core last published, and signals are the
+//! core's [`Published`] events, emitted by one task in the order the core
+//! produced them. Nothing here owns conversation state.
+
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use zbus::object_server::SignalEmitter;
+
+use crate::converse::core::{state_name, Command, CoreInput, ListenMode, Published, TurnRecord};
+use hark_converse::turn::{Role, State};
+
+pub const BUS_NAME: &str = "dev.hark.Hark";
+pub const OBJECT_PATH: &str = "/dev/hark/Hark";
+pub const INTERFACE: &str = "dev.hark.Hark1";
+
+/// Longest text `Say` and `Ask` accept, in bytes.
+const MAX_TEXT: usize = 4096;
+
+/// Errors sent back to D-Bus callers, named `dev.hark.Hark1.Error.*`.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "dev.hark.Hark1.Error")]
+pub enum HarkError {
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// An argument is empty, too long or not one of the allowed values.
+    InvalidArgument(String),
+    /// The core's queue is full; try again.
+    Busy(String),
+    /// Models are still loading, or the conversation has stopped.
+    NotReady(String),
+    /// The configuration file has an error (`Reload`).
+    Config(String),
+}
+
+/// What the properties show: the core's last word on each.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub state: State,
+    pub mode: ListenMode,
+    pub muted: bool,
+    pub input_device: String,
+    pub output_device: String,
+    pub models: Vec<String>,
+    /// End of the user's turn (speech, or an `Ask`) to Hark's voice, last
+    /// answered turn; 0 until there is one.
+    pub last_turn_latency_ms: u64,
+}
+
+/// The object served at [`OBJECT_PATH`].
+pub struct HarkService {
+    /// Set once the core runs.
+    inbox: Arc<OnceLock<SyncSender<CoreInput>>>,
+    mirror: Arc<Mutex<Mirror>>,
+    /// `--config`, for `Reload`; `None`: the usual search.
+    config_path: Option<std::path::PathBuf>,
+}
+
+impl HarkService {
+    pub fn new(
+        inbox: Arc<OnceLock<SyncSender<CoreInput>>>,
+        mirror: Arc<Mutex<Mirror>>,
+        config_path: Option<std::path::PathBuf>,
+    ) -> Self {
+        Self {
+            inbox,
+            mirror,
+            config_path,
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), HarkError> {
+        let inbox = self
+            .inbox
+            .get()
+            .ok_or_else(|| HarkError::NotReady("Hark is still loading its models".into()))?;
+        match inbox.try_send(CoreInput::Command(command)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(HarkError::Busy(
+                "Hark's command queue is full; try again".into(),
+            )),
+            Err(TrySendError::Disconnected(_)) => {
+                Err(HarkError::NotReady("the conversation has stopped".into()))
+            }
+        }
+    }
+
+    fn mirror(&self) -> Mirror {
+        self.mirror
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn checked_text(what: &str, text: String) -> Result<String, HarkError> {
+    if text.trim().is_empty() {
+        return Err(HarkError::InvalidArgument(format!(
+            "{what}: the text is empty"
+        )));
+    }
+    if text.len() > MAX_TEXT {
+        return Err(HarkError::InvalidArgument(format!(
+            "{what}: the text is {} bytes; at most {MAX_TEXT} are accepted",
+            text.len()
+        )));
+    }
+    Ok(text)
+}
+
+pub fn mode_name(mode: ListenMode) -> &'static str {
+    match mode {
+        ListenMode::Always => "always",
+        ListenMode::PushToTalk => "push-to-talk",
+        ListenMode::Off => "off",
+    }
+}
+
+pub fn parse_mode(mode: &str) -> Option<ListenMode> {
+    match mode {
+        "always" => Some(ListenMode::Always),
+        "push-to-talk" => Some(ListenMode::PushToTalk),
+        "off" => Some(ListenMode::Off),
+        _ => None,
+    }
+}
+
+#[zbus::interface(name = "dev.hark.Hark1")]
+impl HarkService {
+    /// Speaks `text` (replacing any reply in progress).
+    async fn say(&self, text: String) -> Result<(), HarkError> {
+        let text = checked_text("Say", text)?;
+        self.send(Command::Say(text))
+    }
+
+    /// Answers `text` as if the user had said it, speaks the answer and
+    /// returns what was spoken (only the heard part if interrupted).
+    async fn ask(&self, text: String) -> Result<String, HarkError> {
+        let text = checked_text("Ask", text)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(Command::Ask {
+            text,
+            reply: Some(reply),
+        })?;
+        answer
+            .await
+            .map_err(|_| HarkError::NotReady("the conversation stopped before answering".into()))
+    }
+
+    /// Stops talking now.
+    async fn interrupt(&self) -> Result<(), HarkError> {
+        self.send(Command::Interrupt)
+    }
+
+    /// Push-to-talk pressed: listen (in `push-to-talk` mode).
+    async fn start_listening(&self) -> Result<(), HarkError> {
+        self.send(Command::Listen(true))
+    }
+
+    /// Push-to-talk released.
+    async fn stop_listening(&self) -> Result<(), HarkError> {
+        self.send(Command::Listen(false))
+    }
+
+    async fn set_muted(&self, muted: bool) -> Result<(), HarkError> {
+        self.send(Command::SetMuted(muted))
+    }
+
+    /// `always`, `push-to-talk` or `off`.
+    async fn set_mode(&self, mode: String) -> Result<(), HarkError> {
+        let parsed = parse_mode(&mode).ok_or_else(|| {
+            HarkError::InvalidArgument(format!(
+                "SetMode: unknown mode {mode:?}; use always, push-to-talk or off"
+            ))
+        })?;
+        self.send(Command::SetMode(parsed))
+    }
+
+    async fn clear_history(&self) -> Result<(), HarkError> {
+        self.send(Command::ClearHistory)
+    }
+
+    /// (role, text, Unix time in ms) per turn, oldest first; an interrupted
+    /// reply holds only what was spoken.
+    async fn get_history(&self) -> Result<Vec<(String, String, u64)>, HarkError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(Command::GetHistory(reply))?;
+        let turns = answer
+            .await
+            .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?;
+        Ok(turns
+            .into_iter()
+            .map(|t| {
+                let role = match t.turn.role {
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                };
+                (role.to_owned(), t.turn.text, t.unix_ms)
+            })
+            .collect())
+    }
+
+    /// Re-reads the configuration: the turn-taking rules and the listening
+    /// mode change at once; devices and models only at the next start.
+    async fn reload(&self) -> Result<(), HarkError> {
+        let loaded = crate::config::load(self.config_path.as_deref())
+            .map_err(|e| HarkError::Config(e.to_string()))?;
+        tracing::info!(config = %loaded.source, "configuration reloaded");
+        self.send(Command::Reconfigure {
+            turn: loaded.config.conversation,
+            mode: loaded.config.daemon.mode,
+        })
+    }
+
+    #[zbus(property)]
+    async fn state(&self) -> String {
+        state_name(self.mirror().state).to_owned()
+    }
+
+    #[zbus(property)]
+    async fn mode(&self) -> String {
+        mode_name(self.mirror().mode).to_owned()
+    }
+
+    #[zbus(property)]
+    async fn muted(&self) -> bool {
+        self.mirror().muted
+    }
+
+    #[zbus(property)]
+    async fn input_device(&self) -> String {
+        self.mirror().input_device
+    }
+
+    #[zbus(property)]
+    async fn output_device(&self) -> String {
+        self.mirror().output_device
+    }
+
+    #[zbus(property)]
+    async fn models(&self) -> Vec<String> {
+        self.mirror().models
+    }
+
+    #[zbus(property)]
+    async fn last_turn_latency_ms(&self) -> u64 {
+        self.mirror().last_turn_latency_ms
+    }
+
+    // Named apart from the `State` property's own change notifier.
+    #[zbus(signal, name = "StateChanged")]
+    async fn state_changed_signal(emitter: &SignalEmitter<'_>, state: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn speech_started(emitter: &SignalEmitter<'_>) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn final_transcript(emitter: &SignalEmitter<'_>, text: &str) -> zbus::Result<()>;
+
+    /// Text of the reply as it will be spoken, clause by clause.
+    #[zbus(signal)]
+    async fn reply_chunk(emitter: &SignalEmitter<'_>, text: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn interrupted(emitter: &SignalEmitter<'_>, spoken_part: &str) -> zbus::Result<()>;
+
+    /// A reply ended. Latencies in ms, -1 where a stage did not happen:
+    /// end of speech → Hark's voice, end of speech → transcript, transcript
+    /// → first token, first token → first audio.
+    #[allow(clippy::too_many_arguments)]
+    #[zbus(signal)]
+    async fn turn_finished(
+        emitter: &SignalEmitter<'_>,
+        text: &str,
+        interrupted: bool,
+        voice_to_voice_ms: i64,
+        transcript_ms: i64,
+        first_token_ms: i64,
+        first_audio_ms: i64,
+    ) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    async fn error(emitter: &SignalEmitter<'_>, code: &str, message: &str) -> zbus::Result<()>;
+}
+
+fn latency(from: Option<u64>, to: Option<u64>) -> i64 {
+    match (from, to) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as i64,
+        _ => -1,
+    }
+}
+
+/// Emits the core's events as signals (and property changes), in order,
+/// until the core is gone.
+pub async fn pump_signals(
+    connection: zbus::Connection,
+    mirror: Arc<Mutex<Mirror>>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Published>,
+) {
+    let iface = match connection
+        .object_server()
+        .interface::<_, HarkService>(OBJECT_PATH)
+        .await
+    {
+        Ok(iface) => iface,
+        Err(e) => {
+            tracing::error!("D-Bus object missing, no signals will be sent: {e}");
+            return;
+        }
+    };
+    while let Some(event) = events.recv().await {
+        let emitter = iface.signal_emitter();
+        let service = iface.get().await;
+        let update = |f: &dyn Fn(&mut Mirror)| {
+            f(&mut mirror.lock().unwrap_or_else(|p| p.into_inner()));
+        };
+        let sent = match event {
+            Published::State(state) => {
+                update(&|m| m.state = state);
+                let _ = service.state_changed(emitter).await;
+                HarkService::state_changed_signal(emitter, state_name(state)).await
+            }
+            Published::SpeechStarted => HarkService::speech_started(emitter).await,
+            Published::FinalTranscript(text) => HarkService::final_transcript(emitter, &text).await,
+            Published::ReplyChunk(text) => HarkService::reply_chunk(emitter, &text).await,
+            Published::Interrupted(spoken) => HarkService::interrupted(emitter, &spoken).await,
+            Published::TurnFinished(TurnRecord {
+                spoken,
+                interrupted,
+                timings,
+                ..
+            }) => {
+                // From the end of the user's speech, or for `Ask` from the
+                // question, to Hark's voice.
+                let latency_ms = timings.voice_to_voice_ms().or_else(|| {
+                    Some(
+                        timings
+                            .first_playback_ms?
+                            .saturating_sub(timings.generation_started_ms?),
+                    )
+                });
+                if let Some(ms) = latency_ms {
+                    update(&|m| m.last_turn_latency_ms = ms);
+                    let _ = service.last_turn_latency_ms_changed(emitter).await;
+                }
+                HarkService::turn_finished(
+                    emitter,
+                    &spoken,
+                    interrupted,
+                    latency(timings.speech_ended_ms, timings.first_playback_ms),
+                    latency(timings.speech_ended_ms, timings.transcript_ms),
+                    latency(timings.generation_started_ms, timings.first_token_ms),
+                    latency(timings.first_token_ms, timings.first_playback_ms),
+                )
+                .await
+            }
+            Published::Muted(muted) => {
+                update(&|m| m.muted = muted);
+                service.muted_changed(emitter).await
+            }
+            Published::Mode(mode) => {
+                update(&|m| m.mode = mode);
+                service.mode_changed(emitter).await
+            }
+            Published::Error { code, message } => HarkService::error(emitter, code, &message).await,
+        };
+        if let Err(e) = sent {
+            tracing::warn!("cannot emit a D-Bus signal: {e}");
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! `hark daemon` on a private session bus and the PulseAudio virtual
+//! devices: sd_notify, every method, property and signal of
+//! `dev.hark.Hark1` through busctl and through zbus, audio on the speaker,
+//! interruption, a spoken question's signals in order, bad arguments, many
+//! clients at once, the committed introspection XML, and the CLI clients.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::rig::AudioRig;
+use common::*;
+
+const NAME: &str = "dev.hark.Hark";
+const PATH: &str = "/dev/hark/Hark";
+const IFACE: &str = "dev.hark.Hark1";
+
+/// A private bus, the audio rig and `hark daemon` on them.
+struct Daemon {
+    rig: AudioRig,
+    dir: tempfile::TempDir,
+    bus_pid: u32,
+    child: Option<Child>,
+    notify: UnixDatagram,
+    /// sd_notify messages received so far.
+    notes: Vec<String>,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let rig = AudioRig::start();
+        let dir = tempfile::tempdir().unwrap();
+        let bus = dir.path().join("bus");
+        let out = Command::new("dbus-daemon")
+            .args(["--session", "--fork", "--nopidfile", "--print-pid=1"])
+            .arg(format!("--address=unix:path={}", bus.display()))
+            .output()
+            .expect("run dbus-daemon (package dbus; run scripts/setup)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bus_pid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let notify = UnixDatagram::bind(dir.path().join("notify")).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut daemon = Daemon {
+            rig,
+            dir,
+            bus_pid,
+            child: None,
+            notify,
+            notes: Vec::new(),
+        };
+        let mut cmd = hark();
+        cmd.arg("daemon")
+            .arg("--events")
+            .arg(daemon.path("events.jsonl"))
+            .env("NOTIFY_SOCKET", daemon.path("notify"))
+            .env("WATCHDOG_USEC", "1000000")
+            .stdout(Stdio::from(
+                std::fs::File::create(daemon.path("out")).unwrap(),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(daemon.path("err")).unwrap(),
+            ));
+        daemon.env(&mut cmd);
+        daemon.child = Some(cmd.spawn().expect("start hark daemon"));
+        daemon.wait_note("READY=1", Duration::from_secs(90));
+        daemon
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The audio rig, the private bus, and no user configuration.
+    fn env(&self, cmd: &mut Command) {
+        self.rig.env(cmd);
+        cmd.env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={}", self.path("bus").display()),
+        )
+        .env("XDG_CONFIG_HOME", self.path("config"))
+        .env("XDG_CONFIG_DIRS", self.path("config"));
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.path("err")).unwrap_or_default()
+    }
+
+    /// Reads sd_notify datagrams until one has a line starting with `want`.
+    fn wait_note(&mut self, want: &str, limit: Duration) {
+        let started = Instant::now();
+        let mut buf = [0u8; 4096];
+        while started.elapsed() < limit {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let note = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let found = note.lines().any(|l| l.starts_with(want));
+                self.notes.push(note);
+                if found {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("hark daemon exited ({status}): {}", self.stderr());
+            }
+        }
+        panic!(
+            "no {want} within {limit:?}; got {:?}\n{}",
+            self.notes,
+            self.stderr()
+        );
+    }
+
+    fn busctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("busctl");
+        cmd.arg("--user").args(args);
+        self.env(&mut cmd);
+        cmd.output().expect("run busctl")
+    }
+
+    fn call(&self, method: &str, signature_and_args: &[&str]) -> Output {
+        let mut args = vec!["call", NAME, PATH, IFACE, method];
+        args.extend_from_slice(signature_and_args);
+        self.busctl(&args)
+    }
+
+    fn property(&self, name: &str) -> String {
+        let out = self.busctl(&["get-property", NAME, PATH, IFACE, name]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        stdout(&out).trim().to_owned()
+    }
+
+    /// `hark monitor --json` into a file, until killed.
+    fn monitor(&self, name: &str) -> Child {
+        let mut cmd = hark();
+        cmd.args(["monitor", "--json"])
+            .stdout(Stdio::from(std::fs::File::create(self.path(name)).unwrap()))
+            .stderr(Stdio::null());
+        self.env(&mut cmd);
+        let child = cmd.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        child
+    }
+
+    fn signals(&self, name: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path(name))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn wait_state(&self, want: &str, limit: Duration) {
+        let started = Instant::now();
+        while self.property("State") != format!("s \"{want}\"") {
+            assert!(started.elapsed() < limit, "state never became {want}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("unix:path={}", self.path("bus").display())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let started = Instant::now();
+            while child.try_wait().ok().flatten().is_none()
+                && started.elapsed() < Duration::from_secs(20)
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("kill").arg(self.bus_pid.to_string()).status();
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}", stderr(out));
+    stdout(out)
+}
+
+#[test]
+fn systemd_hears_ready_status_and_watchdog_pings() {
+    let mut daemon = Daemon::start();
+    daemon.wait_note("STATUS=", Duration::from_secs(5));
+    // WATCHDOG_USEC=1 s: a ping every half second from the core loop.
+    let before = daemon.notes.len();
+    for _ in 0..3 {
+        daemon.wait_note("WATCHDOG=1", Duration::from_secs(3));
+    }
+    assert!(daemon.notes.len() >= before + 3);
+}
+
+#[test]
+fn every_method_and_property_through_busctl() {
+    let daemon = Daemon::start();
+    assert_eq!(daemon.property("State"), "s \"listening\"");
+    assert_eq!(daemon.property("Mode"), "s \"always\"");
+    assert_eq!(daemon.property("Muted"), "b false");
+    assert_eq!(daemon.property("InputDevice"), "s \"default\"");
+    assert_eq!(daemon.property("OutputDevice"), "s \"default\"");
+    assert!(daemon.property("Models").contains("tiny.en"));
+    assert_eq!(daemon.property("LastTurnLatencyMs"), "t 0");
+
+    ok(&daemon.call("SetMuted", &["b", "true"]));
+    assert_eq!(daemon.property("Muted"), "b true");
+    daemon.wait_state("idle", Duration::from_secs(5));
+    ok(&daemon.call("SetMuted", &["b", "false"]));
+    ok(&daemon.call("SetMode", &["s", "push-to-talk"]));
+    assert_eq!(daemon.property("Mode"), "s \"push-to-talk\"");
+    daemon.wait_state("idle", Duration::from_secs(5));
+    ok(&daemon.call("StartListening", &[]));
+    daemon.wait_state("listening", Duration::from_secs(5));
+    ok(&daemon.call("StopListening", &[]));
+    daemon.wait_state("idle", Duration::from_secs(5));
+    ok(&daemon.call("SetMode", &["s", "always"]));
+    daemon.wait_state("listening", Duration::from_secs(5));
+
+    let answer = ok(&daemon.call("Ask", &["s", "What is the capital of France?"]));
+    assert!(answer.starts_with("s \""), "{answer}");
+    assert!(answer.len() > 5, "{answer}");
+    let history = ok(&daemon.call("GetHistory", &[]));
+    assert!(
+        history.starts_with("a(sst) 2 \"user\" \"What is the capital of France?\""),
+        "{history}"
+    );
+    assert!(history.contains("\"assistant\""), "{history}");
+    // Updated from the TurnFinished the core publishes (asynchronously).
+    let started = Instant::now();
+    while daemon.property("LastTurnLatencyMs") == "t 0" {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "LastTurnLatencyMs stays 0"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok(&daemon.call("ClearHistory", &[]));
+    assert_eq!(ok(&daemon.call("GetHistory", &[])).trim(), "a(sst) 0");
+    ok(&daemon.call("Say", &["s", "Hello."]));
+    ok(&daemon.call("Interrupt", &[]));
+    ok(&daemon.call("Reload", &[]));
+
+    // Bad arguments: D-Bus errors, and the daemon carries on.
+    for (method, args, error) in [
+        (
+            "SetMode",
+            vec!["s", "sometimes"],
+            "dev.hark.Hark1.Error.InvalidArgument",
+        ),
+        ("Say", vec!["s", ""], "dev.hark.Hark1.Error.InvalidArgument"),
+        (
+            "Ask",
+            vec!["s", "   "],
+            "dev.hark.Hark1.Error.InvalidArgument",
+        ),
+        (
+            "Say",
+            vec!["i", "42"],
+            "org.freedesktop.DBus.Error.InvalidArgs",
+        ),
+        (
+            "SetMuted",
+            vec!["s", "yes"],
+            "org.freedesktop.DBus.Error.InvalidArgs",
+        ),
+        (
+            "NoSuchMethod",
+            vec![],
+            "org.freedesktop.DBus.Error.UnknownMethod",
+        ),
+    ] {
+        let out = daemon.call(method, &args);
+        assert!(!out.status.success(), "{method} {args:?} was accepted");
+        let mut cmd = Command::new("dbus-send");
+        cmd.args([
+            "--session",
+            "--print-reply",
+            &format!("--dest={NAME}"),
+            PATH,
+        ])
+        .arg(format!("{IFACE}.{method}"));
+        let typed: Vec<String> = args
+            .chunks(2)
+            .map(|p| {
+                let kind = match p[0] {
+                    "s" => "string",
+                    "i" => "int32",
+                    _ => "boolean",
+                };
+                format!("{kind}:{}", p[1])
+            })
+            .collect();
+        cmd.args(&typed);
+        daemon.env(&mut cmd);
+        let sent = cmd.output().unwrap();
+        let said = String::from_utf8_lossy(&sent.stderr);
+        assert!(said.contains(error), "{method} {args:?}: {said}");
+    }
+    let long = "a".repeat(5000);
+    let out = daemon.call("Say", &["s", &long]);
+    assert!(!out.status.success());
+    assert_eq!(daemon.property("State"), "s \"listening\"");
+}
+
+#[test]
+fn every_method_and_property_through_zbus() {
+    let daemon = Daemon::start();
+    let address = daemon.address();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let connection = zbus::connection::Builder::address(address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let proxy = zbus::Proxy::new(&connection, NAME, PATH, IFACE)
+            .await
+            .unwrap();
+        let state: String = proxy.get_property("State").await.unwrap();
+        assert_eq!(state, "listening");
+        let models: Vec<String> = proxy.get_property("Models").await.unwrap();
+        assert_eq!(models.len(), 3, "{models:?}");
+        for property in ["Mode", "InputDevice", "OutputDevice"] {
+            let value: String = proxy.get_property(property).await.unwrap();
+            assert!(!value.is_empty(), "{property}");
+        }
+        let _: bool = proxy.get_property("Muted").await.unwrap();
+        let _: u64 = proxy.get_property("LastTurnLatencyMs").await.unwrap();
+
+        let () = proxy.call("SetMuted", &(true,)).await.unwrap();
+        let () = proxy.call("SetMuted", &(false,)).await.unwrap();
+        let () = proxy.call("SetMode", &("push-to-talk",)).await.unwrap();
+        let () = proxy.call("StartListening", &()).await.unwrap();
+        let () = proxy.call("StopListening", &()).await.unwrap();
+        let () = proxy.call("SetMode", &("always",)).await.unwrap();
+        let reply: String = proxy.call("Ask", &("Name a colour.",)).await.unwrap();
+        assert!(!reply.is_empty());
+        let history: Vec<(String, String, u64)> = proxy.call("GetHistory", &()).await.unwrap();
+        assert_eq!(history[0].0, "user");
+        assert_eq!(history[0].1, "Name a colour.");
+        assert!(history[0].2 > 1_600_000_000_000, "Unix milliseconds");
+        let () = proxy.call("Say", &("Hello.",)).await.unwrap();
+        let () = proxy.call("Interrupt", &()).await.unwrap();
+        let () = proxy.call("ClearHistory", &()).await.unwrap();
+        let () = proxy.call("Reload", &()).await.unwrap();
+        let err = proxy
+            .call::<_, _, ()>("SetMode", &("loud",))
+            .await
+            .unwrap_err();
+        match err {
+            zbus::Error::MethodError(name, Some(message), _) => {
+                assert_eq!(name.as_str(), "dev.hark.Hark1.Error.InvalidArgument");
+                assert!(message.contains("loud"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn say_is_heard_on_the_speaker_and_interrupt_silences_it() {
+    let daemon = Daemon::start();
+    let recording = daemon.path("speaker.wav");
+    let recorder = daemon.rig.record_speaker(&recording);
+    let mut monitor = daemon.monitor("signals.jsonl");
+    const LONG: &str = "Once upon a time there was a brave knight who lived in a castle by \
+        the sea. Every morning he rode out along the cliffs to look for dragons, and every \
+        evening he came home tired and hungry, and told his horse about the dragons he had \
+        not found.";
+    ok(&daemon.call("Say", &["s", LONG]));
+    daemon.wait_state("speaking", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(2500));
+    ok(&daemon.call("Interrupt", &[]));
+    daemon.wait_state("listening", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = Command::new("kill")
+        .args(["-INT", &recorder.id().to_string()])
+        .status();
+    let mut recorder = recorder;
+    let _ = recorder.wait();
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+
+    let signals = daemon.signals("signals.jsonl");
+    let interrupted: Vec<_> = signals
+        .iter()
+        .filter(|s| s["signal"] == "Interrupted")
+        .collect();
+    assert_eq!(interrupted.len(), 1, "{signals:#?}");
+    let spoken = interrupted[0]["spoken_part"].as_str().unwrap();
+    assert!(!spoken.is_empty() && LONG.starts_with(spoken), "{spoken:?}");
+    assert!(spoken.len() < LONG.len() / 2, "{spoken:?}");
+
+    // The speaker carried the start of the text, then fell silent for good.
+    let mut reader = hound::WavReader::open(&recording).unwrap();
+    let audio: Vec<f32> = reader
+        .samples::<i16>()
+        .map(|s| s.unwrap() as f32 / 32768.0)
+        .collect();
+    let last_voice = audio
+        .iter()
+        .rposition(|s| s.abs() > 0.02)
+        .expect("Hark's voice");
+    let tail_ms = (audio.len() - last_voice) * 1000 / 16_000;
+    assert!(
+        tail_ms >= 1200,
+        "voice until {tail_ms} ms before the end of the recording"
+    );
+    let heard = stdout(&run(hark().arg("transcribe").arg(&recording)));
+    assert!(
+        wer(spoken, &heard) <= 0.5,
+        "the speaker said {heard:?}, Hark says it said {spoken:?}"
+    );
+}
+
+#[test]
+fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() {
+    let daemon = Daemon::start();
+    let question = daemon.path("question.wav");
+    ok(&run(hark()
+        .args(["say", "--output"])
+        .arg(&question)
+        .arg("What is the capital of France?")));
+    let mut monitor = daemon.monitor("signals.jsonl");
+    daemon.rig.play_into_mic(&question);
+    let started = Instant::now();
+    while !daemon
+        .signals("signals.jsonl")
+        .iter()
+        .any(|s| s["signal"] == "TurnFinished")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:#?}",
+            daemon.signals("signals.jsonl")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let names: Vec<String> = daemon
+        .signals("signals.jsonl")
+        .iter()
+        .map(|s| s["signal"].as_str().unwrap().to_owned())
+        .filter(|s| s != "StateChanged")
+        .collect();
+    let first = |name: &str| names.iter().position(|n| n == name);
+    let (Some(speech), Some(transcript), Some(chunk), Some(finished)) = (
+        first("SpeechStarted"),
+        first("FinalTranscript"),
+        first("ReplyChunk"),
+        first("TurnFinished"),
+    ) else {
+        panic!("missing signals: {names:?}");
+    };
+    assert!(
+        speech < transcript && transcript < chunk && chunk < finished,
+        "{names:?}"
+    );
+    let signals = daemon.signals("signals.jsonl");
+    let heard = signals
+        .iter()
+        .find(|s| s["signal"] == "FinalTranscript")
+        .unwrap();
+    assert!(
+        wer(
+            "What is the capital of France?",
+            heard["text"].as_str().unwrap()
+        ) <= 0.25
+    );
+    let turn = signals
+        .iter()
+        .find(|s| s["signal"] == "TurnFinished")
+        .unwrap();
+    assert!(turn["voice_to_voice_ms"].as_i64().unwrap() > 0, "{turn}");
+}
+
+#[test]
+fn fifty_clients_at_once_for_thirty_seconds() {
+    let daemon = Daemon::start();
+    let address = daemon.address();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let calls = runtime.block_on(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut clients = Vec::new();
+        for n in 0..50 {
+            let address = address.clone();
+            clients.push(tokio::spawn(async move {
+                let connection = zbus::connection::Builder::address(address.as_str())
+                    .build()
+                    .await?;
+                let proxy = zbus::Proxy::new(&connection, NAME, PATH, IFACE).await?;
+                let mut calls = 0u64;
+                while tokio::time::Instant::now() < deadline {
+                    let _: Vec<(String, String, u64)> = proxy.call("GetHistory", &()).await?;
+                    let () = proxy.call("Say", &(format!("Client {n} here."),)).await?;
+                    calls += 2;
+                }
+                Ok::<u64, zbus::Error>(calls)
+            }));
+        }
+        let mut total = 0;
+        for client in clients {
+            total += client
+                .await
+                .expect("client task")
+                .expect("every call succeeds");
+        }
+        total
+    });
+    assert!(calls > 100, "only {calls} calls in 30 s");
+    // Still answering, quickly.
+    let asked = Instant::now();
+    assert_eq!(ok(&daemon.call("Interrupt", &[])).trim(), "");
+    daemon.property("State");
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    assert!(!daemon.stderr().contains("panicked"), "{}", daemon.stderr());
+}
+
+#[test]
+fn the_committed_introspection_matches_the_code() {
+    let daemon = Daemon::start();
+    let out = daemon.busctl(&["introspect", "--xml-interface", NAME, PATH]);
+    let xml = ok(&out);
+    let ours = interface_xml(&xml).expect("dev.hark.Hark1 in the introspection");
+    let committed_path = repo_root().join("packaging/dev.hark.Hark1.xml");
+    let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
+    if committed != ours {
+        if std::env::var_os("HARK_BLESS").is_some() {
+            std::fs::write(&committed_path, &ours).unwrap();
+        } else {
+            panic!(
+                "packaging/dev.hark.Hark1.xml differs from what the daemon serves; \
+                 rerun with HARK_BLESS=1 to update it. Served:\n{ours}"
+            );
+        }
+    }
+}
+
+/// The `<interface name="dev.hark.Hark1">` element, wrapped as a document.
+fn interface_xml(xml: &str) -> Option<String> {
+    let start = xml.find(&format!("<interface name=\"{IFACE}\">"))?;
+    let end = start + xml[start..].find("</interface>")? + "</interface>".len();
+    Some(format!(
+        "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \
+         \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node>\n {}\n</node>\n",
+        xml[start..end].trim()
+    ))
+}
+
+#[test]
+fn clients_say_plainly_when_no_daemon_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let out = Command::new("dbus-daemon")
+        .args(["--session", "--fork", "--nopidfile", "--print-pid=1"])
+        .arg(format!("--address=unix:path={}", bus.display()))
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    for args in [
+        vec!["status"],
+        vec!["say", "hello"],
+        vec!["interrupt"],
+        vec!["mute"],
+        vec!["ptt", "start"],
+        vec!["history"],
+        vec!["monitor"],
+    ] {
+        let out = run(hark().args(&args).env(
+            "DBUS_SESSION_BUS_ADDRESS",
+            format!("unix:path={}", bus.display()),
+        ));
+        assert!(!out.status.success(), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains("Hark is not running"), "{args:?}: {err}");
+        assert!(err.contains("systemctl --user start hark"), "{err}");
+    }
+    let _ = Command::new("kill").arg(pid).status();
+}

@@ -29,22 +29,32 @@ struct Daemon {
     notes: Vec<String>,
 }
 
+/// Starts a private session bus listening at `bus`; returns its pid.
+fn start_bus(bus: &std::path::Path) -> u32 {
+    let out = Command::new("dbus-daemon")
+        .args(["--session", "--fork", "--nopidfile", "--print-pid=1"])
+        .arg(format!("--address=unix:path={}", bus.display()))
+        .output()
+        .expect("run dbus-daemon (package dbus; run scripts/setup)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// A zbus proxy for the daemon on the bus at `address`.
+async fn connect(address: &str) -> zbus::Result<zbus::Proxy<'static>> {
+    let connection = zbus::connection::Builder::address(address).build().await?;
+    zbus::Proxy::new(&connection, NAME, PATH, IFACE).await
+}
+
 impl Daemon {
     fn start() -> Daemon {
         let rig = AudioRig::start();
         let dir = tempfile::tempdir().unwrap();
-        let bus = dir.path().join("bus");
-        let out = Command::new("dbus-daemon")
-            .args(["--session", "--fork", "--nopidfile", "--print-pid=1"])
-            .arg(format!("--address=unix:path={}", bus.display()))
-            .output()
-            .expect("run dbus-daemon (package dbus; run scripts/setup)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bus_pid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let bus_pid = start_bus(&dir.path().join("bus"));
         let notify = UnixDatagram::bind(dir.path().join("notify")).unwrap();
         notify
             .set_read_timeout(Some(Duration::from_millis(200)))
@@ -326,13 +336,7 @@ fn every_method_and_property_through_zbus() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let connection = zbus::connection::Builder::address(address.as_str())
-            .build()
-            .await
-            .unwrap();
-        let proxy = zbus::Proxy::new(&connection, NAME, PATH, IFACE)
-            .await
-            .unwrap();
+        let proxy = connect(&address).await.unwrap();
         let state: String = proxy.get_property("State").await.unwrap();
         assert_eq!(state, "listening");
         let models: Vec<String> = proxy.get_property("Models").await.unwrap();
@@ -506,10 +510,7 @@ fn fifty_clients_at_once_for_thirty_seconds() {
         for n in 0..50 {
             let address = address.clone();
             clients.push(tokio::spawn(async move {
-                let connection = zbus::connection::Builder::address(address.as_str())
-                    .build()
-                    .await?;
-                let proxy = zbus::Proxy::new(&connection, NAME, PATH, IFACE).await?;
+                let proxy = connect(&address).await?;
                 let mut calls = 0u64;
                 while tokio::time::Instant::now() < deadline {
                     let _: Vec<(String, String, u64)> = proxy.call("GetHistory", &()).await?;
@@ -572,12 +573,7 @@ fn interface_xml(xml: &str) -> Option<String> {
 fn clients_say_plainly_when_no_daemon_runs() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let out = Command::new("dbus-daemon")
-        .args(["--session", "--fork", "--nopidfile", "--print-pid=1"])
-        .arg(format!("--address=unix:path={}", bus.display()))
-        .output()
-        .unwrap();
-    let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let pid = start_bus(&bus).to_string();
     for args in [
         vec!["status"],
         vec!["say", "hello"],

@@ -18,9 +18,6 @@ use hark_models::store::{ModelStore, SMOLLM2_135M};
 
 use crate::speak::{load_voice, play_clauses, OutputArgs, SpeechOutput, Synthesizer};
 
-/// Spoken when the model produces nothing, so a question never meets silence.
-pub const EMPTY_REPLY_FALLBACK: &str = "Sorry, I have no answer to that.";
-
 #[derive(Args, Debug)]
 pub struct AskArgs {
     /// The question or request.
@@ -137,8 +134,10 @@ pub fn run(args: AskArgs, store: &ModelStore) -> anyhow::Result<()> {
                 let _ = clauses.send(clause);
             } else if generation.text.trim().is_empty() {
                 tracing::warn!("the language model gave an empty reply; speaking the fallback");
-                println!("{EMPTY_REPLY_FALLBACK}");
-                let _ = clauses.send(EMPTY_REPLY_FALLBACK.to_string());
+                // The conversation's fallback, so both paths say the same.
+                let fallback = hark_converse::turn::TurnConfig::default().fallback_reply;
+                println!("{fallback}");
+                let _ = clauses.send(fallback);
             }
             Ok(generation)
         })

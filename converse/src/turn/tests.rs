@@ -958,8 +958,5 @@ fn clearing_history_keeps_the_reply_in_progress() {
     conv.clear_history();
     assert!(conv.history().is_empty());
     run(&mut conv, [t(2500, Interrupt)]);
-    assert_eq!(
-        history(&conv),
-        [assistant("Once upon a time,", true)]
-    );
+    assert_eq!(history(&conv), [assistant("Once upon a time,", true)]);
 }

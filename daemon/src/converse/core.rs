@@ -220,8 +220,7 @@ impl Core {
     /// Starts in `mode` (before `run`).
     pub fn set_mode(&mut self, mode: ListenMode) {
         self.mode = mode;
-        let muted = self.effective_mute();
-        self.conversation.handle(0, Event::SetMuted(muted));
+        self.apply_mute(0);
     }
 
     fn publish(&mut self, event: Published) {

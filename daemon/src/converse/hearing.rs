@@ -142,8 +142,8 @@ impl EchoGate {
         } else {
             self.sorted.clear();
             self.sorted.extend(self.ratios.iter().copied());
-            self.sorted.sort_unstable_by(f32::total_cmp);
-            self.sorted[self.sorted.len() * 19 / 20]
+            let at = self.sorted.len() * 19 / 20;
+            *self.sorted.select_nth_unstable_by(at, f32::total_cmp).1
         };
         residual >= GATE_FLOOR && ratio < coupling * GATE_MARGIN
     }

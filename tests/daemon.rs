@@ -264,6 +264,19 @@ fn every_method_and_property_through_busctl() {
     ok(&daemon.call("Say", &["s", "Hello."]));
     ok(&daemon.call("Interrupt", &[]));
     ok(&daemon.call("Reload", &[]));
+    // busctl exits at once, closing the socket: Hark is back on its
+    // microphone straight after.
+    let socket = ok(&daemon.call("OpenAudioInput", &["s", "s16le"]));
+    assert!(socket.starts_with("h "), "{socket}");
+    let started = Instant::now();
+    while daemon.property("InputDevice") != "s \"default\"" {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "InputDevice stays {}",
+            daemon.property("InputDevice")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Bad arguments: D-Bus errors, and the daemon carries on.
     for (method, args, error) in [
@@ -287,6 +300,11 @@ fn every_method_and_property_through_busctl() {
             "SetMuted",
             vec!["s", "yes"],
             "org.freedesktop.DBus.Error.InvalidArgs",
+        ),
+        (
+            "OpenAudioInput",
+            vec!["s", "mp3"],
+            "dev.hark.Hark1.Error.InvalidArgument",
         ),
         (
             "NoSuchMethod",
@@ -593,4 +611,89 @@ fn clients_say_plainly_when_no_daemon_runs() {
         assert!(err.contains("systemctl --user start hark"), "{err}");
     }
     let _ = Command::new("kill").arg(pid).status();
+}
+
+#[test]
+fn a_recording_streamed_through_open_audio_input_is_transcribed() {
+    use std::io::Write;
+    let daemon = Daemon::start();
+    let text = "What is the capital of France?";
+    let question = daemon.path("question.wav");
+    ok(&run(hark()
+        .args(["say", "--output"])
+        .arg(&question)
+        .arg(text)));
+    // 16 kHz mono s16le, what a companion app relays.
+    let pcm: Vec<u8> = hark_audio::wav::read_wav_16k_mono(&question)
+        .unwrap()
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+        .collect();
+    let mut monitor = daemon.monitor("signals.jsonl");
+    let address = daemon.address();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let proxy = connect(&address).await.unwrap();
+        let fd: zbus::OwnedFd = proxy.call("OpenAudioInput", &("s16le",)).await.unwrap();
+        let mut socket = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+        // The ears switch at their next frame.
+        let started = Instant::now();
+        let input = loop {
+            let input: String = proxy.get_property("InputDevice").await.unwrap();
+            if input != "default" || started.elapsed() > Duration::from_secs(5) {
+                break input;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(input.starts_with("external: "), "{input}");
+        assert!(input.contains("s16le:16000:1"), "{input}");
+        match proxy
+            .call::<_, _, zbus::OwnedFd>("OpenAudioInput", &("s16le",))
+            .await
+        {
+            Err(zbus::Error::MethodError(name, _, _)) => {
+                assert_eq!(name.as_str(), "dev.hark.Hark1.Error.Busy")
+            }
+            other => panic!("a second stream at once: {other:?}"),
+        }
+        // Written as fast as the socket takes it; Hark hears it in real
+        // time. Then a second of silence, and the socket is closed.
+        tokio::task::spawn_blocking(move || {
+            socket.write_all(&pcm).unwrap();
+            socket.write_all(&[0u8; 32_000]).unwrap();
+        })
+        .await
+        .unwrap();
+        let started = Instant::now();
+        loop {
+            let input: String = proxy.get_property("InputDevice").await.unwrap();
+            if input == "default" {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{input}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let started = Instant::now();
+    let transcript = loop {
+        let signals = daemon.signals("signals.jsonl");
+        if let Some(s) = signals.iter().find(|s| s["signal"] == "FinalTranscript") {
+            break s["text"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{signals:#?}\n{}",
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    assert!(
+        wer(text, &transcript) <= 0.25,
+        "streamed {text:?}, Hark heard {transcript:?}"
+    );
 }

@@ -19,6 +19,8 @@ pub enum AudioError {
     EmptyWav { path: PathBuf },
     #[error("resampler: {0}")]
     Resample(String),
+    #[error("PCM format {format:?}: {message}")]
+    PcmFormat { format: String, message: String },
     #[error("audio source stopped: {0}")]
     Stopped(String),
 }

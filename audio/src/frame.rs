@@ -35,4 +35,11 @@ pub trait FrameSource: Send {
 
     /// Human-readable origin, for logs ("device 'default'", "file a.wav").
     fn describe(&self) -> String;
+
+    /// Whether this audio can carry the echo of Hark's own speaker on this
+    /// machine's clock, so echo cancellation applies. A remote microphone
+    /// (a companion app's stream) cannot be aligned with the local speaker.
+    fn hears_local_playback(&self) -> bool {
+        true
+    }
 }

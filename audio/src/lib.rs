@@ -9,6 +9,7 @@ pub mod error;
 pub mod frame;
 pub mod resample;
 pub mod ring;
+pub mod stream;
 pub mod vad;
 pub mod wav;
 

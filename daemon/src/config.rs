@@ -793,6 +793,151 @@ fn load_from(explicit: Option<&Path>, searched: &[PathBuf]) -> Result<LoadedConf
     }
 }
 
+/// One setting given on the command line (`--set KEY=VALUE`), applied
+/// over the configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// Dotted key, as in `hark config default` (`conversation.barge_in.min_words`).
+    pub key: String,
+    pub value: toml::Value,
+}
+
+impl Override {
+    pub fn new(key: &str, value: impl Into<toml::Value>) -> Self {
+        Self {
+            key: key.to_owned(),
+            value: value.into(),
+        }
+    }
+}
+
+impl std::str::FromStr for Override {
+    type Err = String;
+
+    /// `KEY=VALUE`; VALUE is read as TOML (`3`, `true`, `"x"`, `[1, 2]`)
+    /// and otherwise taken as a plain string, so `mode=always` works.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (key, raw) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(|part| part.trim().is_empty()) {
+            return Err(format!(
+                "{text:?}: the key must be dotted names, such as audio.echo_tail_ms"
+            ));
+        }
+        let raw = raw.trim();
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+        Ok(Self::new(key, value))
+    }
+}
+
+/// Where command-line settings are said to come from in messages.
+const COMMAND_LINE: &str = "the command line";
+
+/// `config` with `overrides` applied in order, checked as strictly as a
+/// file: an unknown key or a bad value is an error naming the key.
+pub fn with_overrides(
+    config: HarkConfig,
+    overrides: &[Override],
+) -> Result<HarkConfig, ConfigError> {
+    if overrides.is_empty() {
+        return Ok(config);
+    }
+    let mut table =
+        toml::Table::try_from(&config).expect("a configuration serialises to a TOML table");
+    for o in overrides {
+        let parts: Vec<&str> = o.key.split('.').map(str::trim).collect();
+        let (last, sections) = parts.split_last().expect("checked when parsed");
+        let mut at = &mut table;
+        for (depth, section) in sections.iter().enumerate() {
+            at = at
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::UnknownKey {
+                    key: o.key.clone(),
+                    origin: COMMAND_LINE.into(),
+                    line: None,
+                    expected: Some(format!(
+                        "{} is a value, not a section",
+                        parts[..=depth].join(".")
+                    )),
+                })?;
+        }
+        at.insert(last.to_string(), o.value.clone());
+    }
+    let text = toml::to_string(&table).expect("a TOML table serialises");
+    parse(&text, COMMAND_LINE).map_err(ConfigError::without_line)
+}
+
+impl ConfigError {
+    /// Lines of generated text mean nothing to the user.
+    fn without_line(self) -> Self {
+        match self {
+            ConfigError::Syntax {
+                origin, message, ..
+            } => ConfigError::Syntax {
+                origin,
+                line: None,
+                message,
+            },
+            ConfigError::UnknownKey {
+                key,
+                origin,
+                expected,
+                ..
+            } => ConfigError::UnknownKey {
+                key,
+                origin,
+                line: None,
+                expected,
+            },
+            ConfigError::BadValue {
+                key,
+                origin,
+                message,
+                ..
+            } => ConfigError::BadValue {
+                key,
+                origin,
+                line: None,
+                message,
+            },
+            ConfigError::OutOfRange {
+                key,
+                value,
+                allowed,
+                origin,
+                ..
+            } => ConfigError::OutOfRange {
+                key,
+                value,
+                allowed,
+                origin,
+                line: None,
+            },
+            other => other,
+        }
+    }
+}
+
+/// [`load`], then the command line's `overrides` on top.
+pub fn load_with(
+    explicit: Option<&Path>,
+    overrides: &[Override],
+) -> Result<LoadedConfig, ConfigError> {
+    let loaded = load(explicit)?;
+    Ok(LoadedConfig {
+        config: with_overrides(loaded.config, overrides)?,
+        source: loaded.source,
+    })
+}
+
 /// `hark config ...`.
 #[derive(Subcommand, Debug, Clone)]
 pub enum ConfigCommand {
@@ -1090,7 +1235,9 @@ const HEADER: &str = "\
 #   hark/config.toml under $XDG_CONFIG_DIRS (/etc/xdg/hark/config.toml).
 # Every key is optional: a key left out keeps the default shown here.
 # Unknown keys are errors. Check a file with `hark config check FILE`;
-# print this file with `hark config default`.
+# print this file with `hark config default`. On the command line,
+# `hark daemon --set KEY=VALUE` (e.g. --set conversation.barge_in.min_words=3)
+# overrides one key for that run.
 ";
 
 /// The default configuration as a commented TOML file: every key with its
@@ -1230,6 +1377,41 @@ mod tests {
                 _ => out.push(key),
             }
         }
+    }
+
+    #[test]
+    fn command_line_settings_override_and_are_checked_like_a_file() {
+        let set = |items: &[&str]| -> Result<HarkConfig, String> {
+            let overrides: Vec<Override> = items.iter().map(|i| i.parse().unwrap()).collect();
+            with_overrides(HarkConfig::default(), &overrides).map_err(|e| e.to_string())
+        };
+        let config = set(&[
+            "audio.input_device=glasses mic",
+            "conversation.barge_in.min_words = 3",
+            "daemon.mode=push-to-talk",
+            "audio.echo_cancellation=false",
+        ])
+        .unwrap();
+        assert_eq!(config.audio.input_device.as_deref(), Some("glasses mic"));
+        assert_eq!(config.conversation.barge_in.min_words, 3);
+        assert_eq!(config.daemon.mode, Mode::PushToTalk);
+        assert!(!config.audio.echo_cancellation);
+        assert_eq!(set(&[]).unwrap(), HarkConfig::default());
+
+        let unknown = set(&["audio.volume=11"]).unwrap_err();
+        assert!(unknown.contains("unknown key audio.volume"), "{unknown}");
+        assert!(
+            unknown.contains("command line") && !unknown.contains("line 1"),
+            "{unknown}"
+        );
+        let range = set(&["audio.echo_tail_ms=5"]).unwrap_err();
+        assert!(range.contains("audio.echo_tail_ms = 5"), "{range}");
+        let kind = set(&["daemon.mode=loud"]).unwrap_err();
+        assert!(kind.contains("daemon.mode"), "{kind}");
+        let nested = set(&["audio.echo_tail_ms.x=1"]).unwrap_err();
+        assert!(nested.contains("audio.echo_tail_ms is a value"), "{nested}");
+        assert!("audio".parse::<Override>().is_err());
+        assert!("audio..x=1".parse::<Override>().is_err());
     }
 
     #[test]

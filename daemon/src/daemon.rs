@@ -38,10 +38,45 @@ pub struct DaemonArgs {
     /// Also write every conversation event to this file (JSON lines).
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+
+    /// Microphone to listen on (overrides audio.input_device).
+    #[arg(long, value_name = "NAME")]
+    pub input_device: Option<String>,
+
+    /// Speaker to talk on (overrides audio.output_device).
+    #[arg(long, value_name = "NAME")]
+    pub output_device: Option<String>,
+
+    /// When to listen: always, push-to-talk or off (overrides daemon.mode).
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+
+    /// Override any configuration key for this run, e.g.
+    /// `--set conversation.barge_in.min_words=3` (repeatable; keys as in
+    /// `hark config default`). Applied after the file and after the flags
+    /// above; `Reload` keeps them.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub settings: Vec<config::Override>,
+}
+
+impl DaemonArgs {
+    /// The flags as configuration overrides, in the order they apply.
+    fn overrides(&self) -> Vec<config::Override> {
+        let flags = [
+            ("audio.input_device", &self.input_device),
+            ("audio.output_device", &self.output_device),
+            ("daemon.mode", &self.mode),
+        ];
+        flags
+            .into_iter()
+            .filter_map(|(key, value)| Some(config::Override::new(key, value.clone()?)))
+            .chain(self.settings.iter().cloned())
+            .collect()
+    }
 }
 
 pub fn run(args: DaemonArgs, store: &ModelStore) -> anyhow::Result<()> {
-    let loaded = config::load(args.config.as_deref())?;
+    let loaded = config::load_with(args.config.as_deref(), &args.overrides())?;
     tracing::info!(config = %loaded.source, "configuration loaded");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -84,7 +119,12 @@ async fn serve(config: HarkConfig, args: DaemonArgs, store: ModelStore) -> anyho
 
     // The object is served before the name is requested, so nobody who
     // sees the name can find the object missing.
-    let service = HarkService::new(inbox.clone(), mirror.clone(), args.config.clone());
+    let service = HarkService::new(
+        inbox.clone(),
+        mirror.clone(),
+        args.config.clone(),
+        args.overrides(),
+    );
     let connection = zbus::connection::Builder::session()
         .serve_at(OBJECT_PATH, service)
         .build()
@@ -175,7 +215,10 @@ fn session_setup(
     let vad = config.vad.to_vad_config();
     vad.validate().context("invalid [vad] configuration")?;
     Ok(SessionSetup {
-        input: Input::Device(config.audio.input_device.clone()),
+        input: Input::Switched {
+            microphone: config.audio.input_device.clone(),
+            switch: Default::default(),
+        },
         output: Output::Device(config.audio.output_device.clone()),
         events,
         vad,

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use zbus::object_server::SignalEmitter;
 
 use crate::converse::core::{state_name, Command, CoreInput, ListenMode, Published, TurnRecord};
+use crate::converse::input::ExternalInput;
 use hark_converse::turn::{Role, State};
 
 pub const BUS_NAME: &str = "dev.hark.Hark";
@@ -59,6 +60,8 @@ pub struct HarkService {
     mirror: Arc<Mutex<Mirror>>,
     /// `--config`, for `Reload`; `None`: the usual search.
     config_path: Option<std::path::PathBuf>,
+    /// The command line's settings, applied again on `Reload`.
+    overrides: Vec<crate::config::Override>,
 }
 
 impl HarkService {
@@ -66,11 +69,13 @@ impl HarkService {
         inbox: Arc<OnceLock<SyncSender<CoreInput>>>,
         mirror: Arc<Mutex<Mirror>>,
         config_path: Option<std::path::PathBuf>,
+        overrides: Vec<crate::config::Override>,
     ) -> Self {
         Self {
             inbox,
             mirror,
             config_path,
+            overrides,
         }
     }
 
@@ -205,10 +210,49 @@ impl HarkService {
             .collect())
     }
 
+    /// Returns a socket to write raw PCM into: Hark listens to it instead
+    /// of its microphone until it is closed. `format` is
+    /// `ENCODING[:RATE[:CHANNELS]]`: `s16le` (16 kHz mono), or for example
+    /// `s16le:48000:2` or `f32le:44100`. Write in real time; a pause is
+    /// heard as silence. One stream at a time.
+    async fn open_audio_input(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        format: String,
+    ) -> Result<zbus::OwnedFd, HarkError> {
+        let parsed: hark_audio::stream::PcmFormat = format
+            .parse()
+            .map_err(|e| HarkError::InvalidArgument(format!("OpenAudioInput: {e}")))?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+            HarkError::NotReady(format!("OpenAudioInput: cannot make a socket: {e}"))
+        })?;
+        // Hark only reads, the caller only writes.
+        let _ = ours.shutdown(std::net::Shutdown::Write);
+        let _ = theirs.shutdown(std::net::Shutdown::Read);
+        let caller = header
+            .sender()
+            .map_or_else(|| "an unknown caller".to_owned(), |s| s.to_string());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.send(Command::OpenInput {
+            input: ExternalInput {
+                stream: ours,
+                format: parsed,
+                label: format!("stream from {caller}"),
+            },
+            reply,
+        })?;
+        answer
+            .await
+            .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
+            .map_err(HarkError::Busy)?;
+        tracing::info!(%caller, format = %parsed, "audio input opened");
+        Ok(std::os::fd::OwnedFd::from(theirs).into())
+    }
+
     /// Re-reads the configuration: the turn-taking rules and the listening
     /// mode change at once; devices and models only at the next start.
     async fn reload(&self) -> Result<(), HarkError> {
-        let loaded = crate::config::load(self.config_path.as_deref())
+        let loaded = crate::config::load_with(self.config_path.as_deref(), &self.overrides)
             .map_err(|e| HarkError::Config(e.to_string()))?;
         tracing::info!(config = %loaded.source, "configuration reloaded");
         self.send(Command::Reconfigure {
@@ -366,6 +410,10 @@ pub async fn pump_signals(
             Published::Mode(mode) => {
                 update(&|m| m.mode = mode);
                 service.mode_changed(emitter).await
+            }
+            Published::InputDevice(name) => {
+                update(&|m| m.input_device = name.clone());
+                service.input_device_changed(emitter).await
             }
             Published::Error { code, message } => HarkService::error(emitter, code, &message).await,
         };

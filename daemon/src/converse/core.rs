@@ -20,6 +20,7 @@ use hark_llm::{CancelHandle, ChatMessage, LlmEvent, LlmWorker, INTERRUPTED_MARKE
 
 use super::events::EventLog;
 use super::hearing::{HearingEvent, SttJob, SttResult};
+use super::input::{ExternalInput, InputSwitch};
 use super::speaker::{PlaybackReport, Speaker, SpeakerCommand};
 use super::voice::{ClauseVoice, Synthesized};
 
@@ -69,6 +70,12 @@ pub enum Command {
         turn: hark_converse::turn::TurnConfig,
         mode: ListenMode,
     },
+    /// Listen to this stream instead of the microphone until it closes;
+    /// `reply` gets why not, if another stream is already in.
+    OpenInput {
+        input: ExternalInput,
+        reply: Reply<Result<(), String>>,
+    },
     /// Finish the current reply (if any) and stop.
     Stop,
 }
@@ -102,6 +109,8 @@ pub enum Published {
     TurnFinished(TurnRecord),
     Muted(bool),
     Mode(ListenMode),
+    /// What the ears listen to now.
+    InputDevice(String),
     Error {
         code: &'static str,
         message: String,
@@ -178,6 +187,8 @@ pub struct Core {
     push_to_talk_held: bool,
     /// sd_notify watchdog: how often, and when last pinged.
     watchdog: Option<(Duration, Instant)>,
+    /// Where `OpenInput` streams go; `None` where the input is fixed.
+    input_switch: Option<Arc<InputSwitch>>,
 }
 
 impl Core {
@@ -214,7 +225,13 @@ impl Core {
             user_muted: false,
             push_to_talk_held: false,
             watchdog: crate::notify::watchdog_interval().map(|every| (every, Instant::now())),
+            input_switch: None,
         }
+    }
+
+    /// Lets `OpenInput` commands reach the ears (before `run`).
+    pub fn set_input_switch(&mut self, switch: Arc<InputSwitch>) {
+        self.input_switch = Some(switch);
     }
 
     /// Starts in `mode` (before `run`).
@@ -359,6 +376,20 @@ impl Core {
                 self.log
                     .write(now, "speech_discarded", json!({ "at_ms": at_ms }));
                 self.feed(at_ms, Event::SpeechDiscarded);
+            }
+            CoreInput::Hearing(HearingEvent::InputChanged(change)) => {
+                self.log.write(
+                    now,
+                    "input_changed",
+                    json!({ "input": change.name, "problem": change.problem }),
+                );
+                self.publish(Published::InputDevice(change.name));
+                if let Some(message) = change.problem {
+                    self.publish(Published::Error {
+                        code: "audio-input",
+                        message,
+                    });
+                }
             }
             CoreInput::Hearing(HearingEvent::Ended | HearingEvent::Failed(_)) => {
                 unreachable!("handled by the loop")
@@ -519,6 +550,13 @@ impl Core {
                     })
                     .collect();
                 let _ = reply.send(entries);
+            }
+            Command::OpenInput { input, reply } => {
+                let attached = match &self.input_switch {
+                    Some(switch) => switch.attach(input),
+                    None => Err("this session listens to a fixed input".into()),
+                };
+                let _ = reply.send(attached);
             }
             Command::Stop => unreachable!("handled by the loop"),
         }

@@ -52,6 +52,10 @@ pub enum HearingEvent {
     SpeechDiscarded {
         at_ms: u64,
     },
+    /// The ears switched to another input (the daemon's [`SwitchedInput`]).
+    ///
+    /// [`SwitchedInput`]: super::input::SwitchedInput
+    InputChanged(super::input::InputChange),
     /// The source has no more audio (end of file).
     Ended,
     Failed(String),
@@ -282,7 +286,7 @@ pub fn spawn_hearing(
                             Duration::from_secs_f64(frame.end_sample() as f64 / SAMPLE_RATE as f64);
                         Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
                     });
-                    if let Some(aec) = aec.as_mut() {
+                    if let Some(aec) = aec.as_mut().filter(|_| source.hears_local_playback()) {
                         aec.clean(&mut frame, zero)?;
                     }
                     for event in segmenter.push(&frame)? {

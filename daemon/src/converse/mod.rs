@@ -19,6 +19,7 @@ pub mod bench;
 pub mod core;
 pub mod events;
 pub mod hearing;
+pub mod input;
 pub mod speaker;
 pub mod voice;
 
@@ -124,6 +125,13 @@ pub enum Input {
     Device(Option<String>),
     /// Any other source (benchmark scripts); it must pace itself.
     Source(Box<dyn FrameSource>),
+    /// The daemon's: a microphone (`None`: the default), replaced by any
+    /// stream attached to `switch`; a missing microphone is retried rather
+    /// than fatal.
+    Switched {
+        microphone: Option<String>,
+        switch: Arc<input::InputSwitch>,
+    },
 }
 
 /// Where Hark's voice goes.
@@ -249,6 +257,7 @@ pub fn run_session(
     // A microphone is opened now to report a missing one before seconds of
     // model loading, then closed: the timeline starts at its sample 0, so
     // it must not sit queueing audio meanwhile. It is reopened below.
+    let mut switched = None;
     let (source, microphone): (Option<Box<dyn FrameSource>>, _) = match setup.input {
         Input::File(path) => (
             Some(Box::new(WavSource::open(
@@ -263,6 +272,10 @@ pub fn run_session(
             (None, Some(name))
         }
         Input::Source(source) => (Some(source), None),
+        Input::Switched { microphone, switch } => {
+            switched = Some((microphone, switch));
+            (None, None)
+        }
     };
     let origin: Arc<OnceLock<std::time::Instant>> = Arc::new(OnceLock::new());
     let device_sink = match &setup.output {
@@ -314,10 +327,21 @@ pub fn run_session(
         _ => None,
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let source = match (source, microphone) {
-        (Some(source), _) => source,
-        (None, Some(name)) => Box::new(open_mic(&name)?),
-        (None, None) => unreachable!("a source or a microphone"),
+    let source: Box<dyn FrameSource> = match (source, microphone, &switched) {
+        (Some(source), _, _) => source,
+        (None, Some(name), _) => Box::new(open_mic(&name)?),
+        (None, None, Some((microphone, switch))) => {
+            let to_core = post(&inbox);
+            Box::new(input::SwitchedInput::new(
+                microphone.clone(),
+                frame_len,
+                switch.clone(),
+                move |change| {
+                    to_core(CoreInput::Hearing(HearingEvent::InputChanged(change)));
+                },
+            ))
+        }
+        (None, None, None) => unreachable!("a source, a microphone or a switch"),
     };
     let to_core = post(&inbox);
     let hearing_thread = hearing::spawn_hearing(
@@ -355,6 +379,9 @@ pub fn run_session(
         setup.publish,
     );
     core.set_mode(setup.mode);
+    if let Some((_, switch)) = switched {
+        core.set_input_switch(switch);
+    }
     let outcome = core.run(setup.rules);
     // The core (and with it every worker handle and the inbox) is gone: the
     // threads see closed channels and end.

@@ -7,7 +7,7 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,11 @@ async fn connect(address: &str) -> zbus::Result<zbus::Proxy<'static>> {
 
 impl Daemon {
     fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    /// `hark daemon ARGS` on a fresh bus and rig.
+    fn start_with(args: &[&str]) -> Daemon {
         let rig = AudioRig::start();
         let dir = tempfile::tempdir().unwrap();
         let bus_pid = start_bus(&dir.path().join("bus"));
@@ -69,6 +74,7 @@ impl Daemon {
         };
         let mut cmd = hark();
         cmd.arg("daemon")
+            .args(args)
             .arg("--events")
             .arg(daemon.path("events.jsonl"))
             .env("NOTIFY_SOCKET", daemon.path("notify"))
@@ -696,4 +702,169 @@ fn a_recording_streamed_through_open_audio_input_is_transcribed() {
         wer(text, &transcript) <= 0.25,
         "streamed {text:?}, Hark heard {transcript:?}"
     );
+}
+
+/// Polls `name` until it reads `want`.
+fn wait_property(daemon: &Daemon, name: &str, want: &str) {
+    let started = Instant::now();
+    while daemon.property(name) != want {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name} stays {}",
+            daemon.property(name)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn without_its_microphone_the_daemon_stays_up_speaks_and_takes_a_stream() {
+    const MIC: &str = "hark-test-no-such-microphone";
+    let daemon = Daemon::start_with(&[
+        "--input-device",
+        MIC,
+        "--mode",
+        "push-to-talk",
+        "--set",
+        "conversation.barge_in.min_words=3",
+    ]);
+    // The flags won over the (absent) file.
+    assert_eq!(daemon.property("Mode"), "s \"push-to-talk\"");
+    wait_property(&daemon, "InputDevice", "s \"none\"");
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains("no microphone") && stderr.contains(MIC),
+        "{stderr}"
+    );
+    let recording = daemon.path("speaker.wav");
+    let mut recorder = daemon.rig.record_speaker(&recording);
+    ok(&daemon.call("Say", &["s", "I can still talk."]));
+    daemon.wait_state("speaking", Duration::from_secs(20));
+    daemon.wait_state("idle", Duration::from_secs(20));
+    let _ = Command::new("kill")
+        .args(["-INT", &recorder.id().to_string()])
+        .status();
+    let _ = recorder.wait();
+    let heard = stdout(&run(hark().arg("transcribe").arg(&recording)));
+    assert!(wer("I can still talk.", &heard) <= 0.25, "{heard:?}");
+    let socket = ok(&daemon.call("OpenAudioInput", &["s", "s16le"]));
+    assert!(socket.starts_with("h "), "{socket}");
+    // busctl has closed it: back to no microphone, still up.
+    wait_property(&daemon, "InputDevice", "s \"none\"");
+    assert_eq!(daemon.property("State"), "s \"idle\"");
+}
+
+#[test]
+fn calling_the_name_starts_the_daemon_through_its_activation_file() {
+    let rig = AudioRig::start();
+    let dir = tempfile::tempdir().unwrap();
+    let services = dir.path().join("services");
+    std::fs::create_dir(&services).unwrap();
+    let unit = std::fs::read_to_string(repo_root().join("systemd/dev.hark.Hark.service")).unwrap();
+    assert!(unit.contains("Exec=/usr/bin/hark daemon"), "{unit}");
+    // Where systemd is not the service manager the bus runs Exec= itself;
+    // here Exec= points at the binary under test.
+    let unit = unit.replace(
+        "Exec=/usr/bin/hark daemon",
+        &format!("Exec={} daemon", env!("CARGO_BIN_EXE_hark")),
+    );
+    std::fs::write(services.join("dev.hark.Hark.service"), unit).unwrap();
+    let bus = dir.path().join("bus");
+    let address = format!("unix:path={}", bus.display());
+    let config = dir.path().join("bus.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>{address}</listen>
+  <servicedir>{}</servicedir>
+  <limit name="service_start_timeout">120000</limit>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+            services.display()
+        ),
+    )
+    .unwrap();
+    // Activated services inherit the bus's environment: the rig, this bus,
+    // and no user configuration.
+    let mut cmd = Command::new("dbus-daemon");
+    cmd.arg(format!("--config-file={}", config.display()))
+        .arg("--nofork")
+        .env("DBUS_SESSION_BUS_ADDRESS", &address)
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("XDG_CONFIG_DIRS", dir.path().join("config"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("err")).unwrap(),
+        ));
+    rig.env(&mut cmd);
+    let mut bus_daemon = cmd.spawn().expect("run dbus-daemon");
+    let busctl = |args: &[&str]| {
+        let mut cmd = Command::new("busctl");
+        cmd.args(["--user", "--timeout=120"])
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &address);
+        cmd.output().unwrap()
+    };
+    let started = Instant::now();
+    while !bus.exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no bus");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let activatable = ok(&busctl(&[
+        "call",
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "ListActivatableNames",
+    ]));
+    assert!(activatable.contains(NAME), "{activatable}");
+
+    // Nobody owns the name: this call starts Hark.
+    let state = busctl(&["get-property", NAME, PATH, IFACE, "State"]);
+    let log = || std::fs::read_to_string(dir.path().join("err")).unwrap_or_default();
+    assert!(state.status.success(), "{}\n{}", stderr(&state), log());
+    let pid = ok(&busctl(&[
+        "call",
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "GetConnectionUnixProcessID",
+        "s",
+        NAME,
+    ]));
+    let pid = pid.trim().trim_start_matches("u ").to_owned();
+    // It loads its models and then answers.
+    let started = Instant::now();
+    loop {
+        let history = busctl(&["call", NAME, PATH, IFACE, "GetHistory"]);
+        if history.status.success() {
+            assert_eq!(stdout(&history).trim(), "a(sst) 0");
+            break;
+        }
+        assert!(
+            stderr(&history).contains("loading") && started.elapsed() < Duration::from_secs(90),
+            "{}\n{}",
+            stderr(&history),
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let started = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && started.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let _ = bus_daemon.kill();
+    let _ = bus_daemon.wait();
 }

@@ -1,8 +1,10 @@
 //! `hark daemon` on a private session bus and the PulseAudio virtual
 //! devices: sd_notify, every method, property and signal of
 //! `dev.hark.Hark1` through busctl and through zbus, audio on the speaker,
-//! interruption, a spoken question's signals in order, bad arguments, many
-//! clients at once, the committed introspection XML, and the CLI clients.
+//! interruption, a spoken question's signals in order (partial transcripts
+//! included), audio streamed in through `OpenAudioInput`, a missing
+//! microphone, bad arguments, many clients at once, the committed
+//! introspection XML, D-Bus activation, and the CLI clients.
 
 mod common;
 
@@ -502,6 +504,10 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
         speech < transcript && transcript < chunk && chunk < finished,
         "{names:?}"
     );
+    // About 2 s of speech: at least one partial (every 1 s by default)
+    // while the user was still talking.
+    let partial = first("PartialTranscript").expect("a PartialTranscript");
+    assert!(speech < partial && partial < transcript, "{names:?}");
     let signals = daemon.signals("signals.jsonl");
     let heard = signals
         .iter()
@@ -512,6 +518,16 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
             "What is the capital of France?",
             heard["text"].as_str().unwrap()
         ) <= 0.25
+    );
+    let partial = signals
+        .iter()
+        .find(|s| s["signal"] == "PartialTranscript")
+        .unwrap();
+    let partial = normalize(partial["text"].as_str().unwrap());
+    let question = normalize("What is the capital of France?");
+    assert!(
+        !partial.is_empty() && partial.iter().any(|w| question.contains(w)),
+        "partial {partial:?}"
     );
     let turn = signals
         .iter()

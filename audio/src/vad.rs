@@ -509,6 +509,15 @@ impl<C: SpeechClassifier> Segmenter<C> {
         self.frame_len
     }
 
+    /// The open utterance's audio so far, pre-roll included (for a partial
+    /// transcript while the user is still talking); `None` outside speech.
+    pub fn speech_so_far(&self) -> Option<&[f32]> {
+        match &self.state {
+            State::Speech(open) => Some(&open.audio),
+            State::Idle { .. } => None,
+        }
+    }
+
     /// True between a `SpeechStart` and its `SpeechEnd`/`SpeechDiscarded`.
     pub fn in_speech(&self) -> bool {
         matches!(self.state, State::Speech(_))

@@ -186,7 +186,7 @@ async fn monitor(
         };
         let body = message.body();
         let fields: serde_json::Value = match member.as_str() {
-            "StateChanged" | "FinalTranscript" | "ReplyChunk" => {
+            "StateChanged" | "PartialTranscript" | "FinalTranscript" | "ReplyChunk" => {
                 let (text,): (String,) = body.deserialize()?;
                 serde_json::json!({ "text": text })
             }

@@ -168,6 +168,9 @@ pub struct SttSection {
     pub language: String,
     /// f64 rather than the library's f32 so the default prints as `0.6`.
     pub no_speech_threshold: f64,
+    /// Partial transcripts while the user talks, each this much more
+    /// speech; 0: none.
+    pub partial_every_ms: u32,
 }
 
 impl Default for SttSection {
@@ -179,6 +182,7 @@ impl Default for SttSection {
             beam_size: crate::converse::CONVERSE_BEAM_SIZE,
             language: lib.language,
             no_speech_threshold: 0.6,
+            partial_every_ms: 1000,
         }
     }
 }
@@ -480,6 +484,14 @@ impl HarkConfig {
             });
         }
         check_range("stt.no_speech_threshold", stt.no_speech_threshold, 0.0, 1.0)?;
+        if stt.partial_every_ms != 0 {
+            check_range("stt.partial_every_ms", stt.partial_every_ms, 300, 10_000).map_err(
+                |mut bad| {
+                    bad.allowed = format!("0 (off) or {}", bad.allowed);
+                    bad
+                },
+            )?;
+        }
 
         let llm = &self.llm;
         check_not_empty("llm.model", &llm.model)?;
@@ -1124,6 +1136,12 @@ const KEY_DOCS: &[KeyDoc] = &[
         "stt.no_speech_threshold",
         "Whisper segments more likely than this to be non-speech are dropped. \
          0.0 to 1.0.",
+    ),
+    doc(
+        "stt.partial_every_ms",
+        "While the user is talking, send a PartialTranscript signal each time this \
+         much more speech is heard (for live captions); 0 turns them off. Each can \
+         delay the final transcript by one short Whisper run. 0, or 300 to 10000.",
     ),
     doc(
         "llm.model",

@@ -227,6 +227,7 @@ fn session_setup(
             .audio
             .echo_cancellation
             .then_some(config.audio.echo_tail_ms),
+        partial_every_ms: (config.stt.partial_every_ms > 0).then_some(config.stt.partial_every_ms),
         rules: StopRules::default(),
         print_turns: false,
         mode: config.daemon.mode,

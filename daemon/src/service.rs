@@ -303,6 +303,11 @@ impl HarkService {
     #[zbus(signal)]
     async fn speech_started(emitter: &SignalEmitter<'_>) -> zbus::Result<()>;
 
+    /// What the user has said so far, while still talking (each
+    /// `stt.partial_every_ms` of speech); the `FinalTranscript` follows.
+    #[zbus(signal)]
+    async fn partial_transcript(emitter: &SignalEmitter<'_>, text: &str) -> zbus::Result<()>;
+
     #[zbus(signal)]
     async fn final_transcript(emitter: &SignalEmitter<'_>, text: &str) -> zbus::Result<()>;
 
@@ -370,6 +375,9 @@ pub async fn pump_signals(
                 HarkService::state_changed_signal(emitter, state_name(state)).await
             }
             Published::SpeechStarted => HarkService::speech_started(emitter).await,
+            Published::PartialTranscript(text) => {
+                HarkService::partial_transcript(emitter, &text).await
+            }
             Published::FinalTranscript(text) => HarkService::final_transcript(emitter, &text).await,
             Published::ReplyChunk(text) => HarkService::reply_chunk(emitter, &text).await,
             Published::Interrupted(spoken) => HarkService::interrupted(emitter, &spoken).await,

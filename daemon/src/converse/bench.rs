@@ -59,6 +59,12 @@ pub struct ConverseBenchArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub interrupt_after_ms: u64,
 
+    /// Also make partial transcripts while the user talks, each this much
+    /// more speech (what the daemon does for live captions), to measure
+    /// what they cost the reply.
+    #[arg(long, value_name = "MS")]
+    pub partial_every_ms: Option<u32>,
+
     #[command(flatten)]
     pub llm: LlmArgs,
 
@@ -406,6 +412,7 @@ pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
         vad,
         turn: TurnConfig::default(),
         echo_tail_ms: None,
+        partial_every_ms: args.partial_every_ms,
         rules: StopRules::default(),
         print_turns: false,
         mode: super::core::ListenMode::Always,

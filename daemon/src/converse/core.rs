@@ -100,6 +100,8 @@ pub enum Published {
     State(State),
     /// The user started speaking (while Hark listens).
     SpeechStarted,
+    /// What the user has said so far, while still talking.
+    PartialTranscript(String),
     /// The user's words, accepted as a turn.
     FinalTranscript(String),
     /// A clause of Hark's reply, as it will be spoken.
@@ -189,6 +191,8 @@ pub struct Core {
     watchdog: Option<(Duration, Instant)>,
     /// Where `OpenInput` streams go; `None` where the input is fixed.
     input_switch: Option<Arc<InputSwitch>>,
+    /// A partial transcription is queued or running.
+    partial_in_flight: bool,
 }
 
 impl Core {
@@ -226,6 +230,25 @@ impl Core {
             push_to_talk_held: false,
             watchdog: crate::notify::watchdog_interval().map(|every| (every, Instant::now())),
             input_switch: None,
+            partial_in_flight: false,
+        }
+    }
+
+    /// Sends the speech so far to Whisper for a partial transcript, unless
+    /// one is already on its way (so a final transcript never waits behind
+    /// more than one) or nobody is being listened to.
+    fn transcribe_partial(&mut self, audio: Vec<f32>) {
+        if self.partial_in_flight || self.conversation.state() != State::UserSpeaking {
+            return;
+        }
+        let job = SttJob {
+            utterance: 0,
+            audio,
+            partial: true,
+        };
+        // A full queue only costs this partial.
+        if self.workers.stt.try_send(job).is_ok() {
+            self.partial_in_flight = true;
         }
     }
 
@@ -393,6 +416,21 @@ impl Core {
             }
             CoreInput::Hearing(HearingEvent::Ended | HearingEvent::Failed(_)) => {
                 unreachable!("handled by the loop")
+            }
+            CoreInput::Hearing(HearingEvent::SpeechSoFar { audio }) => {
+                self.transcribe_partial(audio);
+            }
+            CoreInput::Transcribed(r) if r.partial => {
+                self.partial_in_flight = false;
+                self.log.write(
+                    now,
+                    "partial_transcript",
+                    json!({ "text": r.text, "transcribe_ms": r.transcribe_ms }),
+                );
+                // Stale once the user has finished: the final one follows.
+                if !r.text.is_empty() && self.conversation.state() == State::UserSpeaking {
+                    self.publish(Published::PartialTranscript(r.text));
+                }
             }
             CoreInput::Transcribed(r) => {
                 self.log.write(
@@ -594,7 +632,12 @@ impl Core {
                     self.owe_empty_transcript(utterance);
                     return;
                 };
-                match self.workers.stt.try_send(SttJob { utterance, audio }) {
+                let job = SttJob {
+                    utterance,
+                    audio,
+                    partial: false,
+                };
+                match self.workers.stt.try_send(job) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
                         tracing::warn!(

@@ -52,6 +52,10 @@ pub enum HearingEvent {
     SpeechDiscarded {
         at_ms: u64,
     },
+    /// The utterance still in progress, for a partial transcript.
+    SpeechSoFar {
+        audio: Vec<f32>,
+    },
     /// The ears switched to another input (the daemon's [`SwitchedInput`]).
     ///
     /// [`SwitchedInput`]: super::input::SwitchedInput
@@ -255,12 +259,14 @@ fn ms(sample: u64) -> u64 {
 /// Starts "hark-hear". `origin` is set when the first frame arrives, to
 /// the wall time of its sample 0: the input timeline's zero, which every
 /// other thread measures from. The source must be fresh (a device opened
-/// just now, not one that has queued seconds of audio). `report` returning
-/// false, or `stop`, ends the thread.
+/// just now, not one that has queued seconds of audio). `partial_every_ms`:
+/// while the user talks, report the speech so far each time this much more
+/// has been heard. `report` returning false, or `stop`, ends the thread.
 pub fn spawn_hearing(
     mut source: Box<dyn FrameSource>,
     vad: VadConfig,
     echo: Option<EchoCancellation>,
+    partial_every_ms: Option<u32>,
     origin: Arc<OnceLock<Instant>>,
     stop: Arc<AtomicBool>,
     mut report: impl FnMut(HearingEvent) -> bool + Send + 'static,
@@ -272,6 +278,9 @@ pub fn spawn_hearing(
             let result = (|| -> anyhow::Result<()> {
                 // WebRTC's VAD is not Send: it lives and dies on this thread.
                 let mut segmenter = Segmenter::webrtc(vad)?;
+                let partial_every = partial_every_ms.map(|ms| (SAMPLE_RATE * ms / 1000) as usize);
+                // Speech length at the last partial report.
+                let mut reported = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let Some(mut frame) = source
                         .next_frame()
@@ -293,6 +302,17 @@ pub fn spawn_hearing(
                         if !report(to_hearing(event)) {
                             return Ok(());
                         }
+                    }
+                    match (partial_every, segmenter.speech_so_far()) {
+                        (Some(every), Some(audio)) if audio.len() >= reported + every => {
+                            reported = audio.len();
+                            let audio = audio.to_vec();
+                            if !report(HearingEvent::SpeechSoFar { audio }) {
+                                return Ok(());
+                            }
+                        }
+                        (_, None) => reported = 0,
+                        _ => {}
                     }
                 }
                 if let Some(event) = segmenter.finish() {
@@ -328,11 +348,14 @@ fn to_hearing(event: VadEvent) -> HearingEvent {
 pub struct SttJob {
     pub utterance: UtteranceId,
     pub audio: Vec<f32>,
+    /// Speech still in progress: the text is shown, not answered.
+    pub partial: bool,
 }
 
 #[derive(Debug)]
 pub struct SttResult {
     pub utterance: UtteranceId,
+    pub partial: bool,
     /// Empty when Whisper heard no words or failed (the failure is logged).
     pub text: String,
     pub transcribe_ms: u64,
@@ -359,6 +382,7 @@ pub fn spawn_stt(
                 };
                 let result = SttResult {
                     utterance: job.utterance,
+                    partial: job.partial,
                     text,
                     transcribe_ms: started.elapsed().as_millis() as u64,
                 };

@@ -153,6 +153,9 @@ pub struct SessionSetup {
     pub turn: TurnConfig,
     /// Echo canceller tail in ms; `None` turns it off.
     pub echo_tail_ms: Option<u32>,
+    /// While the user talks, a partial transcript each time this much more
+    /// speech is heard; `None`: only final transcripts.
+    pub partial_every_ms: Option<u32>,
     pub rules: StopRules,
     /// Print each turn ("you: …", "hark: …") on stdout.
     pub print_turns: bool,
@@ -203,6 +206,8 @@ pub fn run(args: ConverseArgs, store: &ModelStore) -> anyhow::Result<()> {
         // A file cannot hear the speaker.
         echo_tail_ms: (!args.no_echo_cancellation && args.input.is_none())
             .then_some(args.echo_tail_ms),
+        // Nobody watches partials here, and each can delay a reply.
+        partial_every_ms: None,
         rules: StopRules {
             max_turns: args.max_turns,
             duration: args.duration.map(Duration::from_secs_f64),
@@ -348,6 +353,7 @@ pub fn run_session(
         source,
         setup.vad,
         echo,
+        setup.partial_every_ms,
         origin.clone(),
         stop.clone(),
         move |e: HearingEvent| to_core(CoreInput::Hearing(e)),

@@ -712,11 +712,43 @@ fn a_recording_streamed_through_open_audio_input_is_transcribed() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    assert!(
+        wer(text, &transcript) <= 0.25,
+        "streamed {text:?}, Hark heard {transcript:?}"
+    );
+
+    // `hark stream` does the same from the command line, with any WAV.
+    let text = "Tell me about the moon.";
+    let question = daemon.path("moon.wav");
+    ok(&run(hark()
+        .args(["say", "--output"])
+        .arg(&question)
+        .arg(text)));
+    let mut cmd = hark();
+    cmd.arg("stream").arg(&question);
+    daemon.env(&mut cmd);
+    ok(&run(&mut cmd));
+    let started = Instant::now();
+    let transcript = loop {
+        let signals = daemon.signals("signals.jsonl");
+        let finals: Vec<_> = signals
+            .iter()
+            .filter(|s| s["signal"] == "FinalTranscript")
+            .collect();
+        if finals.len() >= 2 {
+            break finals[finals.len() - 1]["text"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{signals:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let _ = monitor.kill();
     let _ = monitor.wait();
     assert!(
         wer(text, &transcript) <= 0.25,
-        "streamed {text:?}, Hark heard {transcript:?}"
+        "hark stream {text:?}, Hark heard {transcript:?}"
     );
 }
 

@@ -1,5 +1,6 @@
 //! `hark` as a client of a running daemon: status, say, ask, interrupt,
-//! mute, push-to-talk, mode, history and a live monitor of the signals.
+//! mute, push-to-talk, mode, history, a live monitor of the signals, and
+//! streaming audio in as the microphone (`hark stream`).
 //! Every command goes through the same `dev.hark.Hark1` interface any other
 //! app uses.
 
@@ -23,6 +24,7 @@ pub trait Hark {
     fn set_mode(&self, mode: &str) -> zbus::Result<()>;
     fn clear_history(&self) -> zbus::Result<()>;
     fn get_history(&self) -> zbus::Result<Vec<(String, String, u64)>>;
+    fn open_audio_input(&self, format: &str) -> zbus::Result<zbus::OwnedFd>;
 
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
@@ -68,6 +70,21 @@ pub enum Request {
     Mode(String),
     History { json: bool, clear: bool },
     Monitor { json: bool },
+    Stream(StreamArgs),
+}
+
+/// `hark stream`.
+#[derive(Args, Debug, Clone)]
+pub struct StreamArgs {
+    /// A WAV file (any rate, channels and sample format), or `-` for raw
+    /// PCM on standard input (for example from `arecord -t raw`).
+    #[arg(value_name = "FILE|-")]
+    pub input: std::path::PathBuf,
+
+    /// Format of raw PCM on standard input: ENCODING[:RATE[:CHANNELS]],
+    /// encoding s16le or f32le.
+    #[arg(long, value_name = "FORMAT", default_value = "s16le")]
+    pub format: String,
 }
 
 fn not_running(e: &zbus::Error) -> bool {
@@ -158,7 +175,54 @@ async fn request_on(
             }
         }
         Request::Monitor { json } => monitor(hark, connection, json).await?,
+        Request::Stream(args) => stream(hark, args).await?,
     }
+    Ok(())
+}
+
+/// Feeds a WAV file or standard input to the daemon through
+/// `OpenAudioInput`; the daemon hears it instead of its microphone until
+/// the end, then goes back to the microphone.
+async fn stream(hark: &HarkProxy<'_>, args: StreamArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    let from_stdin = args.input.as_os_str() == "-";
+    // A file is decoded here, so the daemon only ever gets 16 kHz mono.
+    let (format, wav) = if from_stdin {
+        (args.format.clone(), None)
+    } else {
+        let samples = hark_audio::wav::read_wav_16k_mono(&args.input)?;
+        let bytes: Vec<u8> = samples
+            .iter()
+            .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+            .collect();
+        ("s16le".to_owned(), Some(bytes))
+    };
+    let fd = hark.open_audio_input(&format).await.map_err(explain)?;
+    let mut socket = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+    eprintln!(
+        "hark: streaming {} into Hark as its microphone",
+        if from_stdin {
+            "standard input".into()
+        } else {
+            args.input.display().to_string()
+        }
+    );
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        // The daemon reads in real time, so these writes take as long as
+        // the audio lasts.
+        let written = match wav {
+            Some(bytes) => socket.write_all(&bytes),
+            None => std::io::copy(&mut std::io::stdin().lock(), &mut socket).map(|_| ()),
+        };
+        match written {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                anyhow::bail!("Hark stopped listening to the stream")
+            }
+            other => other.context("streaming audio into Hark"),
+        }
+    })
+    .await??;
     Ok(())
 }
 

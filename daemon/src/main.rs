@@ -94,6 +94,9 @@ enum Command {
     },
     /// Print the running daemon's signals as they happen, one line each.
     Monitor(client::JsonArg),
+    /// Stream a WAV file or raw PCM from standard input into the running
+    /// daemon, which hears it instead of its microphone until it ends.
+    Stream(client::StreamArgs),
     /// Talk with Hark: it listens, answers aloud while its reply is still
     /// being written, and stops when you talk over it. With --input and
     /// --output it converses with a WAV file in real time instead.
@@ -165,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             clear: *clear,
         }),
         Command::Monitor(args) => Some(client::Request::Monitor { json: args.json }),
+        Command::Stream(args) => Some(client::Request::Stream(args.clone())),
         _ => None,
     };
     if let Some(request) = client_request {
@@ -203,7 +207,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Ptt(_)
         | Command::Mode { .. }
         | Command::History { .. }
-        | Command::Monitor(_) => unreachable!("handled above"),
+        | Command::Monitor(_)
+        | Command::Stream(_) => unreachable!("handled above"),
         Command::Bench(cmd) => bench::run(cmd, &store),
     }
 }

@@ -167,6 +167,29 @@ impl Daemon {
         child
     }
 
+    /// `busctl --user monitor` of the daemon's name into a file, until
+    /// killed: the same signals as seen by a tool that is not Hark's.
+    fn busctl_monitor(&self, name: &str) -> Child {
+        let mut cmd = Command::new("busctl");
+        cmd.args(["--user", "monitor", NAME])
+            .stdout(Stdio::from(std::fs::File::create(self.path(name)).unwrap()))
+            .stderr(Stdio::null());
+        self.env(&mut cmd);
+        let child = cmd.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        child
+    }
+
+    /// Members of the signals `busctl monitor` saw.
+    fn busctl_signals(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|field| field.strip_prefix("Member="))
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn signals(&self, name: &str) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path(name))
             .unwrap_or_default()
@@ -469,6 +492,7 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
         .arg(&question)
         .arg("What is the capital of France?")));
     let mut monitor = daemon.monitor("signals.jsonl");
+    let busctl = daemon.busctl_monitor("busctl.txt");
     daemon.rig.play_into_mic(&question);
     let started = Instant::now();
     while !daemon
@@ -485,6 +509,19 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
     }
     let _ = monitor.kill();
     let _ = monitor.wait();
+    stop(busctl);
+    let seen = daemon.busctl_signals("busctl.txt");
+    for signal in [
+        "StateChanged",
+        "SpeechStarted",
+        "PartialTranscript",
+        "FinalTranscript",
+        "ReplyChunk",
+        "TurnFinished",
+        "PropertiesChanged",
+    ] {
+        assert!(seen.iter().any(|s| s == signal), "busctl saw {seen:?}");
+    }
     let names: Vec<String> = daemon
         .signals("signals.jsonl")
         .iter()
@@ -795,11 +832,30 @@ fn without_its_microphone_the_daemon_stays_up_speaks_and_takes_a_stream() {
     let _ = recorder.wait();
     let heard = stdout(&run(hark().arg("transcribe").arg(&recording)));
     assert!(wer("I can still talk.", &heard) <= 0.25, "{heard:?}");
+    let mut monitor = daemon.monitor("signals.jsonl");
+    let busctl = daemon.busctl_monitor("busctl.txt");
     let socket = ok(&daemon.call("OpenAudioInput", &["s", "s16le"]));
     assert!(socket.starts_with("h "), "{socket}");
-    // busctl has closed it: back to no microphone, still up.
+    // busctl has closed it: back to no microphone, still up, and the
+    // microphone's absence is reported again as an Error signal.
+    let started = Instant::now();
+    let error = loop {
+        let signals = daemon.signals("signals.jsonl");
+        if let Some(e) = signals.iter().find(|s| s["signal"] == "Error") {
+            break e.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{signals:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(error["code"], "audio-input");
+    assert!(error["message"].as_str().unwrap().contains(MIC), "{error}");
     wait_property(&daemon, "InputDevice", "s \"none\"");
     assert_eq!(daemon.property("State"), "s \"idle\"");
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    stop(busctl);
+    let seen = daemon.busctl_signals("busctl.txt");
+    assert!(seen.iter().any(|s| s == "Error"), "busctl saw {seen:?}");
 }
 
 #[test]
@@ -912,7 +968,18 @@ fn calling_the_name_starts_the_daemon_through_its_activation_file() {
     {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid])
+        .stderr(Stdio::null())
+        .status();
     let _ = bus_daemon.kill();
     let _ = bus_daemon.wait();
+}
+
+/// Ends a child with SIGTERM, so it flushes what it has written.
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }

@@ -518,6 +518,19 @@ impl<C: SpeechClassifier> Segmenter<C> {
         }
     }
 
+    /// In an utterance whose latest frames are not speech: where its speech
+    /// last ended and how many samples of non-speech have followed. The
+    /// utterance ends here if the silence reaches `end_silence_ms`.
+    pub fn pausing(&self) -> Option<(u64, u64)> {
+        match &self.state {
+            State::Speech(open) if open.silent_frames > 0 => {
+                let held_end = open.audio_start + open.audio.len() as u64;
+                Some((open.last_speech_end, held_end - open.last_speech_end))
+            }
+            _ => None,
+        }
+    }
+
     /// True between a `SpeechStart` and its `SpeechEnd`/`SpeechDiscarded`.
     pub fn in_speech(&self) -> bool {
         matches!(self.state, State::Speech(_))
@@ -1000,6 +1013,24 @@ mod tests {
                 at_sample: 20 * FRAME
             })
         );
+    }
+
+    #[test]
+    fn a_pause_in_speech_is_reported_until_speech_resumes_or_ends() {
+        let decisions = script(&[(N, 10), (S, 30), (N, 3), (S, 10), (N, 30)]);
+        let mut seg =
+            Segmenter::new(VadConfig::default(), ScriptedClassifier::new(decisions)).unwrap();
+        let mut pauses = Vec::new();
+        for i in 0..83 {
+            seg.push(&frame_at(i * FRAME, FRAME as usize)).unwrap();
+            pauses.push(seg.pausing());
+        }
+        assert_eq!(pauses[39], None, "still talking");
+        assert_eq!(pauses[40], Some((40 * FRAME, FRAME)));
+        assert_eq!(pauses[42], Some((40 * FRAME, 3 * FRAME)));
+        assert_eq!(pauses[43], None, "speech resumed");
+        assert_eq!(pauses[53], Some((53 * FRAME, FRAME)));
+        assert_eq!(pauses[82], None, "the utterance ended");
     }
 
     #[test]

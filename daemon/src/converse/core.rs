@@ -19,7 +19,7 @@ use hark_converse::turn::{
 use hark_llm::{CancelHandle, ChatMessage, LlmEvent, LlmWorker, INTERRUPTED_MARKER};
 
 use super::events::EventLog;
-use super::hearing::{HearingEvent, SttJob, SttResult};
+use super::hearing::{HearingEvent, SttJob, SttPurpose, SttResult};
 use super::input::{ExternalInput, InputSwitch};
 use super::speaker::{PlaybackReport, Speaker, SpeakerCommand};
 use super::voice::{ClauseVoice, Synthesized};
@@ -119,6 +119,16 @@ pub enum Published {
     },
 }
 
+/// A transcription started when the user's speech paused.
+#[derive(Debug)]
+struct Speculation {
+    speech_end_ms: u64,
+    /// Its transcript and how long Whisper took, once done.
+    text: Option<(String, u64)>,
+    /// The utterance that ended at the pause and waits for the transcript.
+    waiting: Option<hark_converse::turn::UtteranceId>,
+}
+
 /// Receives every [`Published`] event, on the core's thread: keep it quick.
 pub type Publisher = Box<dyn FnMut(Published) + Send>;
 
@@ -166,6 +176,11 @@ pub struct Core {
     generation: Option<(ReplyId, CancelHandle)>,
     /// Audio of the utterance the VAD just closed, until Transcribe asks.
     utterance_audio: Option<Vec<f32>>,
+    /// Where the speech of that utterance ended (ms), to match a
+    /// speculation.
+    utterance_end_ms: Option<u64>,
+    /// The latest speculative transcription (see `SpeechPausing`).
+    speculation: Option<Speculation>,
     /// Synthesized clauses waiting for their turn to play.
     synthesized: HashMap<ClauseId, Vec<f32>>,
     /// Events the core owes the state machine (answers it can give itself).
@@ -214,6 +229,8 @@ impl Core {
             workers,
             generation: None,
             utterance_audio: None,
+            utterance_end_ms: None,
+            speculation: None,
             synthesized: HashMap::new(),
             owed: VecDeque::new(),
             log,
@@ -244,11 +261,51 @@ impl Core {
         let job = SttJob {
             utterance: 0,
             audio,
-            partial: true,
+            purpose: SttPurpose::Partial,
         };
         // A full queue only costs this partial.
         if self.workers.stt.try_send(job).is_ok() {
             self.partial_in_flight = true;
+        }
+    }
+
+    fn log_transcript(
+        &mut self,
+        now: u64,
+        utterance: u64,
+        text: &str,
+        transcribe_ms: u64,
+        speculative: bool,
+    ) {
+        self.log.write(
+            now,
+            "transcript",
+            serde_json::json!({
+                "utterance": utterance,
+                "text": text,
+                "transcribe_ms": transcribe_ms,
+                "speculative": speculative,
+            }),
+        );
+    }
+
+    /// Transcribes the speech so far on speculation that the pause at
+    /// `speech_end_ms` ends the turn; replaces any older speculation.
+    fn speculate(&mut self, speech_end_ms: u64, audio: Vec<f32>) {
+        if self.conversation.state() != State::UserSpeaking {
+            return;
+        }
+        let job = SttJob {
+            utterance: 0,
+            audio,
+            purpose: SttPurpose::Speculative { speech_end_ms },
+        };
+        if self.workers.stt.try_send(job).is_ok() {
+            self.speculation = Some(Speculation {
+                speech_end_ms,
+                text: None,
+                waiting: None,
+            });
         }
     }
 
@@ -391,6 +448,7 @@ impl Core {
                     json!({ "start_ms": start_ms, "at_ms": at_ms }),
                 );
                 self.utterance_audio = Some(audio);
+                self.utterance_end_ms = Some(at_ms);
                 self.feed(at_ms, Event::SpeechEnded);
                 // Not asked to transcribe it (speech over Hark too short).
                 self.utterance_audio = None;
@@ -420,7 +478,34 @@ impl Core {
             CoreInput::Hearing(HearingEvent::SpeechSoFar { audio }) => {
                 self.transcribe_partial(audio);
             }
-            CoreInput::Transcribed(r) if r.partial => {
+            CoreInput::Hearing(HearingEvent::SpeechPausing {
+                speech_end_ms,
+                audio,
+            }) => self.speculate(speech_end_ms, audio),
+            CoreInput::Transcribed(SttResult {
+                purpose: SttPurpose::Speculative { speech_end_ms },
+                text,
+                transcribe_ms,
+                ..
+            }) => {
+                self.log.write(
+                    now,
+                    "speculative_transcript",
+                    json!({ "speech_end_ms": speech_end_ms, "text": text, "transcribe_ms": transcribe_ms }),
+                );
+                match self.speculation.as_mut() {
+                    Some(s) if s.speech_end_ms == speech_end_ms => match s.waiting.take() {
+                        Some(utterance) => {
+                            self.speculation = None;
+                            self.log_transcript(now, utterance, &text, transcribe_ms, true);
+                            self.feed(now, Event::Transcript { utterance, text });
+                        }
+                        None => s.text = Some((text, transcribe_ms)),
+                    },
+                    _ => {} // the user went on talking: wasted, as expected
+                }
+            }
+            CoreInput::Transcribed(r) if r.purpose == SttPurpose::Partial => {
                 self.partial_in_flight = false;
                 self.log.write(
                     now,
@@ -433,11 +518,7 @@ impl Core {
                 }
             }
             CoreInput::Transcribed(r) => {
-                self.log.write(
-                    now,
-                    "transcript",
-                    json!({ "utterance": r.utterance, "text": r.text, "transcribe_ms": r.transcribe_ms }),
-                );
+                self.log_transcript(now, r.utterance, &r.text, r.transcribe_ms, false);
                 self.feed(
                     now,
                     Event::Transcript {
@@ -632,10 +713,29 @@ impl Core {
                     self.owe_empty_transcript(utterance);
                     return;
                 };
+                let end = self.utterance_end_ms.take();
+                if let Some(s) = self
+                    .speculation
+                    .as_mut()
+                    .filter(|s| Some(s.speech_end_ms) == end)
+                {
+                    // The speech did not go on after the pause: the
+                    // speculative transcript is this utterance's.
+                    match s.text.take() {
+                        Some((text, transcribe_ms)) => {
+                            self.speculation = None;
+                            self.log_transcript(now, utterance, &text, transcribe_ms, true);
+                            self.owed.push_back(Event::Transcript { utterance, text });
+                        }
+                        None => s.waiting = Some(utterance),
+                    }
+                    return;
+                }
+                self.speculation = None;
                 let job = SttJob {
                     utterance,
                     audio,
-                    partial: false,
+                    purpose: SttPurpose::Final,
                 };
                 match self.workers.stt.try_send(job) {
                     Ok(()) => {}

@@ -37,6 +37,11 @@ const GATE_FLOOR: f32 = 1e-6;
 const GATE_ECHO_ARRIVAL: usize = 20;
 /// Ratios needed before the learned coupling is trusted.
 const GATE_WARM_UP: usize = 50;
+/// Silence after speech at which the utterance so far is sent to Whisper
+/// on speculation, well before the VAD's end of turn (300 ms in a
+/// conversation): if no speech follows, that transcript is the final one
+/// and the reply starts sooner.
+const SPECULATE_AFTER_MS: u64 = 120;
 
 /// What the ears report. Times are on the input timeline, in ms.
 #[derive(Debug)]
@@ -54,6 +59,13 @@ pub enum HearingEvent {
     },
     /// The utterance still in progress, for a partial transcript.
     SpeechSoFar {
+        audio: Vec<f32>,
+    },
+    /// The speech of the open utterance paused at `speech_end_ms`; `audio`
+    /// is all of it. If a `SpeechEnded` with the same end follows, its
+    /// transcript is this audio's.
+    SpeechPausing {
+        speech_end_ms: u64,
         audio: Vec<f32>,
     },
     /// The ears switched to another input (the daemon's [`SwitchedInput`]).
@@ -277,10 +289,15 @@ pub fn spawn_hearing(
             let mut aec = echo.map(Aec::new);
             let result = (|| -> anyhow::Result<()> {
                 // WebRTC's VAD is not Send: it lives and dies on this thread.
-                let mut segmenter = Segmenter::webrtc(vad)?;
+                let mut segmenter = Segmenter::webrtc(vad.clone())?;
                 let partial_every = partial_every_ms.map(|ms| (SAMPLE_RATE * ms / 1000) as usize);
                 // Speech length at the last partial report.
                 let mut reported = 0;
+                // Speech end of the last speculation.
+                let mut speculated = None;
+                // Only worth it where the turn ends well after it.
+                let speculate_after = (u64::from(vad.end_silence_ms) > SPECULATE_AFTER_MS + 60)
+                    .then_some(SPECULATE_AFTER_MS * SAMPLE_RATE as u64 / 1000);
                 while !stop.load(Ordering::Relaxed) {
                     let Some(mut frame) = source
                         .next_frame()
@@ -313,6 +330,21 @@ pub fn spawn_hearing(
                         }
                         (_, None) => reported = 0,
                         _ => {}
+                    }
+                    if let (Some(after), Some((speech_end, silence))) =
+                        (speculate_after, segmenter.pausing())
+                    {
+                        if silence >= after && speculated != Some(speech_end) {
+                            speculated = Some(speech_end);
+                            let audio = segmenter.speech_so_far().unwrap_or_default().to_vec();
+                            let event = HearingEvent::SpeechPausing {
+                                speech_end_ms: ms(speech_end),
+                                audio,
+                            };
+                            if !report(event) {
+                                return Ok(());
+                            }
+                        }
                     }
                 }
                 if let Some(event) = segmenter.finish() {
@@ -348,14 +380,24 @@ fn to_hearing(event: VadEvent) -> HearingEvent {
 pub struct SttJob {
     pub utterance: UtteranceId,
     pub audio: Vec<f32>,
+    pub purpose: SttPurpose,
+}
+
+/// Why a transcript is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SttPurpose {
+    /// An ended utterance's: the state machine gets it.
+    Final,
     /// Speech still in progress: the text is shown, not answered.
-    pub partial: bool,
+    Partial,
+    /// Speech that paused at `speech_end_ms`: final if it stays ended.
+    Speculative { speech_end_ms: u64 },
 }
 
 #[derive(Debug)]
 pub struct SttResult {
     pub utterance: UtteranceId,
-    pub partial: bool,
+    pub purpose: SttPurpose,
     /// Empty when Whisper heard no words or failed (the failure is logged).
     pub text: String,
     pub transcribe_ms: u64,
@@ -382,7 +424,7 @@ pub fn spawn_stt(
                 };
                 let result = SttResult {
                     utterance: job.utterance,
-                    partial: job.partial,
+                    purpose: job.purpose,
                     text,
                     transcribe_ms: started.elapsed().as_millis() as u64,
                 };

@@ -203,14 +203,18 @@ impl<R: Read + Send> PcmStreamSource<R> {
             + Duration::from_secs_f64(frame_end as f64 / SAMPLE_RATE as f64)
     }
 
-    /// Reads once. `Ok(false)`: the read timed out with nothing new.
-    fn read_some(&mut self) -> Result<bool, AudioError> {
+    /// Reads once (a timeout reads nothing).
+    fn read_some(&mut self) -> Result<(), AudioError> {
         let n = match self.reader.read(&mut self.bytes[self.partial..]) {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Ok(false)
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                return Ok(())
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(true),
             Err(e) => return Err(AudioError::Stopped(format!("{}: {e}", self.label))),
         };
         self.resampled.clear();
@@ -222,7 +226,7 @@ impl<R: Read + Send> PcmStreamSource<R> {
             self.framer.push(&self.resampled, &mut frames);
             self.ready.extend(frames);
             self.ready.extend(self.framer.flush());
-            return Ok(true);
+            return Ok(());
         }
         let available = self.partial + n;
         let frame_bytes = self.format.frame_bytes();
@@ -246,7 +250,7 @@ impl<R: Read + Send> PcmStreamSource<R> {
         let mut frames = Vec::new();
         self.framer.push(&self.resampled, &mut frames);
         self.ready.extend(frames);
-        Ok(true)
+        Ok(())
     }
 
     /// Stands in a silent frame for audio that is late beyond the grace.
@@ -285,11 +289,13 @@ impl<R: Read + Send> FrameSource for PcmStreamSource<R> {
             if self.ended {
                 return Ok(None);
             }
-            if !self.read_some()? {
-                if let Some(frame) = self.gap_frame() {
-                    return Ok(Some(frame));
-                }
+            // Already too late: catch up with silence before waiting on the
+            // writer again, so a long quiet spell does not leave the
+            // timeline behind the wall clock.
+            if let Some(frame) = self.gap_frame() {
+                return Ok(Some(frame));
             }
+            self.read_some()?;
         }
     }
 
@@ -407,6 +413,35 @@ mod tests {
         assert_eq!(source.gap_frames(), 2);
         // 60 ms of audio plus the grace: silence is not invented early.
         assert!(started.elapsed() >= GAP_GRACE);
+    }
+
+    /// Nothing to read, ever; each read waits out a long timeout.
+    struct Silent;
+
+    impl Read for Silent {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_millis(100));
+            Err(ErrorKind::WouldBlock.into())
+        }
+    }
+
+    #[test]
+    fn a_long_quiet_spell_keeps_up_with_the_wall_clock() {
+        let mut source =
+            PcmStreamSource::new(Silent, PcmFormat::S16LE_16K_MONO, 160, "test").unwrap();
+        let started = Instant::now();
+        let mut last = None;
+        while started.elapsed() < Duration::from_millis(800) {
+            last = source.next_frame().unwrap();
+        }
+        // 10 ms frames, yet reads that block for 100 ms: the timeline is
+        // still within the grace (plus one read) of the wall clock.
+        let heard_ms = last.unwrap().end_sample() / 16;
+        let behind = started.elapsed().as_millis() as u64 - heard_ms;
+        assert!(
+            behind <= (GAP_GRACE.as_millis() + 150) as u64,
+            "{behind} ms behind"
+        );
     }
 
     #[test]

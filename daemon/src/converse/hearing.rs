@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hark_aec::EchoCanceller;
-use hark_audio::vad::{Segmenter, VadConfig, VadEvent};
+use hark_audio::vad::{Segmenter, SpeechClassifier, VadConfig, VadEvent};
 use hark_audio::{Frame, FrameSource, SAMPLE_RATE};
 use hark_converse::turn::UtteranceId;
 use hark_stt::SpeechToText;
@@ -268,6 +268,65 @@ fn ms(sample: u64) -> u64 {
     sample * 1000 / SAMPLE_RATE as u64
 }
 
+/// Reports on the utterance the VAD still has open: the speech so far, for
+/// partial transcripts, and pauses worth a speculative final transcript.
+struct SpeechInProgress {
+    /// Samples of speech between partial reports; `None`: no partials.
+    partial_every: Option<usize>,
+    /// Audio length at the last partial report.
+    reported: usize,
+    /// Samples of silence after speech before speculating; `None`: never.
+    speculate_after: Option<u64>,
+    /// Speech end of the last speculation.
+    speculated: Option<u64>,
+}
+
+impl SpeechInProgress {
+    fn new(vad: &VadConfig, partial_every_ms: Option<u32>) -> Self {
+        let samples = |ms: u64| ms * SAMPLE_RATE as u64 / 1000;
+        Self {
+            partial_every: partial_every_ms.map(|ms| samples(ms.into()) as usize),
+            reported: 0,
+            // Only worth it where the turn ends well after the pause.
+            speculate_after: (u64::from(vad.end_silence_ms) > SPECULATE_AFTER_MS + 60)
+                .then(|| samples(SPECULATE_AFTER_MS)),
+            speculated: None,
+        }
+    }
+
+    /// What to report after the segmenter took a frame.
+    fn poll<C: SpeechClassifier>(&mut self, segmenter: &Segmenter<C>) -> [Option<HearingEvent>; 2] {
+        let Some(audio) = segmenter.speech_so_far() else {
+            self.reported = 0;
+            return [None, None];
+        };
+        let pausing = segmenter.pausing();
+        // A pause adds no words (and may be speculated on already).
+        let partial = match self.partial_every {
+            Some(every) if audio.len() >= self.reported + every && pausing.is_none() => {
+                self.reported = audio.len();
+                Some(HearingEvent::SpeechSoFar {
+                    audio: audio.to_vec(),
+                })
+            }
+            _ => None,
+        };
+        let pause = match (self.speculate_after, pausing) {
+            (Some(after), Some((speech_end, silence)))
+                if silence >= after && self.speculated != Some(speech_end) =>
+            {
+                self.speculated = Some(speech_end);
+                Some(HearingEvent::SpeechPausing {
+                    speech_end_ms: ms(speech_end),
+                    audio: audio.to_vec(),
+                })
+            }
+            _ => None,
+        };
+        [partial, pause]
+    }
+}
+
 /// Starts "hark-hear". `origin` is set when the first frame arrives, to
 /// the wall time of its sample 0: the input timeline's zero, which every
 /// other thread measures from. The source must be fresh (a device opened
@@ -289,15 +348,8 @@ pub fn spawn_hearing(
             let mut aec = echo.map(Aec::new);
             let result = (|| -> anyhow::Result<()> {
                 // WebRTC's VAD is not Send: it lives and dies on this thread.
-                let mut segmenter = Segmenter::webrtc(vad.clone())?;
-                let partial_every = partial_every_ms.map(|ms| (SAMPLE_RATE * ms / 1000) as usize);
-                // Speech length at the last partial report.
-                let mut reported = 0;
-                // Speech end of the last speculation.
-                let mut speculated = None;
-                // Only worth it where the turn ends well after it.
-                let speculate_after = (u64::from(vad.end_silence_ms) > SPECULATE_AFTER_MS + 60)
-                    .then_some(SPECULATE_AFTER_MS * SAMPLE_RATE as u64 / 1000);
+                let mut in_progress = SpeechInProgress::new(&vad, partial_every_ms);
+                let mut segmenter = Segmenter::webrtc(vad)?;
                 while !stop.load(Ordering::Relaxed) {
                     let Some(mut frame) = source
                         .next_frame()
@@ -320,30 +372,9 @@ pub fn spawn_hearing(
                             return Ok(());
                         }
                     }
-                    match (partial_every, segmenter.speech_so_far()) {
-                        (Some(every), Some(audio)) if audio.len() >= reported + every => {
-                            reported = audio.len();
-                            let audio = audio.to_vec();
-                            if !report(HearingEvent::SpeechSoFar { audio }) {
-                                return Ok(());
-                            }
-                        }
-                        (_, None) => reported = 0,
-                        _ => {}
-                    }
-                    if let (Some(after), Some((speech_end, silence))) =
-                        (speculate_after, segmenter.pausing())
-                    {
-                        if silence >= after && speculated != Some(speech_end) {
-                            speculated = Some(speech_end);
-                            let audio = segmenter.speech_so_far().unwrap_or_default().to_vec();
-                            let event = HearingEvent::SpeechPausing {
-                                speech_end_ms: ms(speech_end),
-                                audio,
-                            };
-                            if !report(event) {
-                                return Ok(());
-                            }
+                    for event in in_progress.poll(&segmenter).into_iter().flatten() {
+                        if !report(event) {
+                            return Ok(());
                         }
                     }
                 }
@@ -413,7 +444,23 @@ pub fn spawn_stt(
     let thread = std::thread::Builder::new()
         .name("hark-stt".into())
         .spawn(move || {
-            for job in rx {
+            let mut queued = std::collections::VecDeque::new();
+            while let Some(job) = queued.pop_front().or_else(|| rx.recv().ok()) {
+                queued.extend(rx.try_iter());
+                // A partial with anything behind it is stale (and running
+                // it would delay the transcript the reply waits for).
+                if job.purpose == SttPurpose::Partial && !queued.is_empty() {
+                    let skipped = SttResult {
+                        utterance: job.utterance,
+                        purpose: job.purpose,
+                        text: String::new(),
+                        transcribe_ms: 0,
+                    };
+                    if !report(skipped) {
+                        break;
+                    }
+                    continue;
+                }
                 let started = Instant::now();
                 let text = match stt.transcribe(&job.audio) {
                     Ok(t) => t.text(),
@@ -435,4 +482,91 @@ pub fn spawn_stt(
         })
         .context("cannot start the speech-to-text thread")?;
     Ok((jobs, thread))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hark_audio::vad::VadError;
+
+    /// Speech exactly where the script says, one decision per frame.
+    struct Script(std::vec::IntoIter<bool>);
+
+    impl SpeechClassifier for Script {
+        fn is_speech(&mut self, _: &[i16]) -> Result<bool, VadError> {
+            Ok(self.0.next().unwrap_or(false))
+        }
+    }
+
+    /// Runs 10 ms frames through a segmenter with `decisions`, collecting
+    /// what `SpeechInProgress` reports after each: (frame, event name).
+    fn reports(
+        vad: VadConfig,
+        partial_every_ms: Option<u32>,
+        decisions: &[bool],
+    ) -> Vec<(usize, String)> {
+        let mut in_progress = SpeechInProgress::new(&vad, partial_every_ms);
+        let mut segmenter = Segmenter::new(vad, Script(decisions.to_vec().into_iter())).unwrap();
+        let mut out = Vec::new();
+        for k in 0..decisions.len() + 50 {
+            let frame = Frame {
+                start_sample: (k * 160) as u64,
+                samples: vec![0.0; 160],
+            };
+            segmenter.push(&frame).unwrap();
+            for event in in_progress.poll(&segmenter).into_iter().flatten() {
+                let name = match event {
+                    HearingEvent::SpeechSoFar { .. } => "partial".to_owned(),
+                    HearingEvent::SpeechPausing { speech_end_ms, .. } => {
+                        format!("pause@{speech_end_ms}")
+                    }
+                    other => panic!("{other:?}"),
+                };
+                out.push((k, name));
+            }
+        }
+        out
+    }
+
+    fn conversation_vad() -> VadConfig {
+        VadConfig {
+            frame_ms: 10,
+            onset_ms: 90,
+            end_silence_ms: 300,
+            ..VadConfig::default()
+        }
+    }
+
+    #[test]
+    fn partials_come_every_interval_and_each_pause_is_speculated_once() {
+        // 1.5 s of speech, a 200 ms pause, 1 s more, then silence.
+        let mut decisions = vec![false; 10];
+        decisions.extend([true; 150]);
+        decisions.extend([false; 20]);
+        decisions.extend([true; 100]);
+        let got = reports(conversation_vad(), Some(1000), &decisions);
+        let partials = got.iter().filter(|(_, n)| n == "partial").count();
+        // At 1 and 2 s of audio; the third second ends in silence.
+        assert_eq!(partials, 2, "{got:?}");
+        let pauses: Vec<&str> = got
+            .iter()
+            .filter(|(_, n)| n != "partial")
+            .map(|(_, n)| n.as_str())
+            .collect();
+        // The mid-sentence pause and the end, each once, 120 ms in.
+        assert_eq!(pauses, ["pause@1600", "pause@2800"], "{got:?}");
+        let first_pause = got.iter().find(|(_, n)| n == "pause@1600").unwrap().0;
+        assert_eq!(first_pause, 160 + 12 - 1);
+    }
+
+    #[test]
+    fn nothing_is_reported_without_partials_or_room_to_speculate() {
+        let mut decisions = vec![false; 10];
+        decisions.extend([true; 150]);
+        let quick_end = VadConfig {
+            end_silence_ms: 150,
+            ..conversation_vad()
+        };
+        assert_eq!(reports(quick_end, None, &decisions), []);
+    }
 }

@@ -129,7 +129,7 @@ impl SwitchedInput {
             started: None,
             report: Box::new(report),
         };
-        input.use_microphone(true);
+        input.use_microphone(false);
         input
     }
 

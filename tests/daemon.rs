@@ -46,6 +46,15 @@ fn start_bus(bus: &std::path::Path) -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
+/// Runs a test's async part (zbus) to completion.
+fn block_on<T>(test: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test)
+}
+
 /// A zbus proxy for the daemon on the bus at `address`.
 async fn connect(address: &str) -> zbus::Result<zbus::Proxy<'static>> {
     let connection = zbus::connection::Builder::address(address).build().await?;
@@ -196,6 +205,30 @@ impl Daemon {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Waits for the `nth` (1-based) signal called `name` in the monitor's
+    /// file and returns it.
+    fn wait_signal(
+        &self,
+        file: &str,
+        name: &str,
+        nth: usize,
+        limit: Duration,
+    ) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let signals = self.signals(file);
+            if let Some(found) = signals.iter().filter(|s| s["signal"] == name).nth(nth - 1) {
+                return found.clone();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no {name} #{nth} within {limit:?}: {signals:#?}\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn wait_state(&self, want: &str, limit: Duration) {
@@ -380,11 +413,7 @@ fn every_method_and_property_through_busctl() {
 fn every_method_and_property_through_zbus() {
     let daemon = Daemon::start();
     let address = daemon.address();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
+    block_on(async move {
         let proxy = connect(&address).await.unwrap();
         let state: String = proxy.get_property("State").await.unwrap();
         assert_eq!(state, "listening");
@@ -494,19 +523,7 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
     let mut monitor = daemon.monitor("signals.jsonl");
     let busctl = daemon.busctl_monitor("busctl.txt");
     daemon.rig.play_into_mic(&question);
-    let started = Instant::now();
-    while !daemon
-        .signals("signals.jsonl")
-        .iter()
-        .any(|s| s["signal"] == "TurnFinished")
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{:#?}",
-            daemon.signals("signals.jsonl")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    daemon.wait_signal("signals.jsonl", "TurnFinished", 1, Duration::from_secs(60));
     let _ = monitor.kill();
     let _ = monitor.wait();
     stop(busctl);
@@ -577,11 +594,7 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
 fn fifty_clients_at_once_for_thirty_seconds() {
     let daemon = Daemon::start();
     let address = daemon.address();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let calls = runtime.block_on(async move {
+    let calls = block_on(async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut clients = Vec::new();
         for n in 0..50 {
@@ -683,18 +696,10 @@ fn a_recording_streamed_through_open_audio_input_is_transcribed() {
         .arg(&question)
         .arg(text)));
     // 16 kHz mono s16le, what a companion app relays.
-    let pcm: Vec<u8> = hark_audio::wav::read_wav_16k_mono(&question)
-        .unwrap()
-        .iter()
-        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
-        .collect();
+    let pcm = hark_audio::stream::to_s16le(&hark_audio::wav::read_wav_16k_mono(&question).unwrap());
     let mut monitor = daemon.monitor("signals.jsonl");
     let address = daemon.address();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async move {
+    block_on(async move {
         let proxy = connect(&address).await.unwrap();
         let fd: zbus::OwnedFd = proxy.call("OpenAudioInput", &("s16le",)).await.unwrap();
         let mut socket = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
@@ -736,21 +741,15 @@ fn a_recording_streamed_through_open_audio_input_is_transcribed() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let started = Instant::now();
-    let transcript = loop {
-        let signals = daemon.signals("signals.jsonl");
-        if let Some(s) = signals.iter().find(|s| s["signal"] == "FinalTranscript") {
-            break s["text"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{signals:#?}\n{}",
-            daemon.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let heard = daemon.wait_signal(
+        "signals.jsonl",
+        "FinalTranscript",
+        1,
+        Duration::from_secs(30),
+    );
+    let transcript = heard["text"].as_str().unwrap();
     assert!(
-        wer(text, &transcript) <= 0.25,
+        wer(text, transcript) <= 0.25,
         "streamed {text:?}, Hark heard {transcript:?}"
     );
 
@@ -765,26 +764,17 @@ fn a_recording_streamed_through_open_audio_input_is_transcribed() {
     cmd.arg("stream").arg(&question);
     daemon.env(&mut cmd);
     ok(&run(&mut cmd));
-    let started = Instant::now();
-    let transcript = loop {
-        let signals = daemon.signals("signals.jsonl");
-        let finals: Vec<_> = signals
-            .iter()
-            .filter(|s| s["signal"] == "FinalTranscript")
-            .collect();
-        if finals.len() >= 2 {
-            break finals[finals.len() - 1]["text"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{signals:#?}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let heard = daemon.wait_signal(
+        "signals.jsonl",
+        "FinalTranscript",
+        2,
+        Duration::from_secs(30),
+    );
+    let transcript = heard["text"].as_str().unwrap();
     let _ = monitor.kill();
     let _ = monitor.wait();
     assert!(
-        wer(text, &transcript) <= 0.25,
+        wer(text, transcript) <= 0.25,
         "hark stream {text:?}, Hark heard {transcript:?}"
     );
 }
@@ -838,15 +828,7 @@ fn without_its_microphone_the_daemon_stays_up_speaks_and_takes_a_stream() {
     assert!(socket.starts_with("h "), "{socket}");
     // busctl has closed it: back to no microphone, still up, and the
     // microphone's absence is reported again as an Error signal.
-    let started = Instant::now();
-    let error = loop {
-        let signals = daemon.signals("signals.jsonl");
-        if let Some(e) = signals.iter().find(|s| s["signal"] == "Error") {
-            break e.clone();
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{signals:#?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let error = daemon.wait_signal("signals.jsonl", "Error", 1, Duration::from_secs(10));
     assert_eq!(error["code"], "audio-input");
     assert!(error["message"].as_str().unwrap().contains(MIC), "{error}");
     wait_property(&daemon, "InputDevice", "s \"none\"");

@@ -140,6 +140,15 @@ impl FromStr for PcmFormat {
     }
 }
 
+/// Encodes samples in [-1, 1] as s16le bytes, what a stream of the
+/// default format carries.
+pub fn to_s16le(samples: &[f32]) -> Vec<u8> {
+    samples
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
+        .collect()
+}
+
 /// How long the writer may fall behind the wall clock before the missing
 /// audio is taken as silence: room for network jitter without inventing
 /// gaps in a stream that is merely bursty.

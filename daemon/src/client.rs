@@ -192,10 +192,7 @@ async fn stream(hark: &HarkProxy<'_>, args: StreamArgs) -> anyhow::Result<()> {
         (args.format.clone(), None)
     } else {
         let samples = hark_audio::wav::read_wav_16k_mono(&args.input)?;
-        let bytes: Vec<u8> = samples
-            .iter()
-            .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
-            .collect();
+        let bytes = hark_audio::stream::to_s16le(&samples);
         ("s16le".to_owned(), Some(bytes))
     };
     let fd = hark.open_audio_input(&format).await.map_err(explain)?;

@@ -167,21 +167,22 @@ impl Daemon {
     /// `hark monitor --json` into a file, until killed.
     fn monitor(&self, name: &str) -> Child {
         let mut cmd = hark();
-        cmd.args(["monitor", "--json"])
-            .stdout(Stdio::from(std::fs::File::create(self.path(name)).unwrap()))
-            .stderr(Stdio::null());
-        self.env(&mut cmd);
-        let child = cmd.spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(500));
-        child
+        cmd.args(["monitor", "--json"]);
+        self.watch(cmd, name)
     }
 
     /// `busctl --user monitor` of the daemon's name into a file, until
     /// killed: the same signals as seen by a tool that is not Hark's.
     fn busctl_monitor(&self, name: &str) -> Child {
         let mut cmd = Command::new("busctl");
-        cmd.args(["--user", "monitor", NAME])
-            .stdout(Stdio::from(std::fs::File::create(self.path(name)).unwrap()))
+        cmd.args(["--user", "monitor", NAME]);
+        self.watch(cmd, name)
+    }
+
+    /// Starts a watcher on this bus with its stdout in the file `name`,
+    /// and gives it time to subscribe.
+    fn watch(&self, mut cmd: Command, name: &str) -> Child {
+        cmd.stdout(Stdio::from(std::fs::File::create(self.path(name)).unwrap()))
             .stderr(Stdio::null());
         self.env(&mut cmd);
         let child = cmd.spawn().unwrap();

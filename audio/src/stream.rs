@@ -101,34 +101,8 @@ impl FromStr for PcmFormat {
                 )))
             }
         };
-        let rate = match parts.next() {
-            None => SAMPLE_RATE,
-            Some(rate) => rate
-                .parse::<u32>()
-                .ok()
-                .filter(|r| PCM_RATES.contains(r))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "rate {rate:?} must be a whole number of Hz from {} to {}",
-                        PCM_RATES.start(),
-                        PCM_RATES.end()
-                    ))
-                })?,
-        };
-        let channels = match parts.next() {
-            None => 1,
-            Some(channels) => channels
-                .parse::<u16>()
-                .ok()
-                .filter(|c| PCM_CHANNELS.contains(c))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "channel count {channels:?} must be from {} to {}",
-                        PCM_CHANNELS.start(),
-                        PCM_CHANNELS.end()
-                    ))
-                })?,
-        };
+        let rate = number_in(parts.next(), SAMPLE_RATE, PCM_RATES, "rate (Hz)").map_err(bad)?;
+        let channels = number_in(parts.next(), 1, PCM_CHANNELS, "channel count").map_err(bad)?;
         if parts.next().is_some() {
             return Err(bad("expected ENCODING[:RATE[:CHANNELS]]".into()));
         }
@@ -138,6 +112,31 @@ impl FromStr for PcmFormat {
             channels,
         })
     }
+}
+
+/// `text` as a number in `range`, or `default` when absent.
+fn number_in<T>(
+    text: Option<&str>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+    what: &str,
+) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display,
+{
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    text.parse::<T>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            format!(
+                "{what} {text:?} must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            )
+        })
 }
 
 /// Encodes samples in [-1, 1] as s16le bytes, what a stream of the

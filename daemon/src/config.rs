@@ -889,52 +889,15 @@ pub fn with_overrides(
 
 impl ConfigError {
     /// Lines of generated text mean nothing to the user.
-    fn without_line(self) -> Self {
-        match self {
-            ConfigError::Syntax {
-                origin, message, ..
-            } => ConfigError::Syntax {
-                origin,
-                line: None,
-                message,
-            },
-            ConfigError::UnknownKey {
-                key,
-                origin,
-                expected,
-                ..
-            } => ConfigError::UnknownKey {
-                key,
-                origin,
-                line: None,
-                expected,
-            },
-            ConfigError::BadValue {
-                key,
-                origin,
-                message,
-                ..
-            } => ConfigError::BadValue {
-                key,
-                origin,
-                line: None,
-                message,
-            },
-            ConfigError::OutOfRange {
-                key,
-                value,
-                allowed,
-                origin,
-                ..
-            } => ConfigError::OutOfRange {
-                key,
-                value,
-                allowed,
-                origin,
-                line: None,
-            },
-            other => other,
+    fn without_line(mut self) -> Self {
+        match &mut self {
+            ConfigError::Syntax { line, .. }
+            | ConfigError::UnknownKey { line, .. }
+            | ConfigError::BadValue { line, .. }
+            | ConfigError::OutOfRange { line, .. } => *line = None,
+            ConfigError::Read { .. } => {}
         }
+        self
     }
 }
 

@@ -24,22 +24,6 @@ const LONG_REQUEST: &str = "Tell me a long story about a brave knight and a drag
 const INTERRUPTION: &str = "Stop please, tell me about the sea instead.";
 const FALLBACK: &str = "Sorry, I have no answer to that.";
 
-/// Synthesizes `text` with Hark's voice into `dir/name.wav`.
-fn spoken(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let wav = dir.join(format!("{name}.wav"));
-    let out = run(hark().args(["say", "--output"]).arg(&wav).arg(text));
-    assert!(out.status.success(), "{}", stderr(&out));
-    wav
-}
-
-fn events(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// The log as JSON lines, for failure messages.
 fn dump(log: &Path) -> String {
     events(log)
@@ -47,10 +31,6 @@ fn dump(log: &Path) -> String {
         .map(|e| e.to_string())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-fn named<'a>(events: &'a [Value], name: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["event"] == name).collect()
 }
 
 /// Waits until the event log has `count` events called `name`.
@@ -124,20 +104,6 @@ fn stop_recording(mut recorder: Child) {
         .args(["-INT", &recorder.id().to_string()])
         .status();
     let _ = recorder.wait();
-}
-
-/// What the reply said, per the event log: the text of every clause of the
-/// turns that finished.
-fn replies(log: &[Value]) -> Vec<(String, bool)> {
-    named(log, "turn_finished")
-        .iter()
-        .map(|e| {
-            (
-                e["text"].as_str().unwrap_or_default().to_owned(),
-                e["interrupted"].as_bool().unwrap_or(false),
-            )
-        })
-        .collect()
 }
 
 /// 16 kHz mono samples of a WAV the rig recorded.
@@ -467,23 +433,4 @@ fn a_broken_language_model_is_named_before_anything_runs() {
 fn samples_ms(wav: &Path) -> u64 {
     let reader = hound::WavReader::open(wav).unwrap();
     reader.duration() as u64 * 1000 / reader.spec().sample_rate as u64
-}
-
-/// Writes `wav` with `before` and `after` seconds of silence around it.
-fn pad_with_silence(wav: &Path, out: &Path, before: f64, after: f64) {
-    let mut reader = hound::WavReader::open(wav).unwrap();
-    let spec = reader.spec();
-    let rate = spec.sample_rate as f64;
-    let body: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
-    let mut writer = hound::WavWriter::create(out, spec).unwrap();
-    for _ in 0..(before * rate) as usize {
-        writer.write_sample(0i16).unwrap();
-    }
-    for s in body {
-        writer.write_sample(s).unwrap();
-    }
-    for _ in 0..(after * rate) as usize {
-        writer.write_sample(0i16).unwrap();
-    }
-    writer.finalize().unwrap();
 }

@@ -67,13 +67,19 @@
 //! * `frame_ms = 30`: WebRTC's steadiest decisions and the fewest calls; 30 ms
 //!   granularity is far finer than any pause we care about.
 //! * `pre_roll_ms = 300`: covers the 100–200 ms of missed onset with margin.
-//! * `onset_ms = 150`: WebRTC smears a 5 ms click into 3–4 speech frames
-//!   (90–120 ms) and flags the first ~100 ms of any non-silent stream while
-//!   it initialises; 150 ms rejects both, yet is shorter than a syllable.
-//! * `end_silence_ms = 600`: longer than most pauses inside a sentence
-//!   (commas, breaths, hesitations, typically under 500 ms) so a request stays
-//!   one utterance, short enough that the reply does not feel late. WebRTC
-//!   also holds "speech" for ~60–90 ms after voicing stops, which adds to it.
+//! * `onset_ms = 150` for dictation: WebRTC smears a 5 ms click into 3–4
+//!   speech frames (90–120 ms) and flags the first ~100 ms of any non-silent
+//!   stream while it initialises; 150 ms rejects both, yet is shorter than a
+//!   syllable. A conversation takes 90 ms: an interruption silences Hark
+//!   only once its onset is confirmed, and the barge-in rule, not the VAD,
+//!   decides whether a click was the user.
+//! * `end_silence_ms = 300` in a conversation ([`VadConfig::default`]):
+//!   every millisecond of it is reply latency, and a pause mid-sentence that
+//!   splits a turn is joined back when the user goes on before Hark answers.
+//!   Dictation ([`VadConfig::dictation`]) waits 600 ms, longer than most
+//!   pauses inside a sentence (commas, breaths, hesitations, typically under
+//!   500 ms), so a sentence stays one utterance. WebRTC also holds "speech"
+//!   for ~60–90 ms after voicing stops, which adds to both.
 //! * `min_speech_ms = 250`: shorter than the briefest one-word command
 //!   ("yes", "stop", "no" ≈ 250–400 ms in isolation), longer than clicks,
 //!   knocks and the startup artefact.
@@ -88,6 +94,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+
+use hark_config::{doc, InvalidValue, KeyDoc, Section, Settings};
+use serde::{Deserialize, Serialize};
 
 use crate::frame::{Frame, SAMPLE_RATE};
 
@@ -107,23 +116,11 @@ fn samples_to_secs(samples: u64) -> f64 {
     samples as f64 / f64::from(SAMPLE_RATE)
 }
 
-/// An invalid [`VadConfig`] field. The message names the config key and the
-/// allowed values, e.g. `vad.frame_ms must be 10, 20 or 30 (got 25)`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key} must be {allowed} (got {got})")]
-pub struct VadConfigError {
-    /// Config key, e.g. `vad.frame_ms`.
-    pub key: &'static str,
-    /// Human-readable allowed values, e.g. `10, 20 or 30`.
-    pub allowed: String,
-    pub got: u32,
-}
-
 /// Failure while segmenting.
 #[derive(Debug, thiserror::Error)]
 pub enum VadError {
-    #[error(transparent)]
-    Config(#[from] VadConfigError),
+    #[error("invalid VAD setting: {0}")]
+    Config(#[from] InvalidValue),
     #[error(
         "VAD frame at sample {start_sample} has {got} samples; vad.frame_ms = {frame_ms} needs exactly {expected}"
     )]
@@ -137,9 +134,11 @@ pub enum VadError {
     Classifier(String),
 }
 
-/// Tuning for [`Segmenter`]. Durations are in milliseconds and are rounded
-/// up to whole frames. See the module docs for why each default was chosen.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Tuning for [`Segmenter`], and the `[vad]` section of Hark's
+/// configuration. Durations are in milliseconds and are rounded up to whole
+/// frames. See the module docs for why each default was chosen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct VadConfig {
     /// WebRTC VAD mode, 0 (least aggressive, most speech) ..= 3 (most
     /// aggressive, fewest false positives).
@@ -158,8 +157,22 @@ pub struct VadConfig {
     pub max_utterance_ms: u32,
 }
 
+/// The conversation's endpointing, which is what Hark mostly does.
 impl Default for VadConfig {
     fn default() -> Self {
+        Self {
+            end_silence_ms: 300,
+            onset_ms: 90,
+            ..Self::dictation()
+        }
+    }
+}
+
+impl VadConfig {
+    /// Endpointing for dictation (`hark listen`): a longer silence ends an
+    /// utterance and a longer onset starts one, since nobody waits for a
+    /// reply.
+    pub fn dictation() -> Self {
         Self {
             aggressiveness: 3,
             frame_ms: 30,
@@ -170,45 +183,6 @@ impl Default for VadConfig {
             max_utterance_ms: 28_000,
         }
     }
-}
-
-impl VadConfig {
-    /// Checks every field; the error names the first bad key.
-    pub fn validate(&self) -> Result<(), VadConfigError> {
-        fn range(key: &'static str, got: u32, lo: u32, hi: u32) -> Result<(), VadConfigError> {
-            if (lo..=hi).contains(&got) {
-                Ok(())
-            } else {
-                Err(VadConfigError {
-                    key,
-                    allowed: format!("between {lo} and {hi}"),
-                    got,
-                })
-            }
-        }
-        range("vad.aggressiveness", u32::from(self.aggressiveness), 0, 3)?;
-        if ![10, 20, 30].contains(&self.frame_ms) {
-            return Err(VadConfigError {
-                key: "vad.frame_ms",
-                allowed: "10, 20 or 30".into(),
-                got: self.frame_ms,
-            });
-        }
-        // Below 200 ms the pre-roll no longer covers the onsets WebRTC
-        // misses; the upper bounds keep buffers small and catch unit mix-ups
-        // (seconds typed as milliseconds or the reverse).
-        range("vad.pre_roll_ms", self.pre_roll_ms, 200, 2_000)?;
-        range("vad.end_silence_ms", self.end_silence_ms, 100, 5_000)?;
-        range("vad.onset_ms", self.onset_ms, 10, 1_000)?;
-        range("vad.max_utterance_ms", self.max_utterance_ms, 1_000, 60_000)?;
-        range(
-            "vad.min_speech_ms",
-            self.min_speech_ms,
-            0,
-            self.max_utterance_ms.min(5_000),
-        )?;
-        Ok(())
-    }
 
     /// Samples per frame (160, 320 or 480).
     pub fn frame_len(&self) -> usize {
@@ -218,6 +192,66 @@ impl VadConfig {
     fn frames_for(&self, ms: u32) -> usize {
         ms.div_ceil(self.frame_ms) as usize
     }
+}
+
+impl Settings for VadConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        use hark_config::check_range;
+        check_range("aggressiveness", self.aggressiveness, 0, 3)?;
+        if ![10, 20, 30].contains(&self.frame_ms) {
+            return Err(InvalidValue::new("frame_ms", self.frame_ms, "10, 20 or 30"));
+        }
+        // Below 200 ms the pre-roll no longer covers the onsets WebRTC
+        // misses; the upper bounds keep buffers small and catch unit mix-ups
+        // (seconds typed as milliseconds or the reverse).
+        check_range("pre_roll_ms", self.pre_roll_ms, 200, 2_000)?;
+        check_range("end_silence_ms", self.end_silence_ms, 100, 5_000)?;
+        check_range("onset_ms", self.onset_ms, 10, 1_000)?;
+        check_range("max_utterance_ms", self.max_utterance_ms, 1_000, 60_000)?;
+        check_range(
+            "min_speech_ms",
+            self.min_speech_ms,
+            0,
+            self.max_utterance_ms.min(5_000),
+        )
+    }
+}
+
+impl Section for VadConfig {
+    const DOC: &'static str = "Voice activity detection: where an utterance starts and ends \
+         (WebRTC VAD). Durations are in milliseconds, rounded up to whole frames.";
+    const KEYS: &'static [KeyDoc] = &[
+        doc(
+            "aggressiveness",
+            "How readily sound counts as speech: 0 (most speech, most false alarms) \
+             to 3 (fewest false alarms).",
+        ),
+        doc("frame_ms", "Classifier frame length: 10, 20 or 30."),
+        doc(
+            "pre_roll_ms",
+            "Audio kept from before the detected start, so the first sound is not \
+             lost. 200 to 2000.",
+        ),
+        doc(
+            "end_silence_ms",
+            "Silence that ends an utterance. Shorter answers sooner but may cut a \
+             pause mid-sentence. 100 to 5000.",
+        ),
+        doc(
+            "min_speech_ms",
+            "Utterances with less speech than this are ignored (coughs, clicks). \
+             0 to 5000, at most max_utterance_ms.",
+        ),
+        doc(
+            "onset_ms",
+            "Speech needed before an utterance starts; filters short noises. \
+             10 to 1000.",
+        ),
+        doc(
+            "max_utterance_ms",
+            "Longer speech is split (one Whisper window is 30 s). 1000 to 60000.",
+        ),
+    ];
 }
 
 /// Per-frame speech / non-speech decision on 16 kHz mono `i16` audio.
@@ -249,20 +283,14 @@ unsafe impl Send for WebRtcClassifier {}
 impl WebRtcClassifier {
     /// `aggressiveness` 0..=3 maps to libfvad's quality, low-bitrate,
     /// aggressive and very-aggressive modes.
-    pub fn new(aggressiveness: u8) -> Result<Self, VadConfigError> {
+    pub fn new(aggressiveness: u8) -> Result<Self, InvalidValue> {
         use webrtc_vad::VadMode;
         let mode = match aggressiveness {
             0 => VadMode::Quality,
             1 => VadMode::LowBitrate,
             2 => VadMode::Aggressive,
             3 => VadMode::VeryAggressive,
-            got => {
-                return Err(VadConfigError {
-                    key: "vad.aggressiveness",
-                    allowed: "between 0 and 3".into(),
-                    got: u32::from(got),
-                })
-            }
+            got => return Err(InvalidValue::new("aggressiveness", got, "between 0 and 3")),
         };
         let vad = webrtc_vad::Vad::new_with_rate_and_mode(webrtc_vad::SampleRate::Rate16kHz, mode);
         Ok(Self {
@@ -271,7 +299,7 @@ impl WebRtcClassifier {
         })
     }
 
-    pub fn from_config(config: &VadConfig) -> Result<Self, VadConfigError> {
+    pub fn from_config(config: &VadConfig) -> Result<Self, InvalidValue> {
         Self::new(config.aggressiveness)
     }
 
@@ -463,7 +491,7 @@ pub struct Segmenter<C: SpeechClassifier> {
 
 impl Segmenter<WebRtcClassifier> {
     /// A segmenter using WebRTC's VAD at `config.aggressiveness`.
-    pub fn webrtc(config: VadConfig) -> Result<Self, VadConfigError> {
+    pub fn webrtc(config: VadConfig) -> Result<Self, InvalidValue> {
         let classifier = WebRtcClassifier::from_config(&config)?;
         Self::new(config, classifier)
     }
@@ -471,8 +499,8 @@ impl Segmenter<WebRtcClassifier> {
 
 impl<C: SpeechClassifier> Segmenter<C> {
     /// Validates `config` and sets up an idle segmenter.
-    pub fn new(config: VadConfig, classifier: C) -> Result<Self, VadConfigError> {
-        config.validate()?;
+    pub fn new(config: VadConfig, classifier: C) -> Result<Self, InvalidValue> {
+        config.validate().map_err(|e| e.within("vad"))?;
         let frame_len = config.frame_len();
         let onset_frames = config.frames_for(config.onset_ms);
         let pre_roll = ms_to_samples(config.pre_roll_ms);
@@ -781,7 +809,7 @@ mod tests {
     }
 
     fn run(runs: &[(bool, usize)]) -> (Vec<(usize, VadEvent)>, Option<VadEvent>) {
-        run_config(VadConfig::default(), runs)
+        run_config(VadConfig::dictation(), runs)
     }
 
     fn utterance(event: &VadEvent) -> &Utterance {
@@ -837,7 +865,7 @@ mod tests {
         // A source that does not start at 0 clamps at its first sample.
         let offset = 1_000_000;
         let mut seg = Segmenter::new(
-            VadConfig::default(),
+            VadConfig::dictation(),
             ScriptedClassifier::new(script(&[(N, 2), (S, 20), (N, 25)])),
         )
         .unwrap();
@@ -922,7 +950,7 @@ mod tests {
     fn vad_pre_roll_never_repeats_previous_utterance() {
         let config = VadConfig {
             pre_roll_ms: 1_000,
-            ..VadConfig::default()
+            ..VadConfig::dictation()
         };
         let (events, _) = run_config(config, &[(N, 40), (S, 15), (N, 20), (S, 15), (N, 25)]);
         let first = utterance(&events[1].1);
@@ -936,7 +964,7 @@ mod tests {
     fn vad_max_utterance_force_splits() {
         let config = VadConfig {
             max_utterance_ms: 3_000, // 100 frames
-            ..VadConfig::default()
+            ..VadConfig::dictation()
         };
         let (events, fin) = run_config(config, &[(N, 10), (S, 250), (N, 25)]);
         assert_eq!(fin, None);
@@ -980,7 +1008,7 @@ mod tests {
     fn vad_forced_continuation_is_never_discarded() {
         let config = VadConfig {
             max_utterance_ms: 3_000,
-            ..VadConfig::default()
+            ..VadConfig::dictation()
         };
         // The continuation holds a single 30 ms speech frame.
         let (events, _) = run_config(config, &[(N, 10), (S, 101), (N, 25)]);
@@ -1019,7 +1047,7 @@ mod tests {
     fn a_pause_in_speech_is_reported_until_speech_resumes_or_ends() {
         let decisions = script(&[(N, 10), (S, 30), (N, 3), (S, 10), (N, 30)]);
         let mut seg =
-            Segmenter::new(VadConfig::default(), ScriptedClassifier::new(decisions)).unwrap();
+            Segmenter::new(VadConfig::dictation(), ScriptedClassifier::new(decisions)).unwrap();
         let mut pauses = Vec::new();
         for i in 0..83 {
             seg.push(&frame_at(i * FRAME, FRAME as usize)).unwrap();
@@ -1037,7 +1065,7 @@ mod tests {
     fn vad_finish_resets_for_a_new_stream() {
         let decisions = script(&[(S, 30), (N, 20), (S, 30), (N, 20)]);
         let mut seg =
-            Segmenter::new(VadConfig::default(), ScriptedClassifier::new(decisions)).unwrap();
+            Segmenter::new(VadConfig::dictation(), ScriptedClassifier::new(decisions)).unwrap();
         for stream in 0..2 {
             let mut ends = 0;
             for i in 0..50 {
@@ -1058,7 +1086,7 @@ mod tests {
     fn vad_position_jump_closes_open_utterance() {
         let decisions = script(&[(N, 20), (S, 30), (S, 30), (N, 30)]);
         let mut seg =
-            Segmenter::new(VadConfig::default(), ScriptedClassifier::new(decisions)).unwrap();
+            Segmenter::new(VadConfig::dictation(), ScriptedClassifier::new(decisions)).unwrap();
         let mut events = Vec::new();
         for i in 0..50 {
             events.extend(seg.push(&frame_at(i * FRAME, 480)).unwrap());
@@ -1084,7 +1112,7 @@ mod tests {
     fn vad_onset_tolerates_one_miss_with_short_frames() {
         let config = VadConfig {
             frame_ms: 10, // onset window 15 frames, 14 needed
-            ..VadConfig::default()
+            ..VadConfig::dictation()
         };
         let (events, _) = run_config(config.clone(), &[(N, 50), (S, 7), (N, 1), (S, 7), (N, 100)]);
         assert_eq!(
@@ -1103,7 +1131,7 @@ mod tests {
     #[test]
     fn vad_classifier_gets_clamped_i16() {
         let mut seg =
-            Segmenter::new(VadConfig::default(), ScriptedClassifier::new(vec![])).unwrap();
+            Segmenter::new(VadConfig::dictation(), ScriptedClassifier::new(vec![])).unwrap();
         let mut samples = vec![0.0f32; 480];
         samples[..6].copy_from_slice(&[2.0, -2.0, f32::NAN, 0.5, -1.0, 1.0]);
         seg.push(&Frame {
@@ -1120,7 +1148,7 @@ mod tests {
     #[test]
     fn vad_wrong_frame_length_is_an_error() {
         let mut seg =
-            Segmenter::new(VadConfig::default(), ScriptedClassifier::new(vec![])).unwrap();
+            Segmenter::new(VadConfig::dictation(), ScriptedClassifier::new(vec![])).unwrap();
         let err = seg.push(&frame_at(0, 320)).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -1130,62 +1158,56 @@ mod tests {
 
     #[test]
     fn vad_config_validation_names_the_key() {
+        assert_eq!(VadConfig::dictation().validate(), Ok(()));
         assert_eq!(VadConfig::default().validate(), Ok(()));
         let bad = |f: fn(&mut VadConfig)| {
-            let mut c = VadConfig::default();
+            let mut c = VadConfig::dictation();
             f(&mut c);
             c.validate().unwrap_err().to_string()
         };
         assert_eq!(
             bad(|c| c.frame_ms = 25),
-            "vad.frame_ms must be 10, 20 or 30 (got 25)"
+            "frame_ms = 25 is out of range: must be 10, 20 or 30"
         );
         assert_eq!(
             bad(|c| c.aggressiveness = 4),
-            "vad.aggressiveness must be between 0 and 3 (got 4)"
+            "aggressiveness = 4 is out of range: must be between 0 and 3"
         );
         assert_eq!(
             bad(|c| c.pre_roll_ms = 100),
-            "vad.pre_roll_ms must be between 200 and 2000 (got 100)"
+            "pre_roll_ms = 100 is out of range: must be between 200 and 2000"
         );
         assert_eq!(
             bad(|c| c.end_silence_ms = 50),
-            "vad.end_silence_ms must be between 100 and 5000 (got 50)"
+            "end_silence_ms = 50 is out of range: must be between 100 and 5000"
         );
         assert_eq!(
             bad(|c| c.onset_ms = 0),
-            "vad.onset_ms must be between 10 and 1000 (got 0)"
+            "onset_ms = 0 is out of range: must be between 10 and 1000"
         );
         assert_eq!(
             bad(|c| c.max_utterance_ms = 120_000),
-            "vad.max_utterance_ms must be between 1000 and 60000 (got 120000)"
+            "max_utterance_ms = 120000 is out of range: must be between 1000 and 60000"
         );
         assert_eq!(
             bad(|c| {
                 c.max_utterance_ms = 2_000;
                 c.min_speech_ms = 3_000;
             }),
-            "vad.min_speech_ms must be between 0 and 2000 (got 3000)"
+            "min_speech_ms = 3000 is out of range: must be between 0 and 2000"
         );
-        let err = VadConfig {
-            frame_ms: 25,
-            ..VadConfig::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(err.key, "vad.frame_ms");
-        assert!(Segmenter::new(
+        // The segmenter names the section too.
+        let err = Segmenter::new(
             VadConfig {
                 frame_ms: 25,
-                ..VadConfig::default()
+                ..VadConfig::dictation()
             },
-            ScriptedClassifier::new(vec![])
+            ScriptedClassifier::new(vec![]),
         )
-        .is_err());
-        assert_eq!(
-            WebRtcClassifier::new(9).unwrap_err().key,
-            "vad.aggressiveness"
-        );
+        .err()
+        .unwrap();
+        assert_eq!(err.key, "vad.frame_ms");
+        assert_eq!(WebRtcClassifier::new(9).unwrap_err().key, "aggressiveness");
     }
 
     // ---- the real WebRTC classifier on synthetic and recorded audio ----
@@ -1246,7 +1268,7 @@ mod tests {
         for aggressiveness in 0..=3 {
             let config = VadConfig {
                 aggressiveness,
-                ..VadConfig::default()
+                ..VadConfig::dictation()
             };
             let events = segment_webrtc(config, &vec![0.0; 10 * 16_000]);
             assert!(events.is_empty(), "mode {aggressiveness}: {events:?}");
@@ -1273,7 +1295,7 @@ mod tests {
                     .collect();
                 let config = VadConfig {
                     aggressiveness,
-                    ..VadConfig::default()
+                    ..VadConfig::dictation()
                 };
                 let events = segment_webrtc(config, &audio);
                 let found = ends(&events);
@@ -1312,7 +1334,7 @@ mod tests {
                 }
             })
             .collect();
-        let events = segment_webrtc(VadConfig::default(), &audio);
+        let events = segment_webrtc(VadConfig::dictation(), &audio);
         assert!(events.is_empty(), "{events:?}");
     }
 
@@ -1355,7 +1377,7 @@ mod tests {
             let ref_start = *active.first().unwrap() as u64 * 480;
             let ref_end = (*active.last().unwrap() as u64 + 1) * 480;
 
-            let events = segment_webrtc(VadConfig::default(), &audio);
+            let events = segment_webrtc(VadConfig::dictation(), &audio);
             let found = ends(&events);
             let covered: u64 = found
                 .iter()

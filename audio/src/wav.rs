@@ -292,6 +292,11 @@ impl FrameSource for WavSource {
     fn describe(&self) -> String {
         format!("file {}", self.decoder.path.display())
     }
+
+    /// A recording cannot hear Hark's speaker.
+    fn hears_local_playback(&self) -> bool {
+        false
+    }
 }
 
 /// Reads a whole WAV file as 16 kHz mono, aligned in time with the file and

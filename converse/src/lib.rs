@@ -8,8 +8,11 @@
 //!
 //! - [`turn`]: the state machine, barge-in rule and history.
 //! - [`chunk`]: cutting streamed reply text into speakable clauses.
+//!
+//! [`TurnConfig`] is the `[conversation]` section of Hark's configuration.
 
 pub mod chunk;
+mod settings;
 pub mod turn;
 
 pub use chunk::{ChunkConfig, ClauseSplitter};

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  main thread: tokio (current thread) ── zbus: dev.hark.Hark1 ── commands ─┐
-//!        ▲   signals, properties ◀── pump_signals ◀── Published ◀──┐       │
+//!        ▲   signals, properties ◀── pump_signals ◀── SessionEvent ◀─┐     │
 //!        │                                                          │       ▼
 //!  "hark-core": run_session (the conversation core and its workers) ◀─ inbox
 //! ```
@@ -19,84 +19,74 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context;
 use clap::Args;
+use hark_config::Override;
 use hark_converse::turn::State;
-use hark_models::store::ModelStore;
+use hark_session::{
+    run_session, Command, CoreInput, EventLog, Heartbeat, Input, ListenMode, Output, SessionEvent,
+    SessionSetup,
+};
 
-use crate::config::{self, HarkConfig, Mode};
-use crate::converse::core::{Command, CoreInput, Published, StopRules};
-use crate::converse::{self, Input, Models, Output, SessionSetup};
+use crate::args::SessionArgs;
+use crate::config::HarkConfig;
 use crate::service::{pump_signals, HarkService, Mirror, BUS_NAME, OBJECT_PATH};
-use crate::speak::{load_voice, OutputArgs};
+use crate::Globals;
 
 #[derive(Args, Debug)]
 pub struct DaemonArgs {
-    /// Configuration file (default: $XDG_CONFIG_HOME/hark/config.toml, then
-    /// /etc/xdg/hark/config.toml, then built-in defaults).
-    #[arg(long, value_name = "FILE", env = "HARK_CONFIG")]
-    pub config: Option<PathBuf>,
-
     /// Also write every conversation event to this file (JSON lines).
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
 
-    /// Microphone to listen on (overrides audio.input_device).
-    #[arg(long, value_name = "NAME")]
-    pub input_device: Option<String>,
-
-    /// Speaker to talk on (overrides audio.output_device).
-    #[arg(long, value_name = "NAME")]
-    pub output_device: Option<String>,
-
-    /// When to listen: always, push-to-talk or off (overrides daemon.mode).
-    #[arg(long, value_name = "MODE")]
+    /// When to listen: always, push-to-talk or off (daemon.mode).
+    #[arg(long, value_name = "MODE", value_parser = ListenMode::NAMES)]
     pub mode: Option<String>,
 
-    /// Override any configuration key for this run, e.g.
-    /// `--set conversation.barge_in.min_words=3` (repeatable; keys as in
-    /// `hark config default`). Applied after the file and after the flags
-    /// above; `Reload` keeps them.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub settings: Vec<config::Override>,
+    #[command(flatten)]
+    pub session: SessionArgs,
 }
 
 impl DaemonArgs {
-    /// The flags as configuration overrides, in the order they apply.
-    fn overrides(&self) -> Vec<config::Override> {
-        let flags = [
-            ("audio.input_device", &self.input_device),
-            ("audio.output_device", &self.output_device),
-            ("daemon.mode", &self.mode),
-        ];
-        flags
-            .into_iter()
-            .filter_map(|(key, value)| Some(config::Override::new(key, value.clone()?)))
-            .chain(self.settings.iter().cloned())
-            .collect()
+    /// The flags as configuration overrides, applied after the `--set`s.
+    fn overrides(&self) -> Vec<Override> {
+        let mut overrides = self.session.overrides();
+        overrides.extend(crate::args::mode_override(self.mode.as_deref()));
+        overrides
     }
 }
 
-pub fn run(args: DaemonArgs, store: &ModelStore) -> anyhow::Result<()> {
-    let loaded = config::load_with(args.config.as_deref(), &args.overrides())?;
+pub fn run(args: DaemonArgs, globals: &Globals) -> anyhow::Result<()> {
+    let store = globals.store()?;
+    // `Reload` applies the same command line again over the re-read file.
+    let overrides = globals.overrides(&args.overrides());
+    let loaded = crate::config::load(globals.config_file.as_deref(), &overrides)?;
     tracing::info!(config = %loaded.source, "configuration loaded");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(loaded.config, args, store.clone()))
+    let reload = Reload {
+        config_file: globals.config_file.clone(),
+        overrides,
+    };
+    runtime.block_on(serve(loaded.config, args.events, reload, store))
 }
 
-fn model_names(config: &HarkConfig) -> Vec<String> {
-    vec![
-        format!("stt:{}", config.stt.model),
-        format!("llm:{}", config.llm.model),
-        format!("voice:{}", config.voice.voice),
-    ]
+/// How `Reload` finds the configuration again.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub config_file: Option<PathBuf>,
+    pub overrides: Vec<Override>,
 }
 
-async fn serve(config: HarkConfig, args: DaemonArgs, store: ModelStore) -> anyhow::Result<()> {
+async fn serve(
+    config: HarkConfig,
+    events: Option<PathBuf>,
+    reload: Reload,
+    store: hark_models::store::ModelStore,
+) -> anyhow::Result<()> {
     let inbox: Arc<OnceLock<SyncSender<CoreInput>>> = Arc::new(OnceLock::new());
     let mirror = Arc::new(Mutex::new(Mirror {
-        state: if config.daemon.mode == Mode::Always {
+        state: if config.daemon.mode == ListenMode::Always {
             State::Listening
         } else {
             State::Idle
@@ -113,18 +103,13 @@ async fn serve(config: HarkConfig, args: DaemonArgs, store: ModelStore) -> anyho
             .output_device
             .clone()
             .unwrap_or_else(|| "default".into()),
-        models: model_names(&config),
+        models: config.model_names(),
         last_turn_latency_ms: 0,
     }));
 
     // The object is served before the name is requested, so nobody who
     // sees the name can find the object missing.
-    let service = HarkService::new(
-        inbox.clone(),
-        mirror.clone(),
-        args.config.clone(),
-        args.overrides(),
-    );
+    let service = HarkService::new(inbox.clone(), mirror.clone(), reload);
     let connection = zbus::connection::Builder::session()
         .serve_at(OBJECT_PATH, service)
         .build()
@@ -145,7 +130,7 @@ async fn serve(config: HarkConfig, args: DaemonArgs, store: ModelStore) -> anyho
         "serving on the session bus"
     );
 
-    let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel::<Published>();
+    let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel::<SessionEvent>();
     let pump = tokio::spawn(pump_signals(
         connection.clone(),
         mirror.clone(),
@@ -154,17 +139,47 @@ async fn serve(config: HarkConfig, args: DaemonArgs, store: ModelStore) -> anyho
 
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let ready_inbox = inbox.clone();
-    let setup = session_setup(&config, args.events, published_tx, move |sender| {
+    let mut setup = SessionSetup::new(
+        config.session(),
+        Input::Switched(Default::default()),
+        Output::Speaker,
+    );
+    // The D-Bus signals and systemd's status line follow the events; the
+    // pump runs on the async runtime, so the core only queues for it.
+    setup
+        .subscribers
+        .push(Box::new(move |_: u64, event: &SessionEvent| {
+            if let SessionEvent::State { to, .. } = event {
+                let _ = crate::notify::status(hark_session::events::state_name(*to));
+            }
+            if crate::service::is_published(event) {
+                let _ = published_tx.send(event.clone());
+            }
+        }));
+    if let Some(path) = &events {
+        setup.subscribers.push(Box::new(EventLog::create(path)?));
+    }
+    setup.heartbeat = crate::notify::watchdog_interval().map(|every| Heartbeat {
+        every,
+        beat: Box::new(|| {
+            let _ = crate::notify::watchdog();
+        }),
+    });
+    setup.on_ready = Some(Box::new(move |sender| {
         let _ = ready_inbox.set(sender);
         let _ = ready_tx.send(());
-    })?;
+    }));
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-    let load_config = config.clone();
     std::thread::Builder::new()
         .name("hark-core".into())
         .spawn(move || {
-            let outcome = converse::run_session(setup, &store, |s| load_models(&load_config, s));
-            let _ = done_tx.send(outcome.map(|_| ()));
+            let outcome = run_session(setup, || {
+                // Loading takes seconds; on a slow disk more than systemd's
+                // default.
+                let _ = crate::notify::extend_timeout(std::time::Duration::from_secs(120));
+                Ok(crate::models::session(&config, &store)?)
+            });
+            let _ = done_tx.send(outcome.map(|_| ()).map_err(anyhow::Error::from));
         })
         .context("cannot start the conversation thread")?;
 
@@ -203,59 +218,4 @@ async fn serve(config: HarkConfig, args: DaemonArgs, store: ModelStore) -> anyho
     };
     pump.abort();
     result
-}
-
-/// The conversation as the configuration describes it, on devices.
-fn session_setup(
-    config: &HarkConfig,
-    events: Option<PathBuf>,
-    published: tokio::sync::mpsc::UnboundedSender<Published>,
-    on_ready: impl FnOnce(SyncSender<CoreInput>) + Send + 'static,
-) -> anyhow::Result<SessionSetup> {
-    let vad = config.vad.to_vad_config();
-    vad.validate().context("invalid [vad] configuration")?;
-    Ok(SessionSetup {
-        input: Input::Switched {
-            microphone: config.audio.input_device.clone(),
-            switch: Default::default(),
-        },
-        output: Output::Device(config.audio.output_device.clone()),
-        events,
-        vad,
-        turn: config.conversation.clone(),
-        echo_tail_ms: config
-            .audio
-            .echo_cancellation
-            .then_some(config.audio.echo_tail_ms),
-        partial_every_ms: (config.stt.partial_every_ms > 0).then_some(config.stt.partial_every_ms),
-        rules: StopRules::default(),
-        print_turns: false,
-        mode: config.daemon.mode,
-        publish: Some(Box::new(move |event: Published| {
-            if let Published::State(state) = &event {
-                let _ = crate::notify::status(crate::converse::core::state_name(*state));
-            }
-            let _ = published.send(event);
-        })),
-        on_ready: Some(Box::new(on_ready)),
-    })
-}
-
-fn load_models(config: &HarkConfig, store: &ModelStore) -> anyhow::Result<Models> {
-    // Loading takes seconds; on a slow disk more than systemd's default.
-    let _ = crate::notify::extend_timeout(std::time::Duration::from_secs(120));
-    let voice = OutputArgs {
-        output: None,
-        output_device: config.audio.output_device.clone(),
-        voice: config.voice.voice.clone(),
-    };
-    Ok(Models {
-        whisper: crate::stt_setup::load_whisper_with(
-            &config.stt.model,
-            config.stt.to_stt_config(),
-            store,
-        )?,
-        llm: crate::ask::load_llm(&config.llm.model, config.llm.to_llm_config(), store)?,
-        voice: load_voice(&voice, store)?,
-    })
 }

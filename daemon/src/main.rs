@@ -2,6 +2,7 @@
 //! and hands off to one module per command; errors are printed once, with
 //! their context chain, by `main`.
 
+mod args;
 mod ask;
 mod bench;
 mod client;
@@ -11,19 +12,20 @@ mod daemon;
 mod devices;
 mod listen;
 mod manpage;
-mod model_files;
+mod models;
 mod models_cmd;
 mod notify;
 mod progress;
 mod service;
 mod speak;
-mod stt_setup;
 mod transcribe;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use hark_config::Override;
+use hark_models::store::ModelStore;
 
 /// Hark: a local voice assistant that listens, understands and answers,
 /// entirely on this machine.
@@ -33,12 +35,27 @@ use clap::{Args, Parser, Subcommand};
 /// with Whisper (whisper.cpp). Models live in the model store
 /// ($HARK_MODELS_DIR, else $XDG_DATA_HOME/hark/models, else
 /// ~/.local/share/hark/models); install them with `hark models fetch`.
+///
+/// `hark daemon`, `converse`, `bench` and `ask`/`say --local` read one
+/// configuration file (`hark config default` prints it, commented), then
+/// `--set KEY=VALUE`, then their own flags, each overriding the one before.
 #[derive(Parser, Debug)]
 #[command(name = "hark", version, propagate_version = true)]
 struct Cli {
     /// Model store directory (overrides HARK_MODELS_DIR and XDG_DATA_HOME).
     #[arg(long, global = true, value_name = "DIR")]
     models_dir: Option<PathBuf>,
+
+    /// Configuration file (default: $XDG_CONFIG_HOME/hark/config.toml, then
+    /// /etc/xdg/hark/config.toml, then built-in defaults).
+    #[arg(long, global = true, value_name = "FILE", env = "HARK_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Override a configuration key for this run, e.g.
+    /// `--set conversation.barge_in.min_words=3` (repeatable; keys as in
+    /// `hark config default`; the value is TOML, or else a plain string).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    settings: Vec<Override>,
 
     /// More log output on stderr (-v: debug, -vv: trace). HARK_LOG takes a
     /// full tracing filter instead.
@@ -80,7 +97,7 @@ enum Command {
     Ptt(client::PushToTalk),
     /// When the running daemon listens: always, push-to-talk or off.
     Mode {
-        #[arg(value_parser = ["always", "push-to-talk", "off"])]
+        #[arg(value_parser = hark_session::ListenMode::NAMES)]
         mode: String,
     },
     /// The running daemon's conversation history.
@@ -118,7 +135,8 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-/// Which Whisper model to use; shared by every command that transcribes.
+/// Which Whisper model `transcribe`, `listen` and `bench stt` use (they
+/// do not read the configuration file: dictation is not a conversation).
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Whisper model: a catalogue name (tiny.en, base) or a path to a
@@ -134,6 +152,50 @@ pub struct ModelArgs {
     /// when listening (latency matters), 5 for whole files.
     #[arg(long, value_name = "N")]
     pub beam_size: Option<usize>,
+}
+
+impl ModelArgs {
+    /// `base` (files or listening) with these flags on top.
+    pub fn stt(&self, base: hark_stt::SttConfig) -> hark_stt::SttConfig {
+        hark_stt::SttConfig {
+            model: self.model.clone(),
+            threads: self.threads.map(|n| n.max(1)).or(base.threads),
+            beam_size: self.beam_size.unwrap_or(base.beam_size).max(1),
+            ..base
+        }
+    }
+}
+
+/// The global options every command may use.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    pub models_dir: Option<PathBuf>,
+    /// `--config` (or `$HARK_CONFIG`).
+    pub config_file: Option<PathBuf>,
+    /// `--set`s, in order.
+    pub settings: Vec<Override>,
+}
+
+impl Globals {
+    pub fn store(&self) -> anyhow::Result<ModelStore> {
+        Ok(match &self.models_dir {
+            Some(dir) => ModelStore::at(dir),
+            None => ModelStore::from_env()?,
+        })
+    }
+
+    /// The `--set`s, then a command's `flags`.
+    pub fn overrides(&self, flags: &[Override]) -> Vec<Override> {
+        self.settings.iter().chain(flags).cloned().collect()
+    }
+
+    /// The configuration a command runs with: the file, the `--set`s, then
+    /// the command's `flags`.
+    pub fn config(&self, flags: &[Override]) -> anyhow::Result<config::HarkConfig> {
+        let loaded = config::load(self.config_file.as_deref(), &self.overrides(flags))?;
+        tracing::info!(config = %loaded.source, "configuration loaded");
+        Ok(loaded.config)
+    }
 }
 
 fn main() -> ExitCode {
@@ -174,33 +236,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(request) = client_request {
         return client::run(request);
     }
-    match cli.command {
-        Command::Config(cmd) => return config::run(cmd),
-        Command::Completions(args) => {
-            return manpage::run_completions(args, <Cli as clap::CommandFactory>::command())
-        }
-        Command::Manpage(args) => {
-            return manpage::run_manpage(args, <Cli as clap::CommandFactory>::command())
-        }
-        _ => {}
-    }
-    let store = match &cli.models_dir {
-        Some(dir) => hark_models::store::ModelStore::at(dir),
-        None => hark_models::store::ModelStore::from_env()?,
+    let globals = Globals {
+        models_dir: cli.models_dir,
+        config_file: cli.config,
+        settings: cli.settings,
     };
     match cli.command {
+        Command::Config(cmd) => config::run(cmd, globals.config_file.as_deref()),
+        Command::Completions(args) => {
+            manpage::run_completions(args, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Manpage(args) => {
+            manpage::run_manpage(args, <Cli as clap::CommandFactory>::command())
+        }
         Command::Devices => devices::run(),
-        Command::Models(cmd) => models_cmd::run(cmd, &store),
-        Command::Transcribe(args) => transcribe::run(args, &store),
-        Command::Listen(args) => listen::run(args, &store),
-        Command::Say(args) => speak::run_say(args, &store),
-        Command::Ask(args) => ask::run(args, &store),
-        Command::Converse(args) => converse::run(args, &store),
-        Command::Daemon(args) => daemon::run(args, &store),
-        Command::Config(_)
-        | Command::Completions(_)
-        | Command::Manpage(_)
-        | Command::Status
+        Command::Models(cmd) => models_cmd::run(cmd, &globals.store()?),
+        Command::Transcribe(args) => transcribe::run(args, &globals.store()?),
+        Command::Listen(args) => listen::run(args, &globals.store()?),
+        Command::Say(args) => speak::run_say(args, &globals),
+        Command::Ask(args) => ask::run(args, &globals),
+        Command::Converse(args) => converse::run(args, &globals),
+        Command::Daemon(args) => daemon::run(args, &globals),
+        Command::Bench(cmd) => bench::run(cmd, &globals),
+        Command::Status
         | Command::Interrupt
         | Command::Mute
         | Command::Unmute
@@ -209,7 +267,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::History { .. }
         | Command::Monitor(_)
         | Command::Stream(_) => unreachable!("handled above"),
-        Command::Bench(cmd) => bench::run(cmd, &store),
     }
 }
 

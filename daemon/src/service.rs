@@ -3,18 +3,22 @@
 //!
 //! Methods only check their arguments and forward a [`Command`] to the
 //! conversation core's inbox; answers come back through one-shot channels.
-//! Properties mirror what the core last published, and signals are the
-//! core's [`Published`] events, emitted by one task in the order the core
-//! produced them. Nothing here owns conversation state.
+//! Properties mirror what the core last reported, and signals are the
+//! core's [`SessionEvent`]s (those [`is_published`] picks), emitted by one
+//! task in the order the core produced them. Nothing here owns
+//! conversation state.
 
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use zbus::object_server::SignalEmitter;
 
-use crate::converse::core::{state_name, Command, CoreInput, ListenMode, Published, TurnRecord};
-use crate::converse::input::ExternalInput;
-use hark_converse::turn::{Role, State};
+use hark_converse::turn::State;
+use hark_session::events::{role_name, state_name};
+use hark_session::input::ExternalInput;
+use hark_session::{Command, CoreInput, ListenMode, Reply, SessionEvent};
+
+use crate::daemon::Reload;
 
 pub const BUS_NAME: &str = "dev.hark.Hark";
 pub const OBJECT_PATH: &str = "/dev/hark/Hark";
@@ -58,24 +62,20 @@ pub struct HarkService {
     /// Set once the core runs.
     inbox: Arc<OnceLock<SyncSender<CoreInput>>>,
     mirror: Arc<Mutex<Mirror>>,
-    /// `--config`, for `Reload`; `None`: the usual search.
-    config_path: Option<std::path::PathBuf>,
-    /// The command line's settings, applied again on `Reload`.
-    overrides: Vec<crate::config::Override>,
+    /// Where the configuration came from, for `Reload`.
+    reload: Reload,
 }
 
 impl HarkService {
     pub fn new(
         inbox: Arc<OnceLock<SyncSender<CoreInput>>>,
         mirror: Arc<Mutex<Mirror>>,
-        config_path: Option<std::path::PathBuf>,
-        overrides: Vec<crate::config::Override>,
+        reload: Reload,
     ) -> Self {
         Self {
             inbox,
             mirror,
-            config_path,
-            overrides,
+            reload,
         }
     }
 
@@ -118,21 +118,15 @@ fn checked_text(what: &str, text: String) -> Result<String, HarkError> {
     Ok(text)
 }
 
-pub fn mode_name(mode: ListenMode) -> &'static str {
-    match mode {
-        ListenMode::Always => "always",
-        ListenMode::PushToTalk => "push-to-talk",
-        ListenMode::Off => "off",
-    }
-}
-
-pub fn parse_mode(mode: &str) -> Option<ListenMode> {
-    match mode {
-        "always" => Some(ListenMode::Always),
-        "push-to-talk" => Some(ListenMode::PushToTalk),
-        "off" => Some(ListenMode::Off),
-        _ => None,
-    }
+/// A one-shot answer from the core, awaited here.
+fn answer<T: Send + 'static>() -> (Reply<T>, tokio::sync::oneshot::Receiver<T>) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    (
+        Reply::new(move |value| {
+            let _ = tx.send(value);
+        }),
+        rx,
+    )
 }
 
 #[zbus::interface(name = "dev.hark.Hark1")]
@@ -147,7 +141,7 @@ impl HarkService {
     /// returns what was spoken (only the heard part if interrupted).
     async fn ask(&self, text: String) -> Result<String, HarkError> {
         let text = checked_text("Ask", text)?;
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = answer();
         self.send(Command::Ask {
             text,
             reply: Some(reply),
@@ -178,11 +172,9 @@ impl HarkService {
 
     /// `always`, `push-to-talk` or `off`.
     async fn set_mode(&self, mode: String) -> Result<(), HarkError> {
-        let parsed = parse_mode(&mode).ok_or_else(|| {
-            HarkError::InvalidArgument(format!(
-                "SetMode: unknown mode {mode:?}; use always, push-to-talk or off"
-            ))
-        })?;
+        let parsed: ListenMode = mode
+            .parse()
+            .map_err(|e| HarkError::InvalidArgument(format!("SetMode: {e}")))?;
         self.send(Command::SetMode(parsed))
     }
 
@@ -193,20 +185,14 @@ impl HarkService {
     /// (role, text, Unix time in ms) per turn, oldest first; an interrupted
     /// reply holds only what was spoken.
     async fn get_history(&self) -> Result<Vec<(String, String, u64)>, HarkError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = answer();
         self.send(Command::GetHistory(reply))?;
         let turns = answer
             .await
             .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?;
         Ok(turns
             .into_iter()
-            .map(|t| {
-                let role = match t.turn.role {
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
-                };
-                (role.to_owned(), t.turn.text, t.unix_ms)
-            })
+            .map(|t| (role_name(t.turn.role).to_owned(), t.turn.text, t.unix_ms))
             .collect())
     }
 
@@ -232,7 +218,7 @@ impl HarkService {
         let caller = header
             .sender()
             .map_or_else(|| "an unknown caller".to_owned(), |s| s.to_string());
-        let (reply, answer) = tokio::sync::oneshot::channel();
+        let (reply, answer) = answer();
         self.send(Command::OpenInput {
             input: ExternalInput {
                 stream: ours,
@@ -252,8 +238,9 @@ impl HarkService {
     /// Re-reads the configuration: the turn-taking rules and the listening
     /// mode change at once; devices and models only at the next start.
     async fn reload(&self) -> Result<(), HarkError> {
-        let loaded = crate::config::load_with(self.config_path.as_deref(), &self.overrides)
-            .map_err(|e| HarkError::Config(e.to_string()))?;
+        let loaded =
+            crate::config::load(self.reload.config_file.as_deref(), &self.reload.overrides)
+                .map_err(|e| HarkError::Config(e.to_string()))?;
         tracing::info!(config = %loaded.source, "configuration reloaded");
         self.send(Command::Reconfigure {
             turn: loaded.config.conversation,
@@ -268,7 +255,7 @@ impl HarkService {
 
     #[zbus(property)]
     async fn mode(&self) -> String {
-        mode_name(self.mirror().mode).to_owned()
+        self.mirror().mode.name().to_owned()
     }
 
     #[zbus(property)]
@@ -344,12 +331,31 @@ fn latency(from: Option<u64>, to: Option<u64>) -> i64 {
     }
 }
 
+/// Whether the D-Bus face shows `event` (as a signal or a property).
+pub fn is_published(event: &SessionEvent) -> bool {
+    use SessionEvent as E;
+    match event {
+        E::State { .. }
+        | E::UserTurn { .. }
+        | E::Clause { .. }
+        | E::Interrupted { .. }
+        | E::TurnFinished { .. }
+        | E::Muted { .. }
+        | E::Mode { .. }
+        | E::InputChanged { .. }
+        | E::Error { .. } => true,
+        E::SpeechStarted { muted, .. } => !muted,
+        E::PartialTranscript { current, .. } => *current,
+        _ => false,
+    }
+}
+
 /// Emits the core's events as signals (and property changes), in order,
 /// until the core is gone.
 pub async fn pump_signals(
     connection: zbus::Connection,
     mirror: Arc<Mutex<Mirror>>,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<Published>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<SessionEvent>,
 ) {
     let iface = match connection
         .object_server()
@@ -369,24 +375,26 @@ pub async fn pump_signals(
             f(&mut mirror.lock().unwrap_or_else(|p| p.into_inner()));
         };
         let sent = match event {
-            Published::State(state) => {
-                update(&|m| m.state = state);
+            SessionEvent::State { to, .. } => {
+                update(&|m| m.state = to);
                 let _ = service.state_changed(emitter).await;
-                HarkService::state_changed_signal(emitter, state_name(state)).await
+                HarkService::state_changed_signal(emitter, state_name(to)).await
             }
-            Published::SpeechStarted => HarkService::speech_started(emitter).await,
-            Published::PartialTranscript(text) => {
+            SessionEvent::SpeechStarted { .. } => HarkService::speech_started(emitter).await,
+            SessionEvent::PartialTranscript { text, .. } => {
                 HarkService::partial_transcript(emitter, &text).await
             }
-            Published::FinalTranscript(text) => HarkService::final_transcript(emitter, &text).await,
-            Published::ReplyChunk(text) => HarkService::reply_chunk(emitter, &text).await,
-            Published::Interrupted(spoken) => HarkService::interrupted(emitter, &spoken).await,
-            Published::TurnFinished(TurnRecord {
-                spoken,
+            SessionEvent::UserTurn { text } => HarkService::final_transcript(emitter, &text).await,
+            SessionEvent::Clause { text, .. } => HarkService::reply_chunk(emitter, &text).await,
+            SessionEvent::Interrupted { spoken_part, .. } => {
+                HarkService::interrupted(emitter, &spoken_part).await
+            }
+            SessionEvent::TurnFinished {
+                text,
                 interrupted,
                 timings,
                 ..
-            }) => {
+            } => {
                 // From the end of the user's speech, or for `Ask` from the
                 // question, to Hark's voice.
                 let latency_ms = timings.voice_to_voice_ms().or_else(|| {
@@ -402,7 +410,7 @@ pub async fn pump_signals(
                 }
                 HarkService::turn_finished(
                     emitter,
-                    &spoken,
+                    &text,
                     interrupted,
                     latency(timings.speech_ended_ms, timings.first_playback_ms),
                     latency(timings.speech_ended_ms, timings.transcript_ms),
@@ -411,19 +419,22 @@ pub async fn pump_signals(
                 )
                 .await
             }
-            Published::Muted(muted) => {
+            SessionEvent::Muted { muted } => {
                 update(&|m| m.muted = muted);
                 service.muted_changed(emitter).await
             }
-            Published::Mode(mode) => {
+            SessionEvent::Mode { mode } => {
                 update(&|m| m.mode = mode);
                 service.mode_changed(emitter).await
             }
-            Published::InputDevice(name) => {
-                update(&|m| m.input_device = name.clone());
+            SessionEvent::InputChanged { input, .. } => {
+                update(&|m| m.input_device = input.clone());
                 service.input_device_changed(emitter).await
             }
-            Published::Error { code, message } => HarkService::error(emitter, code, &message).await,
+            SessionEvent::Error { code, message } => {
+                HarkService::error(emitter, code, &message).await
+            }
+            _ => Ok(()),
         };
         if let Err(e) = sent {
             tracing::warn!("cannot emit a D-Bus signal: {e}");

@@ -12,10 +12,10 @@ use clap::Args;
 use hark_audio::vad::{Segmenter, VadConfig, VadEvent};
 use hark_audio::{Frame, SAMPLE_RATE};
 use hark_models::store::ModelStore;
-use hark_stt::{SpeechToText, Transcript};
+use hark_stt::{SpeechToText, SttConfig, Transcript};
 use serde::Serialize;
 
-use crate::listen::VadArgs;
+use crate::args::VadArgs;
 use crate::ModelArgs;
 
 #[derive(Args, Debug)]
@@ -43,11 +43,11 @@ struct JsonTranscript<'a> {
 }
 
 pub fn run(args: TranscribeArgs, store: &ModelStore) -> anyhow::Result<()> {
-    let vad = args.vad.config()?;
+    let vad = args.vad.apply(VadConfig::dictation())?;
     // Read and check the input before loading the model: a bad file should
     // fail fast and name itself.
     let samples = hark_audio::wav::read_wav_16k_mono(&args.file)?;
-    let mut stt = crate::stt_setup::load_whisper(&args.model, store, false)?;
+    let mut stt = crate::models::whisper(&args.model.stt(SttConfig::files()), store)?;
     let transcript = transcribe_samples(&samples, vad, &mut stt)
         .with_context(|| format!("transcribing {}", args.file.display()))?;
     let mut out = std::io::stdout().lock();

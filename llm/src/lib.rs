@@ -8,6 +8,12 @@
 
 use std::path::PathBuf;
 
+use hark_config::{
+    check_not_empty, check_optional_range, check_range, doc, unset, InvalidValue, KeyDoc, Section,
+    Settings,
+};
+use serde::{Deserialize, Serialize};
+
 mod history;
 mod model;
 mod template;
@@ -21,9 +27,13 @@ pub use template::ChatTemplate;
 pub use utf8::Utf8Stream;
 pub use worker::{CancelHandle, LlmEvent, LlmWorker, TokenGenerator};
 
-/// Generation settings.
-#[derive(Debug, Clone)]
+/// Generation settings, and the `[llm]` section of Hark's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LlmConfig {
+    /// Catalogue name (`smollm2-135m`) or path of a GGUF file; the caller
+    /// resolves it to the file given to [`LanguageModel::load`].
+    pub model: String,
     /// Used when the history passed to `generate` has no system message.
     pub system_prompt: String,
     /// Sampling temperature; 0 means greedy (deterministic) decoding.
@@ -32,15 +42,19 @@ pub struct LlmConfig {
     pub max_tokens: usize,
     /// Prompt plus reply budget; also capped by what the model supports.
     pub context_tokens: usize,
+    /// Sampling seed (not a setting: replies vary with temperature anyway).
+    #[serde(skip)]
     pub seed: u64,
     /// CPU threads for inference; `None` lets candle pick. candle reads this
     /// once per process, so only the first model loaded can set it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
 }
 
 impl Default for LlmConfig {
     fn default() -> Self {
         Self {
+            model: "smollm2-135m".into(),
             system_prompt: "You are Hark, a helpful voice assistant. Answer briefly, in one to \
                             three short spoken sentences, without lists, markdown or emoji."
                 .to_string(),
@@ -51,6 +65,52 @@ impl Default for LlmConfig {
             threads: None,
         }
     }
+}
+
+impl Settings for LlmConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        check_not_empty("model", &self.model)?;
+        check_range("temperature", self.temperature, 0.0, 2.0)?;
+        check_range("context_tokens", self.context_tokens, 256, 131_072)?;
+        check_range("max_tokens", self.max_tokens, 0, self.context_tokens / 2)?;
+        check_optional_range("threads", self.threads, 1, 64)
+    }
+}
+
+impl Section for LlmConfig {
+    const DOC: &'static str = "The language model that writes the answers.";
+    const KEYS: &'static [KeyDoc] = &[
+        doc(
+            "model",
+            "Language model: a name from `hark models list` (smollm2-135m) or the path \
+             of a GGUF file.",
+        ),
+        doc(
+            "system_prompt",
+            "Instructions given to the model before the conversation.",
+        ),
+        doc(
+            "temperature",
+            "Sampling temperature: 0.0 always picks the likeliest word (repeatable); \
+             higher is more varied. 0.0 to 2.0.",
+        ),
+        doc(
+            "max_tokens",
+            "Longest reply, in tokens (about 3/4 of a word each); 0 lets the model say \
+             nothing, so Hark speaks conversation.fallback_reply. 0 to half of \
+             context_tokens.",
+        ),
+        doc(
+            "context_tokens",
+            "Prompt plus reply budget, in tokens; older turns are dropped to fit. Also \
+             capped by the model. 256 to 131072.",
+        ),
+        unset(
+            "threads",
+            "CPU threads for the model, 1 to 64. Unset: all cores.",
+            "2",
+        ),
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

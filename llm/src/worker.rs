@@ -34,6 +34,16 @@ pub trait TokenGenerator: Send + 'static {
     ) -> Result<Generation, LlmError>;
 }
 
+impl<T: TokenGenerator + ?Sized> TokenGenerator for Box<T> {
+    fn generate(
+        &mut self,
+        history: &[ChatMessage],
+        on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, LlmError> {
+        (**self).generate(history, on_token)
+    }
+}
+
 /// What the worker streams back for one request. `Done` or `Error` always
 /// comes last (unless the receiver was dropped).
 #[derive(Debug, Clone, PartialEq)]

@@ -12,6 +12,14 @@
 
 use std::path::{Path, PathBuf};
 
+mod worker;
+pub use worker::{SttJob, SttPurpose, SttResult, SttWorker, WorkerError};
+
+use hark_config::{
+    check_not_empty, check_optional_range, check_range, doc, unset, InvalidValue, KeyDoc, Section,
+    Settings,
+};
+use serde::{Deserialize, Serialize};
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
 /// Whisper's input rate; callers must hand 16 kHz mono `f32`.
@@ -42,37 +50,149 @@ pub trait SpeechToText: Send {
     fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, SttError>;
 }
 
-/// Settings for [`WhisperStt`].
-#[derive(Debug, Clone)]
+/// Settings for [`WhisperStt`], and the `[stt]` section of Hark's
+/// configuration. The defaults are a conversation's: every beam and every
+/// encoder position is reply latency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SttConfig {
-    /// Threads whisper.cpp may use.
-    pub threads: usize,
-    /// Spoken language (ISO 639-1); `.en` models ignore it.
-    pub language: String,
-    /// Segments whose no-speech probability exceeds this are dropped.
-    pub no_speech_threshold: f32,
-    /// Utterance mode: shrink the encoder context to the audio length (see
-    /// [`audio_ctx_for`]) and decode one segment. Fast on short utterances;
-    /// off, Whisper encodes its full 30 s window and returns timed segments.
-    pub shrink_audio_ctx: bool,
+    /// Catalogue name (`tiny.en`, `base`) or path of a whisper.cpp ggml
+    /// file; the caller resolves it to the file given to [`WhisperStt::load`].
+    pub model: String,
+    /// Threads whisper.cpp may use; `None`: all cores, at most 8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
     /// Beam width for decoding; 1 is greedy. Beam search costs decoder time
     /// but fixes tiny models' typical slips ("old-sposed" for "ill-disposed").
     pub beam_size: usize,
+    /// Spoken language (ISO 639-1) or `auto`; `.en` models ignore it.
+    pub language: String,
+    /// Segments whose no-speech probability exceeds this are dropped. f64
+    /// so that the default prints as `0.6`.
+    pub no_speech_threshold: f64,
+    /// While the user talks, transcribe the speech so far each time this
+    /// much more is heard (live captions); 0: only whole utterances. Read by
+    /// whoever feeds the [`SttWorker`].
+    pub partial_every_ms: u32,
+    /// Utterance mode: shrink the encoder context to the audio length (see
+    /// [`audio_ctx_for`]) and decode one segment. Fast on short utterances;
+    /// off, Whisper encodes its full 30 s window and returns timed segments.
+    /// Chosen by the command, not the file.
+    #[serde(skip)]
+    pub shrink_audio_ctx: bool,
 }
 
 impl Default for SttConfig {
+    /// Conversation: greedy (at width 3 a 2 s question costs about 90 ms
+    /// more of 250, and the model answering needs the gist, not a verbatim
+    /// record), utterance mode, partial transcripts each second.
     fn default() -> Self {
         Self {
-            threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-                .min(8),
+            model: "tiny.en".into(),
+            threads: None,
+            beam_size: 1,
             language: "en".into(),
             no_speech_threshold: 0.6,
+            partial_every_ms: 1000,
             shrink_audio_ctx: true,
-            beam_size: 5,
         }
     }
+}
+
+impl SttConfig {
+    /// Listening for dictation (`hark listen`): on LibriVox + JFK, width 3
+    /// kept the WER at 0.032 with a 3 s utterance in ~350 ms.
+    pub fn listening() -> Self {
+        Self {
+            beam_size: 3,
+            ..Self::default()
+        }
+    }
+
+    /// Whole files (`hark transcribe`): read once, so the best text: the
+    /// full window, timed segments, width 5.
+    pub fn files() -> Self {
+        Self {
+            beam_size: 5,
+            shrink_audio_ctx: false,
+            ..Self::default()
+        }
+    }
+
+    /// Threads whisper.cpp gets: as configured, else all cores, at most 8.
+    pub fn thread_count(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .min(8)
+        })
+    }
+}
+
+impl Settings for SttConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        check_not_empty("model", &self.model)?;
+        check_optional_range("threads", self.threads, 1, 64)?;
+        // whisper.cpp runs at most 8 decoders (WHISPER_MAX_DECODERS).
+        check_range("beam_size", self.beam_size, 1, 8)?;
+        let language_ok = self.language == "auto"
+            || ((2..=3).contains(&self.language.len())
+                && self.language.bytes().all(|b| b.is_ascii_lowercase()));
+        if !language_ok {
+            return Err(InvalidValue::new(
+                "language",
+                format!("{:?}", self.language),
+                "an ISO 639-1 code such as \"en\", or \"auto\"",
+            ));
+        }
+        check_range("no_speech_threshold", self.no_speech_threshold, 0.0, 1.0)?;
+        if self.partial_every_ms != 0 {
+            check_range("partial_every_ms", self.partial_every_ms, 300, 10_000).map_err(
+                |mut bad| {
+                    bad.allowed = format!("0 (off) or {}", bad.allowed);
+                    bad
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Section for SttConfig {
+    const DOC: &'static str = "Speech to text (Whisper, whisper.cpp).";
+    const KEYS: &'static [KeyDoc] = &[
+        doc(
+            "model",
+            "Whisper model: a name from `hark models list` (tiny.en, base) or the path \
+             of a whisper.cpp ggml file.",
+        ),
+        unset(
+            "threads",
+            "CPU threads for Whisper, 1 to 64. Unset: all cores, at most 8.",
+            "2",
+        ),
+        doc(
+            "beam_size",
+            "Beam width, 1 (greedy: fastest, least accurate) to 8.",
+        ),
+        doc(
+            "language",
+            "Spoken language, an ISO 639-1 code such as \"en\", or \"auto\". English-only \
+             models (.en) ignore it.",
+        ),
+        doc(
+            "no_speech_threshold",
+            "Whisper segments more likely than this to be non-speech are dropped. \
+             0.0 to 1.0.",
+        ),
+        doc(
+            "partial_every_ms",
+            "While the user is talking, send a PartialTranscript signal each time this \
+             much more speech is heard (for live captions); 0 turns them off. Each can \
+             delay the final transcript by one short Whisper run. 0, or 300 to 10000.",
+        ),
+    ];
 }
 
 /// A piece of recognised speech, with times relative to the audio given.
@@ -236,7 +356,7 @@ impl SpeechToText for WhisperStt {
             SamplingStrategy::Greedy { best_of: 1 }
         };
         let mut params = FullParams::new(strategy);
-        params.set_n_threads(self.config.threads as i32);
+        params.set_n_threads(self.config.thread_count() as i32);
         params.set_language(Some(&self.config.language));
         params.set_translate(false);
         params.set_no_context(true);
@@ -246,7 +366,7 @@ impl SpeechToText for WhisperStt {
         params.set_print_timestamps(false);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
-        params.set_no_speech_thold(self.config.no_speech_threshold);
+        params.set_no_speech_thold(self.config.no_speech_threshold as f32);
         if self.config.shrink_audio_ctx {
             // Utterance mode. With the window cut to the audio, Whisper no
             // longer sees the padding that tells it where speech ends and can
@@ -286,7 +406,9 @@ impl SpeechToText for WhisperStt {
                 text = drop_dangling_restart(&collapse_repeats(&text), truncated);
             }
             let no_speech_prob = segment.no_speech_probability();
-            if no_speech_prob > self.config.no_speech_threshold || is_non_speech_marker(&text) {
+            if f64::from(no_speech_prob) > self.config.no_speech_threshold
+                || is_non_speech_marker(&text)
+            {
                 tracing::debug!(%text, no_speech_prob, "dropping non-speech segment");
                 continue;
             }
@@ -335,7 +457,7 @@ mod tests {
         assert_eq!(audio_ctx_for(60 * SAMPLE_RATE), MAX_AUDIO_CTX);
         for secs in 1..30 {
             let ctx = audio_ctx_for(secs * SAMPLE_RATE);
-            assert!(ctx == MAX_AUDIO_CTX || ctx % 64 == 0, "{secs} s -> {ctx}");
+            assert!(ctx == MAX_AUDIO_CTX || ctx.is_multiple_of(64), "{secs} s -> {ctx}");
         }
     }
 

@@ -159,3 +159,58 @@ fn wer_counts_substitutions_insertions_deletions() {
         0.0
     );
 }
+
+/// Synthesizes `text` with Hark's voice into `dir/name.wav`.
+pub fn spoken(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let wav = dir.join(format!("{name}.wav"));
+    let out = run(hark().args(["say", "--output"]).arg(&wav).arg(text));
+    assert!(out.status.success(), "{}", stderr(&out));
+    wav
+}
+
+/// Writes `wav` with `before` and `after` seconds of silence around it.
+pub fn pad_with_silence(wav: &Path, out: &Path, before: f64, after: f64) {
+    let mut reader = hound::WavReader::open(wav).unwrap();
+    let spec = reader.spec();
+    let rate = spec.sample_rate as f64;
+    let body: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let mut writer = hound::WavWriter::create(out, spec).unwrap();
+    for _ in 0..(before * rate) as usize {
+        writer.write_sample(0i16).unwrap();
+    }
+    for s in body {
+        writer.write_sample(s).unwrap();
+    }
+    for _ in 0..(after * rate) as usize {
+        writer.write_sample(0i16).unwrap();
+    }
+    writer.finalize().unwrap();
+}
+
+/// The event log `hark converse --events` wrote, one JSON value per line.
+pub fn events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The events called `name`.
+pub fn named<'a>(events: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["event"] == name).collect()
+}
+
+/// Every reply that finished, per the event log: (what was spoken,
+/// interrupted).
+pub fn replies(log: &[serde_json::Value]) -> Vec<(String, bool)> {
+    named(log, "turn_finished")
+        .iter()
+        .map(|e| {
+            (
+                e["text"].as_str().unwrap_or_default().to_owned(),
+                e["interrupted"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}

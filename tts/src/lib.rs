@@ -19,12 +19,67 @@ pub mod config;
 mod espeak;
 mod phonemes;
 pub mod piper;
+mod worker;
 
 use std::path::PathBuf;
 
 pub use config::VoiceConfig;
 pub use phonemes::{phoneme_ids, phonemize};
 pub use piper::PiperVoice;
+pub use worker::{Synthesized, VoiceWorker, WorkerError};
+
+use hark_config::{check_not_empty, doc, InvalidValue, KeyDoc, Section, Settings};
+use serde::{Deserialize, Serialize};
+
+/// Anything that turns a clause of text into mono audio: Piper here, a
+/// remote voice or a test's fake elsewhere. [`VoiceWorker`] runs one on its
+/// own thread.
+pub trait Voice: Send {
+    /// Rate of the audio `synthesize` returns.
+    fn sample_rate(&self) -> u32;
+    fn synthesize(&mut self, text: &str) -> Result<Vec<f32>, TtsError>;
+}
+
+impl Voice for PiperVoice {
+    fn sample_rate(&self) -> u32 {
+        PiperVoice::sample_rate(self)
+    }
+    fn synthesize(&mut self, text: &str) -> Result<Vec<f32>, TtsError> {
+        PiperVoice::synthesize(self, text)
+    }
+}
+
+/// The `[voice]` section of Hark's configuration: which voice speaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TtsConfig {
+    /// Catalogue name (`joe-medium`) or path of a Piper `.onnx` voice; the
+    /// caller resolves it.
+    pub voice: String,
+}
+
+impl Default for TtsConfig {
+    fn default() -> Self {
+        Self {
+            voice: "joe-medium".into(),
+        }
+    }
+}
+
+impl Settings for TtsConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        check_not_empty("voice", &self.voice)
+    }
+}
+
+impl Section for TtsConfig {
+    const DOC: &'static str = "The voice that speaks them (Piper).";
+    const KEYS: &'static [KeyDoc] = &[doc(
+        "voice",
+        "Piper voice: a name from `hark models list` (joe-medium) or the path of a \
+         Piper .onnx voice (its .onnx.json next to it).",
+    )];
+}
 
 /// Everything that can go wrong loading a voice or synthesizing.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
-//! The ears: "hark-hear" (source → echo canceller → VAD) and "hark-stt"
-//! (Whisper), each on its own named thread and reporting to the core through
-//! a callback.
+//! The ears: "hark-hear" (source → echo canceller → VAD), on its own named
+//! thread, reporting to the core through a callback. (Whisper is
+//! `hark_stt::SttWorker`, "hark-stt".)
 //!
 //! Echo cancellation needs the microphone and the speaker's reference on one
 //! timeline. Both are continuous streams, so a single offset, measured once
@@ -9,19 +9,15 @@
 //! rest of the delay (device buffers, the room), up to its tail length.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use hark_aec::EchoCanceller;
+use hark_aec::{AecError, EchoCanceller};
 use hark_audio::vad::{Segmenter, SpeechClassifier, VadConfig, VadEvent};
 use hark_audio::{Frame, FrameSource, SAMPLE_RATE};
-use hark_converse::turn::UtteranceId;
-use hark_stt::SpeechToText;
 
-use super::speaker::EchoReference;
+use crate::speaker::EchoReference;
 
 /// Echo canceller block: 10 ms, what speexdsp is tuned for.
 const AEC_BLOCK: usize = SAMPLE_RATE as usize / 100;
@@ -70,8 +66,8 @@ pub enum HearingEvent {
     },
     /// The ears switched to another input (the daemon's [`SwitchedInput`]).
     ///
-    /// [`SwitchedInput`]: super::input::SwitchedInput
-    InputChanged(super::input::InputChange),
+    /// [`SwitchedInput`]: crate::input::SwitchedInput
+    InputChanged(crate::input::InputChange),
     /// The source has no more audio (end of file).
     Ended,
     Failed(String),
@@ -88,10 +84,9 @@ pub struct EchoCancellation {
 impl EchoCancellation {
     /// `tail_ms`: the longest echo path it can cancel (device buffers plus
     /// the room).
-    pub fn new(reference: Arc<EchoReference>, tail_ms: u32) -> anyhow::Result<Self> {
+    pub fn new(reference: Arc<EchoReference>, tail_ms: u32) -> Result<Self, AecError> {
         let tail = (SAMPLE_RATE * tail_ms / 1000) as usize;
-        let canceller = EchoCanceller::new(SAMPLE_RATE, AEC_BLOCK, tail)
-            .context("cannot set up echo cancellation")?;
+        let canceller = EchoCanceller::new(SAMPLE_RATE, AEC_BLOCK, tail)?;
         Ok(Self {
             canceller,
             reference,
@@ -222,7 +217,7 @@ impl Aec {
     }
 
     /// `mic_origin`: the wall time of microphone sample 0.
-    fn clean(&mut self, frame: &mut Frame, mic_origin: Instant) -> anyhow::Result<()> {
+    fn clean(&mut self, frame: &mut Frame, mic_origin: Instant) -> Result<(), AecError> {
         if self.offset.is_none() {
             let Some(ref_origin) = self.inner.reference.origin() else {
                 return Ok(()); // nothing has been played yet: no echo
@@ -341,19 +336,19 @@ pub fn spawn_hearing(
     origin: Arc<OnceLock<Instant>>,
     stop: Arc<AtomicBool>,
     mut report: impl FnMut(HearingEvent) -> bool + Send + 'static,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("hark-hear".into())
         .spawn(move || {
             let mut aec = echo.map(Aec::new);
-            let result = (|| -> anyhow::Result<()> {
+            let result = (|| -> Result<(), String> {
                 // WebRTC's VAD is not Send: it lives and dies on this thread.
                 let mut in_progress = SpeechInProgress::new(&vad, partial_every_ms);
-                let mut segmenter = Segmenter::webrtc(vad)?;
+                let mut segmenter = Segmenter::webrtc(vad).map_err(|e| e.to_string())?;
                 while !stop.load(Ordering::Relaxed) {
                     let Some(mut frame) = source
                         .next_frame()
-                        .with_context(|| format!("reading audio from {}", source.describe()))?
+                        .map_err(|e| format!("reading audio from {}: {e}", source.describe()))?
                     else {
                         break;
                     };
@@ -365,9 +360,10 @@ pub fn spawn_hearing(
                         Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
                     });
                     if let Some(aec) = aec.as_mut().filter(|_| source.hears_local_playback()) {
-                        aec.clean(&mut frame, zero)?;
+                        aec.clean(&mut frame, zero)
+                            .map_err(|e| format!("echo cancellation: {e}"))?;
                     }
-                    for event in segmenter.push(&frame)? {
+                    for event in segmenter.push(&frame).map_err(|e| e.to_string())? {
                         if !report(to_hearing(event)) {
                             return Ok(());
                         }
@@ -385,10 +381,9 @@ pub fn spawn_hearing(
             })();
             match result {
                 Ok(()) => report(HearingEvent::Ended),
-                Err(e) => report(HearingEvent::Failed(format!("{e:#}"))),
+                Err(message) => report(HearingEvent::Failed(message)),
             };
         })
-        .context("cannot start the hearing thread")
 }
 
 fn to_hearing(event: VadEvent) -> HearingEvent {
@@ -405,83 +400,6 @@ fn to_hearing(event: VadEvent) -> HearingEvent {
             audio: u.samples,
         },
     }
-}
-
-/// A transcription job and its result.
-pub struct SttJob {
-    pub utterance: UtteranceId,
-    pub audio: Vec<f32>,
-    pub purpose: SttPurpose,
-}
-
-/// Why a transcript is wanted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SttPurpose {
-    /// An ended utterance's: the state machine gets it.
-    Final,
-    /// Speech still in progress: the text is shown, not answered.
-    Partial,
-    /// Speech that paused at `speech_end_ms`: final if it stays ended.
-    Speculative { speech_end_ms: u64 },
-}
-
-#[derive(Debug)]
-pub struct SttResult {
-    pub utterance: UtteranceId,
-    pub purpose: SttPurpose,
-    /// Empty when Whisper heard no words or failed (the failure is logged).
-    pub text: String,
-    pub transcribe_ms: u64,
-}
-
-/// Starts "hark-stt"; jobs go in through the returned sender.
-pub fn spawn_stt(
-    mut stt: Box<dyn SpeechToText>,
-    queue: usize,
-    mut report: impl FnMut(SttResult) -> bool + Send + 'static,
-) -> anyhow::Result<(SyncSender<SttJob>, JoinHandle<()>)> {
-    let (jobs, rx): (SyncSender<SttJob>, Receiver<SttJob>) = std::sync::mpsc::sync_channel(queue);
-    let thread = std::thread::Builder::new()
-        .name("hark-stt".into())
-        .spawn(move || {
-            let mut queued = std::collections::VecDeque::new();
-            while let Some(job) = queued.pop_front().or_else(|| rx.recv().ok()) {
-                queued.extend(rx.try_iter());
-                // A partial with anything behind it is stale (and running
-                // it would delay the transcript the reply waits for).
-                if job.purpose == SttPurpose::Partial && !queued.is_empty() {
-                    let skipped = SttResult {
-                        utterance: job.utterance,
-                        purpose: job.purpose,
-                        text: String::new(),
-                        transcribe_ms: 0,
-                    };
-                    if !report(skipped) {
-                        break;
-                    }
-                    continue;
-                }
-                let started = Instant::now();
-                let text = match stt.transcribe(&job.audio) {
-                    Ok(t) => t.text(),
-                    Err(e) => {
-                        tracing::error!(utterance = job.utterance, "transcription failed: {e}");
-                        String::new()
-                    }
-                };
-                let result = SttResult {
-                    utterance: job.utterance,
-                    purpose: job.purpose,
-                    text,
-                    transcribe_ms: started.elapsed().as_millis() as u64,
-                };
-                if !report(result) {
-                    break;
-                }
-            }
-        })
-        .context("cannot start the speech-to-text thread")?;
-    Ok((jobs, thread))
 }
 
 #[cfg(test)]

@@ -15,11 +15,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use hark_audio::device::{DevicePlayer, PlayedAudio};
 use hark_audio::resample::Resampler;
 use hark_audio::wav::WavSink;
-use hark_audio::SAMPLE_RATE;
+use hark_audio::{AudioError, SAMPLE_RATE};
 use hark_converse::turn::ClauseId;
 
 /// How often the thread wakes to top up the sink and report progress.
@@ -74,7 +73,7 @@ pub trait SpeakerSink: Send {
     /// Samples the sink should be given now to stay just ahead of the
     /// listener.
     fn wanted(&mut self) -> usize;
-    fn write(&mut self, samples: &[f32]) -> anyhow::Result<()>;
+    fn write(&mut self, samples: &[f32]) -> Result<(), AudioError>;
     /// Samples written that have not been heard yet.
     fn queued(&self) -> usize;
     /// Drops everything queued and not heard yet.
@@ -85,7 +84,7 @@ pub trait SpeakerSink: Send {
     /// Appends to `out` what reached the listener since the last call,
     /// silence included: the echo canceller's reference.
     fn take_heard(&mut self, out: &mut Vec<f32>);
-    fn finish(self: Box<Self>) -> anyhow::Result<()>;
+    fn finish(self: Box<Self>) -> Result<(), AudioError>;
 }
 
 /// A playback device through cpal.
@@ -101,7 +100,7 @@ pub struct DeviceSink {
 }
 
 impl DeviceSink {
-    pub fn open(name: Option<&str>) -> anyhow::Result<Self> {
+    pub fn open(name: Option<&str>) -> Result<Self, AudioError> {
         let player = DevicePlayer::open(name)?;
         let rate = player.device_format().sample_rate;
         Ok(Self {
@@ -126,7 +125,7 @@ impl SpeakerSink for DeviceSink {
     fn wanted(&mut self) -> usize {
         self.lead.saturating_sub(self.player.queued_frames())
     }
-    fn write(&mut self, samples: &[f32]) -> anyhow::Result<()> {
+    fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
         self.silence_at_start
             .get_or_insert_with(|| self.player.silence_played_frames());
         self.player.play(samples, self.rate)?;
@@ -156,7 +155,7 @@ impl SpeakerSink for DeviceSink {
         }
         played.read(out);
     }
-    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+    fn finish(self: Box<Self>) -> Result<(), AudioError> {
         self.player.drain()?;
         Ok(())
     }
@@ -211,7 +210,7 @@ impl SpeakerSink for ClockedFileSink {
         let due = (origin.elapsed().as_secs_f64() * self.rate as f64) as u64;
         due.saturating_sub(self.written) as usize
     }
-    fn write(&mut self, samples: &[f32]) -> anyhow::Result<()> {
+    fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
         self.sink.write(samples)?;
         if let Some(tap) = &self.tap {
             tap.written(self.written, samples, self.rate);
@@ -230,7 +229,7 @@ impl SpeakerSink for ClockedFileSink {
     fn take_heard(&mut self, out: &mut Vec<f32>) {
         out.append(&mut self.heard);
     }
-    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+    fn finish(self: Box<Self>) -> Result<(), AudioError> {
         self.sink.finalize()?;
         Ok(())
     }
@@ -328,7 +327,7 @@ impl Queued {
 /// Handle to the speaker thread.
 pub struct Speaker {
     commands: Sender<SpeakerCommand>,
-    thread: Option<JoinHandle<anyhow::Result<()>>>,
+    thread: Option<JoinHandle<Result<(), AudioError>>>,
     rate: u32,
 }
 
@@ -338,13 +337,12 @@ impl Speaker {
         sink: Box<dyn SpeakerSink>,
         echo_reference: Option<Arc<EchoReference>>,
         report: impl FnMut(PlaybackReport) + Send + 'static,
-    ) -> anyhow::Result<Self> {
+    ) -> std::io::Result<Self> {
         let rate = sink.rate();
         let (commands, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("hark-speaker".into())
-            .spawn(move || speaker_loop(sink, rx, echo_reference, report))
-            .context("cannot start the speaker thread")?;
+            .spawn(move || speaker_loop(sink, rx, echo_reference, report))?;
         Ok(Self {
             commands,
             thread: Some(thread),
@@ -393,7 +391,7 @@ fn speaker_loop(
     commands: Receiver<SpeakerCommand>,
     echo_reference: Option<Arc<EchoReference>>,
     mut report: impl FnMut(PlaybackReport),
-) -> anyhow::Result<()> {
+) -> Result<(), AudioError> {
     let reference = match echo_reference {
         Some(r) => Some((r, Resampler::with_output_rate(sink.rate(), 1, SAMPLE_RATE)?)),
         None => None,
@@ -420,7 +418,7 @@ fn speaker_loop(
             s.apply(command, &mut report);
         }
         if let Err(e) = s.feed() {
-            report(PlaybackReport::Failed(format!("{e:#}")));
+            report(PlaybackReport::Failed(e.to_string()));
             return Err(e);
         }
         s.report_progress(&mut report);
@@ -480,7 +478,7 @@ impl SpeakerState {
     }
 
     /// Tops the sink up with clause audio, or silence while paused or idle.
-    fn feed(&mut self) -> anyhow::Result<()> {
+    fn feed(&mut self) -> Result<(), AudioError> {
         let gaps = self.sink.gaps();
         if gaps > self.gaps_seen {
             // The device ran dry and played silence we never wrote: move our
@@ -516,7 +514,7 @@ impl SpeakerState {
     }
 
     /// Moves what the listener heard into the echo reference.
-    fn feed_reference(&mut self) -> anyhow::Result<()> {
+    fn feed_reference(&mut self) -> Result<(), AudioError> {
         let Some((reference, resampler)) = &mut self.reference else {
             return Ok(());
         };
@@ -594,7 +592,7 @@ mod tests {
         fn wanted(&mut self) -> usize {
             self.lead.saturating_sub(self.queued())
         }
-        fn write(&mut self, samples: &[f32]) -> anyhow::Result<()> {
+        fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
             self.device.lock().unwrap().pending.extend(samples);
             Ok(())
         }
@@ -608,7 +606,7 @@ mod tests {
             0
         }
         fn take_heard(&mut self, _: &mut Vec<f32>) {}
-        fn finish(self: Box<Self>) -> anyhow::Result<()> {
+        fn finish(self: Box<Self>) -> Result<(), AudioError> {
             Ok(())
         }
     }

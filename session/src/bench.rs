@@ -1,5 +1,7 @@
-//! `hark bench converse`: a scripted conversation through the real pipeline
-//! in real time, measured from the outside.
+//! The benchmarks' scenarios: `hark bench converse`, a scripted
+//! conversation through the real pipeline in real time, measured from the
+//! outside, and `hark bench stt`, Whisper's speed and the cost of idle
+//! listening ([`stt`]).
 //!
 //! The user's side is synthesized with the Piper voice and played by a
 //! [`ScriptSource`] that watches Hark's output as it is written: a question
@@ -16,26 +18,22 @@
 //! - stages (from the event log): endpoint (VAD noticed the end), transcript,
 //!   first token, first audio.
 
-use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use clap::Args;
 use hark_audio::resample::resample_mono;
 use hark_audio::{AudioError, Frame, FrameSource, SAMPLE_RATE};
-use hark_converse::turn::TurnConfig;
-use hark_models::store::ModelStore;
+use hark_tts::Voice;
 use serde::Serialize;
 
-use super::core::StopRules;
-use super::speaker::OutputTap;
-use super::{converse_vad, run_session, Input, Models, Output, SessionSetup};
-use crate::ask::LlmArgs;
-use crate::listen::VadArgs;
-use crate::speak::{load_voice, OutputArgs};
-use crate::ModelArgs;
+use crate::events::SessionEvent;
+use crate::speaker::OutputTap;
+use crate::{
+    run_session, BoxError, Input, Models, Output, SessionConfig, SessionError, SessionSetup,
+};
+
+pub mod stt;
 
 /// A sample louder than this is Hark's voice.
 const AUDIBLE: f32 = 0.02;
@@ -49,36 +47,41 @@ const QUIET_BEFORE_QUESTION: Duration = Duration::from_millis(1200);
 /// A step of the script waits at most this long for its trigger.
 const TRIGGER_TIMEOUT: Duration = Duration::from_secs(20);
 
-#[derive(Args, Debug)]
-pub struct ConverseBenchArgs {
-    /// Keep the scenario's input, Hark's output and the event log here.
-    #[arg(long, value_name = "DIR")]
+/// How `hark bench converse` runs.
+#[derive(Debug, Clone)]
+pub struct ConverseOptions {
+    /// Keep the scenario's input, Hark's output and the event log here
+    /// (else a temporary directory, removed afterwards).
     pub keep: Option<PathBuf>,
-
     /// How far into Hark's reply each interruption starts, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub interrupt_after_ms: u64,
+    /// Only the first this many lines of the script (a quick run).
+    pub turns: Option<usize>,
+    /// Names for the report.
+    pub whisper_model: String,
+    pub llm: String,
+}
 
-    /// Also make partial transcripts while the user talks, each this much
-    /// more speech (what the daemon does for live captions), to measure
-    /// what they cost the reply.
-    #[arg(long, value_name = "MS")]
-    pub partial_every_ms: Option<u32>,
-
-    #[command(flatten)]
-    pub llm: LlmArgs,
-
-    #[command(flatten)]
-    pub vad: VadArgs,
-
-    #[command(flatten)]
-    pub model: ModelArgs,
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error("cannot use the directory {}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot synthesize the user's side: {0}")]
+    UserVoice(String),
+    #[error(transparent)]
+    Audio(#[from] AudioError),
 }
 
 /// When a scripted user utterance starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum Kind {
+pub enum Kind {
     /// After Hark has answered the previous turn.
     Question,
     /// While Hark is answering, `interrupt_after_ms` into its voice.
@@ -274,43 +277,51 @@ impl FrameSource for ScriptSource {
     fn describe(&self) -> String {
         "benchmark script".into()
     }
+
+    /// A script, like a file, cannot hear Hark's speaker.
+    fn hears_local_playback(&self) -> bool {
+        false
+    }
 }
 
+/// Where the time of one reply went.
 #[derive(Serialize, Default, Clone)]
-struct Stages {
+pub struct Stages {
     /// True end of speech → the VAD reports the end.
-    endpoint_ms: Option<u64>,
+    pub endpoint_ms: Option<u64>,
     /// VAD end → transcript.
-    transcript_ms: Option<u64>,
+    pub transcript_ms: Option<u64>,
     /// Transcript → first token.
-    first_token_ms: Option<u64>,
+    pub first_token_ms: Option<u64>,
     /// First token → first audio playing.
-    first_audio_ms: Option<u64>,
+    pub first_audio_ms: Option<u64>,
 }
 
+/// One scripted line and what became of it.
 #[derive(Serialize)]
-struct TurnResult {
-    index: usize,
-    kind: Kind,
-    said: &'static str,
-    user_onset_ms: u64,
-    user_end_ms: u64,
+pub struct TurnResult {
+    pub index: usize,
+    pub kind: Kind,
+    pub said: &'static str,
+    pub user_onset_ms: u64,
+    pub user_end_ms: u64,
     /// Hark was audible when the interruption began.
-    hark_was_speaking: bool,
-    heard: Option<String>,
-    reply: Option<String>,
-    reply_interrupted: Option<bool>,
-    voice_to_voice_ms: Option<u64>,
-    barge_in_ms: Option<u64>,
-    stages: Stages,
+    pub hark_was_speaking: bool,
+    pub heard: Option<String>,
+    pub reply: Option<String>,
+    pub reply_interrupted: Option<bool>,
+    pub voice_to_voice_ms: Option<u64>,
+    pub barge_in_ms: Option<u64>,
+    pub stages: Stages,
 }
 
+/// Percentiles of one measure over the turns.
 #[derive(Serialize)]
-struct Summary {
-    n: usize,
-    p50: Option<u64>,
-    p95: Option<u64>,
-    max: Option<u64>,
+pub struct Summary {
+    pub n: usize,
+    pub p50: Option<u64>,
+    pub p95: Option<u64>,
+    pub max: Option<u64>,
 }
 
 fn summary(mut values: Vec<u64>) -> Summary {
@@ -327,48 +338,49 @@ fn summary(mut values: Vec<u64>) -> Summary {
     }
 }
 
+/// What `hark bench converse` prints, as JSON.
 #[derive(Serialize)]
-struct Report {
-    cores: usize,
-    whisper_model: String,
-    llm: String,
-    turns_scripted: usize,
-    interruptions_scripted: usize,
-    interruptions_detected: usize,
-    wall_secs: f64,
-    voice_to_voice_ms: Summary,
-    barge_in_ms: Summary,
-    endpoint_ms: Summary,
-    transcript_ms: Summary,
-    first_token_ms: Summary,
-    first_audio_ms: Summary,
-    turns: Vec<TurnResult>,
+pub struct Report {
+    pub cores: usize,
+    pub whisper_model: String,
+    pub llm: String,
+    pub turns_scripted: usize,
+    pub interruptions_scripted: usize,
+    pub interruptions_detected: usize,
+    pub wall_secs: f64,
+    pub voice_to_voice_ms: Summary,
+    pub barge_in_ms: Summary,
+    pub endpoint_ms: Summary,
+    pub transcript_ms: Summary,
+    pub first_token_ms: Summary,
+    pub first_audio_ms: Summary,
+    pub turns: Vec<TurnResult>,
 }
 
-pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
-    let dir = match &args.keep {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            dir.clone()
-        }
+/// The scripted conversation: the user's side spoken by `user_voice`, Hark
+/// as `config` and `load` make it, talking into a file in real time.
+pub fn converse(
+    config: SessionConfig,
+    user_voice: &mut dyn Voice,
+    load: impl FnOnce() -> Result<Models, BoxError>,
+    options: &ConverseOptions,
+) -> Result<Report, BenchError> {
+    let dir = match &options.keep {
+        Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("hark-bench-converse-{}", std::process::id())),
     };
-    std::fs::create_dir_all(&dir)?;
-    let output_args = OutputArgs {
-        output: Some(dir.join("hark.wav")),
-        output_device: None,
-        voice: "joe-medium".into(),
-    };
+    std::fs::create_dir_all(&dir).map_err(|source| BenchError::Dir {
+        path: dir.clone(),
+        source,
+    })?;
+    let script_lines = &SCRIPT[..options.turns.unwrap_or(SCRIPT.len()).min(SCRIPT.len())];
 
-    eprintln!(
-        "hark bench: synthesizing the user's side ({} lines)",
-        SCRIPT.len()
-    );
-    let mut user_voice = load_voice(&output_args, store)?;
+    tracing::info!(lines = script_lines.len(), "synthesizing the user's side");
     let mut lines = Vec::new();
-    for &(text, kind) in SCRIPT {
-        let pcm = user_voice.synthesize(text)?;
+    for &(text, kind) in script_lines {
+        let pcm = user_voice
+            .synthesize(text)
+            .map_err(|e| BenchError::UserVoice(e.to_string()))?;
         let audio = resample_mono(&pcm, user_voice.sample_rate(), SAMPLE_RATE)?;
         let first = audio.iter().position(|s| s.abs() > AUDIBLE).unwrap_or(0);
         let last = audio
@@ -382,9 +394,7 @@ pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
             speech: (first, last),
         }));
     }
-    drop(user_voice);
 
-    let vad = converse_vad(&args.vad)?;
     let watch = Arc::new(Watch::default());
     let starts = Arc::new(Mutex::new(Vec::new()));
     let script = ScriptSource {
@@ -392,45 +402,55 @@ pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
         next_line: 0,
         playing: None,
         watch: watch.clone(),
-        frame_len: vad.frame_len(),
+        frame_len: config.vad.frame_len(),
         origin: None,
         position: 0,
         last_end: 0,
         starts: starts.clone(),
         tail: SAMPLE_RATE as u64 * 2,
-        interrupt_after_ms: args.interrupt_after_ms,
+        interrupt_after_ms: options.interrupt_after_ms,
         ended_at: None,
     };
-    let events_path = dir.join("events.jsonl");
-    let setup = SessionSetup {
-        input: Input::Source(Box::new(script)),
-        output: Output::File {
+    // When the core heard of each speech end: (speech end, arrival), ms.
+    let speech_ends = Arc::new(Mutex::new(Vec::new()));
+    let seen = speech_ends.clone();
+    let mut setup = SessionSetup::new(
+        config,
+        Input::Source(Box::new(script)),
+        Output::File {
             path: dir.join("hark.wav"),
             tap: Some(watch.clone()),
         },
-        events: Some(events_path.clone()),
-        vad,
-        turn: TurnConfig::default(),
-        echo_tail_ms: None,
-        partial_every_ms: args.partial_every_ms,
-        rules: StopRules::default(),
-        print_turns: false,
-        mode: super::core::ListenMode::Always,
-        publish: None,
-        on_ready: None,
-    };
-    eprintln!("hark bench: running the conversation in real time (about two minutes)");
+    );
+    setup
+        .subscribers
+        .push(Box::new(move |t_ms: u64, event: &SessionEvent| {
+            if let SessionEvent::SpeechEnded { at_ms, .. } = event {
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((*at_ms, t_ms));
+            }
+        }));
+    if options.keep.is_some() {
+        setup.subscribers.push(Box::new(crate::EventLog::create(
+            &dir.join("events.jsonl"),
+        )?));
+    }
+    tracing::info!("running the conversation in real time");
     let started = Instant::now();
-    let outcome = run_session(setup, store, |s| {
-        Ok(Models {
-            whisper: super::load_whisper(&args.model, s)?,
-            llm: args.llm.load(s)?,
-            voice: load_voice(&output_args, s)?,
-        })
-    })?;
+    let outcome = run_session(setup, load)?;
     let wall_secs = started.elapsed().as_secs_f64();
 
-    let events = read_events(&events_path)?;
+    let speech_ends = speech_ends
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let endpoint_arrival = |speech_end_ms: u64| {
+        speech_ends
+            .iter()
+            .find(|(at, _)| *at == speech_end_ms)
+            .map(|(_, t)| *t)
+    };
     let starts = starts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let observed = watch.lock();
     let ms_of = |sample: u64| sample * 1000 / SAMPLE_RATE as u64;
@@ -456,7 +476,7 @@ pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
         });
         let stages = record.map_or_else(Stages::default, |r| {
             let t = &r.timings;
-            let vad_end = t.speech_ended_ms.and_then(|e| events.endpoint_arrival(e));
+            let vad_end = t.speech_ended_ms.and_then(endpoint_arrival);
             Stages {
                 endpoint_ms: vad_end.map(|v| v.saturating_sub(end)),
                 transcript_ms: vad_end
@@ -493,10 +513,10 @@ pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
         |f: &dyn Fn(&TurnResult) -> Option<u64>| turns.iter().filter_map(f).collect::<Vec<_>>();
     let report = Report {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        whisper_model: args.model.model.clone(),
-        llm: args.llm.llm.clone(),
-        turns_scripted: SCRIPT.len(),
-        interruptions_scripted: SCRIPT
+        whisper_model: options.whisper_model.clone(),
+        llm: options.llm.clone(),
+        turns_scripted: script_lines.len(),
+        interruptions_scripted: script_lines
             .iter()
             .filter(|(_, k)| *k == Kind::Interruption)
             .count(),
@@ -510,17 +530,13 @@ pub fn run(args: ConverseBenchArgs, store: &ModelStore) -> anyhow::Result<()> {
         first_audio_ms: summary(collect(&|t| t.stages.first_audio_ms)),
         turns,
     };
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if args.keep.is_none() {
+    if options.keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         write_input(&dir.join("user.wav"), &lines, &starts)?;
-        eprintln!(
-            "hark bench: kept the recordings and events in {}",
-            dir.display()
-        );
+        tracing::info!(dir = %dir.display(), "kept the recordings and events");
     }
-    Ok(())
+    Ok(report)
 }
 
 fn ms_to_index(o: &Observed, ms: u64) -> usize {
@@ -562,39 +578,8 @@ fn silent_from(o: &Observed, ms: u64) -> Option<u64> {
     None
 }
 
-/// The bits of the event log the analysis needs.
-struct EventTimes {
-    /// (speech end stamp, when the core got it), both ms.
-    speech_ends: VecDeque<(u64, u64)>,
-}
-
-impl EventTimes {
-    fn endpoint_arrival(&self, speech_end_ms: u64) -> Option<u64> {
-        self.speech_ends
-            .iter()
-            .find(|(at, _)| *at == speech_end_ms)
-            .map(|(_, t)| *t)
-    }
-}
-
-fn read_events(path: &std::path::Path) -> anyhow::Result<EventTimes> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the event log {}", path.display()))?;
-    let mut speech_ends = VecDeque::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("a bad line in {}: {line}", path.display()))?;
-        if v["event"] == "speech_ended" {
-            if let (Some(at), Some(t)) = (v["at_ms"].as_u64(), v["t_ms"].as_u64()) {
-                speech_ends.push_back((at, t));
-            }
-        }
-    }
-    Ok(EventTimes { speech_ends })
-}
-
 /// Writes the user's side as played, for listening to a kept run.
-fn write_input(path: &std::path::Path, lines: &[Arc<Line>], starts: &[u64]) -> anyhow::Result<()> {
+fn write_input(path: &Path, lines: &[Arc<Line>], starts: &[u64]) -> Result<(), AudioError> {
     let end = lines
         .iter()
         .zip(starts)

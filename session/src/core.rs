@@ -1,0 +1,967 @@
+//! The conversation core's event loop: the one owner of conversation state.
+//!
+//! Every other thread (ears, Whisper, the language model, the voice, the
+//! speaker, D-Bus) only sends [`CoreInput`]s into one bounded channel. The
+//! loop stamps each with the input timeline's time, feeds it to the pure
+//! [`Conversation`] state machine and carries out the actions it returns by
+//! sending work to the [`Workers`]. A tick every 20 ms lets the state
+//! machine's duration rules (barge-in) fire on time.
+//!
+//! The core does no I/O of its own: what it does is reported as
+//! [`SessionEvent`]s to its subscribers, the clock is injected
+//! ([`Timeline`]), and the watchdog is a [`Heartbeat`] the caller hands in.
+
+use std::collections::{HashMap, VecDeque};
+use std::str::FromStr;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hark_converse::turn::{
+    Action, ClauseId, Conversation, Event, Notice, ReplyId, Role, State, Turn, TurnTimings,
+    UtteranceId,
+};
+use hark_llm::{CancelHandle, ChatMessage, LlmEvent, INTERRUPTED_MARKER};
+use hark_stt::{SttJob, SttPurpose, SttResult};
+use hark_tts::Synthesized;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timeline;
+use crate::events::{HistoryTurn, SessionEvent, Subscriber};
+use crate::hearing::HearingEvent;
+use crate::input::{ExternalInput, InputSwitch};
+use crate::speaker::{PlaybackReport, SpeakerCommand};
+use crate::workers::{Refused, Workers};
+use crate::SessionError;
+
+/// How often the state machine is told that time passed.
+const TICK: Duration = Duration::from_millis(20);
+/// After the input ends and Hark has finished talking, how long to keep
+/// listening for stragglers before closing.
+const LINGER_MS: u64 = 800;
+/// Longest wait for a reply to finish after the input has ended.
+const LAST_REPLY_LIMIT_MS: u64 = 90_000;
+
+/// Everything that can happen to the core.
+#[derive(Debug)]
+pub enum CoreInput {
+    Hearing(HearingEvent),
+    Transcribed(SttResult),
+    Llm {
+        reply: ReplyId,
+        event: LlmEvent,
+    },
+    /// A clause's audio, at the speaker's rate.
+    Synthesized(Synthesized),
+    Playback(PlaybackReport),
+    Command(Command),
+}
+
+/// Where a command's answer goes: called once, on the core's thread.
+pub struct Reply<T>(Box<dyn FnOnce(T) + Send>);
+
+impl<T> Reply<T> {
+    pub fn new(answer: impl FnOnce(T) + Send + 'static) -> Self {
+        Self(Box::new(answer))
+    }
+
+    pub fn send(self, value: T) {
+        (self.0)(value)
+    }
+}
+
+impl<T> std::fmt::Debug for Reply<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// Requests from outside the audio path (the D-Bus service sends these).
+/// Those with a `Reply` answer through it; a dropped reply is fine.
+#[derive(Debug)]
+pub enum Command {
+    Say(String),
+    /// Answer `text` as if the user had said it; `reply` gets what Hark
+    /// said (only the spoken part if it was interrupted).
+    Ask {
+        text: String,
+        reply: Option<Reply<String>>,
+    },
+    Interrupt,
+    SetMuted(bool),
+    SetMode(ListenMode),
+    /// Push-to-talk pressed (true) or released.
+    Listen(bool),
+    ClearHistory,
+    GetHistory(Reply<Vec<HistoryEntry>>),
+    /// A reloaded configuration: new turn-taking rules and listening mode.
+    Reconfigure {
+        turn: hark_converse::turn::TurnConfig,
+        mode: ListenMode,
+    },
+    /// Listen to this stream instead of the microphone until it closes;
+    /// `reply` gets why not, if another stream is already in.
+    OpenInput {
+        input: ExternalInput,
+        reply: Reply<Result<(), String>>,
+    },
+    /// Finish the current reply (if any) and stop.
+    Stop,
+}
+
+/// A history turn with the wall-clock time it was recorded.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub turn: Turn,
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+}
+
+/// When Hark listens; `[daemon] mode` in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenMode {
+    /// Always listening; every utterance is a turn.
+    #[default]
+    Always,
+    /// Listening only while asked to over D-Bus (e.g. from a key binding).
+    PushToTalk,
+    /// Not listening; `Say` and `Ask` still work.
+    Off,
+}
+
+impl ListenMode {
+    pub const NAMES: [&'static str; 3] = ["always", "push-to-talk", "off"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenMode::Always => "always",
+            ListenMode::PushToTalk => "push-to-talk",
+            ListenMode::Off => "off",
+        }
+    }
+}
+
+impl FromStr for ListenMode {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "always" => Ok(ListenMode::Always),
+            "push-to-talk" => Ok(ListenMode::PushToTalk),
+            "off" => Ok(ListenMode::Off),
+            _ => Err(format!(
+                "unknown mode {name:?}; use always, push-to-talk or off"
+            )),
+        }
+    }
+}
+
+/// A transcription started when the user's speech paused.
+#[derive(Debug)]
+struct Speculation {
+    speech_end_ms: u64,
+    /// Its transcript and how long Whisper took, once done.
+    text: Option<(String, u64)>,
+    /// The utterance that ended at the pause and waits for the transcript.
+    waiting: Option<UtteranceId>,
+}
+
+/// The utterance the VAD just closed, until the state machine asks for its
+/// transcript.
+#[derive(Debug)]
+struct EndedUtterance {
+    audio: Vec<f32>,
+    /// Where its speech ended (ms), to match a speculation.
+    speech_end_ms: u64,
+}
+
+/// A finished reply, for the caller's summary and benchmarks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRecord {
+    pub user_text: String,
+    pub spoken: String,
+    pub interrupted: bool,
+    pub timings: TurnTimings,
+}
+
+/// What a session leaves behind.
+#[derive(Debug, Default)]
+pub struct SessionOutcome {
+    pub turns: Vec<TurnRecord>,
+    pub history: Vec<Turn>,
+    pub interruptions: usize,
+}
+
+/// When the loop ends by itself.
+#[derive(Debug, Clone, Default)]
+pub struct StopRules {
+    /// Stop once this many replies have finished.
+    pub max_turns: Option<usize>,
+    /// Stop after this long on the input timeline.
+    pub duration: Option<Duration>,
+}
+
+/// Proof of life, called from the core's loop at most every `every`, so a
+/// wedged core stops calling it (the daemon pings systemd's watchdog).
+pub struct Heartbeat {
+    pub every: Duration,
+    pub beat: Box<dyn FnMut() + Send>,
+}
+
+/// Whether the loop goes on after an input.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+pub struct Core {
+    conversation: Conversation,
+    inputs: Receiver<CoreInput>,
+    workers: Workers,
+    timeline: Timeline,
+    subscribers: Vec<Box<dyn Subscriber>>,
+    heartbeat: Option<(Heartbeat, Instant)>,
+    /// The running generation, so a cancel reaches it.
+    generation: Option<(ReplyId, CancelHandle)>,
+    ended_utterance: Option<EndedUtterance>,
+    /// The latest speculative transcription (see `SpeechPausing`).
+    speculation: Option<Speculation>,
+    /// Synthesized clauses waiting for their turn to play.
+    synthesized: HashMap<ClauseId, Vec<f32>>,
+    /// Events the core owes the state machine (answers it can give itself).
+    owed: VecDeque<Event>,
+    last_user_text: String,
+    outcome: SessionOutcome,
+    /// `Ask` commands waiting for the reply they started.
+    pending_asks: Vec<(ReplyId, Reply<String>)>,
+    /// An `Ask` just handed to the state machine, until its reply id is
+    /// known (the `StartGeneration` it causes).
+    asking: Option<Reply<String>>,
+    mode: ListenMode,
+    user_muted: bool,
+    push_to_talk_held: bool,
+    /// Where `OpenInput` streams go; `None` where the input is fixed.
+    input_switch: Option<Arc<InputSwitch>>,
+    /// A partial transcription is queued or running.
+    partial_in_flight: bool,
+    /// Set by `Stop` or a stop rule: end once Hark is quiet.
+    stopping: bool,
+    /// When the input ended, and since when Hark has been quiet after it.
+    input_ended_ms: Option<u64>,
+    quiet_since_ms: Option<u64>,
+}
+
+impl Core {
+    pub fn new(
+        conversation: Conversation,
+        inputs: Receiver<CoreInput>,
+        workers: Workers,
+        timeline: Timeline,
+    ) -> Self {
+        Self {
+            conversation,
+            inputs,
+            workers,
+            timeline,
+            subscribers: Vec::new(),
+            heartbeat: None,
+            generation: None,
+            ended_utterance: None,
+            speculation: None,
+            synthesized: HashMap::new(),
+            owed: VecDeque::new(),
+            last_user_text: String::new(),
+            outcome: SessionOutcome::default(),
+            pending_asks: Vec::new(),
+            asking: None,
+            mode: ListenMode::Always,
+            user_muted: false,
+            push_to_talk_held: false,
+            input_switch: None,
+            partial_in_flight: false,
+            stopping: false,
+            input_ended_ms: None,
+            quiet_since_ms: None,
+        }
+    }
+
+    /// Adds a subscriber to the event stream (before `run`).
+    pub fn subscribe(&mut self, subscriber: Box<dyn Subscriber>) {
+        self.subscribers.push(subscriber);
+    }
+
+    /// Calls `heartbeat` from the loop (before `run`).
+    pub fn set_heartbeat(&mut self, heartbeat: Heartbeat) {
+        let now = self.timeline.now();
+        self.heartbeat = Some((heartbeat, now));
+    }
+
+    /// Lets `OpenInput` commands reach the ears (before `run`).
+    pub fn set_input_switch(&mut self, switch: Arc<InputSwitch>) {
+        self.input_switch = Some(switch);
+    }
+
+    /// Starts in `mode` (before `run`).
+    pub fn set_mode(&mut self, mode: ListenMode) {
+        self.mode = mode;
+        self.apply_mute(0);
+    }
+
+    fn emit(&mut self, t_ms: u64, event: SessionEvent) {
+        for subscriber in &mut self.subscribers {
+            subscriber.event(t_ms, &event);
+        }
+    }
+
+    /// Muted by the user, by `off`, or by push-to-talk not held.
+    fn effective_mute(&self) -> bool {
+        self.user_muted
+            || match self.mode {
+                ListenMode::Always => false,
+                ListenMode::Off => true,
+                ListenMode::PushToTalk => !self.push_to_talk_held,
+            }
+    }
+
+    /// Runs until the input ends and Hark has finished talking, a stop rule
+    /// fires, or a [`Command::Stop`] arrives and Hark is quiet.
+    pub fn run(mut self, rules: StopRules) -> Result<SessionOutcome, SessionError> {
+        let now = self.timeline.now_ms();
+        self.emit(now, SessionEvent::Listening);
+        let result = loop {
+            let input = match self.inputs.recv_timeout(TICK) {
+                Ok(input) => Some(input),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            };
+            match self.step(input, &rules) {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Some((_, cancel)) = self.generation.take() {
+            cancel.cancel();
+        }
+        let now = self.timeline.now_ms();
+        self.outcome.history = self.conversation.history().to_vec();
+        let turns = self.outcome.history.iter().map(HistoryTurn::from).collect();
+        self.emit(now, SessionEvent::History { turns });
+        for subscriber in &mut self.subscribers {
+            subscriber.finish();
+        }
+        result.map(|()| self.outcome)
+    }
+
+    /// Handles one input (`None`: a tick), then checks whether to stop.
+    fn step(&mut self, input: Option<CoreInput>, rules: &StopRules) -> Result<Flow, SessionError> {
+        self.beat();
+        let now = self.timeline.now_ms();
+        match input {
+            None => self.feed(now, Event::Tick),
+            Some(CoreInput::Hearing(HearingEvent::Ended)) => {
+                self.emit(now, SessionEvent::InputEnded);
+                self.input_ended_ms.get_or_insert(now);
+            }
+            Some(CoreInput::Hearing(HearingEvent::Failed(message))) => {
+                self.error(now, "audio-input", message.clone());
+                return Err(SessionError::Input(message));
+            }
+            Some(CoreInput::Playback(PlaybackReport::Failed(message))) => {
+                self.error(now, "audio-output", message.clone());
+                return Err(SessionError::Playback(message));
+            }
+            Some(CoreInput::Command(Command::Stop)) => {
+                self.emit(
+                    now,
+                    SessionEvent::Command {
+                        command: "Stop".into(),
+                    },
+                );
+                self.stopping = true;
+            }
+            Some(input) => self.accept(now, input),
+        }
+
+        let turns_done = rules
+            .max_turns
+            .is_some_and(|n| self.outcome.turns.len() >= n);
+        let time_up = rules.duration.is_some_and(|d| now >= d.as_millis() as u64);
+        self.stopping |= turns_done || time_up;
+        let idle = matches!(self.conversation.state(), State::Listening | State::Idle);
+        if self.stopping && idle {
+            return Ok(Flow::Stop);
+        }
+        if let Some(ended) = self.input_ended_ms {
+            self.quiet_since_ms = if idle {
+                self.quiet_since_ms.or(Some(now))
+            } else {
+                None
+            };
+            if self.quiet_since_ms.is_some_and(|q| now >= q + LINGER_MS) {
+                return Ok(Flow::Stop);
+            }
+            if now >= ended + LAST_REPLY_LIMIT_MS {
+                tracing::warn!("the input ended long ago and the reply has not finished; stopping");
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn beat(&mut self) {
+        let now = self.timeline.now();
+        if let Some((heartbeat, last)) = &mut self.heartbeat {
+            if now.saturating_duration_since(*last) >= heartbeat.every {
+                *last = now;
+                (heartbeat.beat)();
+            }
+        }
+    }
+
+    fn error(&mut self, now: u64, code: &'static str, message: String) {
+        self.emit(now, SessionEvent::Error { code, message });
+    }
+
+    /// Sends the speech so far to Whisper for a partial transcript, unless
+    /// one is already on its way (so a final transcript never waits behind
+    /// more than one) or nobody is being listened to.
+    fn transcribe_partial(&mut self, audio: Vec<f32>) {
+        if self.partial_in_flight || self.conversation.state() != State::UserSpeaking {
+            return;
+        }
+        let job = SttJob {
+            utterance: 0,
+            audio,
+            purpose: SttPurpose::Partial,
+        };
+        // A full queue only costs this partial.
+        if self.workers.stt.submit(job).is_ok() {
+            self.partial_in_flight = true;
+        }
+    }
+
+    /// Transcribes the speech so far on speculation that the pause at
+    /// `speech_end_ms` ends the turn; replaces any older speculation.
+    fn speculate(&mut self, speech_end_ms: u64, audio: Vec<f32>) {
+        if self.conversation.state() != State::UserSpeaking {
+            return;
+        }
+        let job = SttJob {
+            utterance: 0,
+            audio,
+            purpose: SttPurpose::Speculative { speech_end_ms },
+        };
+        if self.workers.stt.submit(job).is_ok() {
+            self.speculation = Some(Speculation {
+                speech_end_ms,
+                text: None,
+                waiting: None,
+            });
+        }
+    }
+
+    /// Reports a transcript and hands it to the state machine.
+    fn transcript(
+        &mut self,
+        now: u64,
+        utterance: UtteranceId,
+        text: String,
+        transcribe_ms: u64,
+        speculative: bool,
+    ) {
+        self.emit(
+            now,
+            SessionEvent::Transcript {
+                utterance,
+                text: text.clone(),
+                transcribe_ms,
+                speculative,
+            },
+        );
+        self.feed(now, Event::Transcript { utterance, text });
+    }
+
+    /// Reports an input and turns it into state machine events.
+    fn accept(&mut self, now: u64, input: CoreInput) {
+        match input {
+            CoreInput::Hearing(event) => self.hearing(now, event),
+            CoreInput::Transcribed(result) => self.transcribed(now, result),
+            CoreInput::Llm { reply, event } => match event {
+                LlmEvent::Token(text) => {
+                    self.emit(
+                        now,
+                        SessionEvent::Token {
+                            reply,
+                            text: text.clone(),
+                        },
+                    );
+                    self.feed(now, Event::ReplyToken { reply, text });
+                }
+                LlmEvent::Done(g) => {
+                    self.emit(
+                        now,
+                        SessionEvent::GenerationFinished {
+                            reply,
+                            tokens: g.tokens,
+                            cancelled: g.cancelled,
+                            first_token_ms: g.first_token_ms,
+                            total_ms: g.total_ms,
+                        },
+                    );
+                    self.finish_generation(now, reply);
+                }
+                LlmEvent::Error(message) => {
+                    tracing::error!(reply, "generation failed: {message}");
+                    self.error(
+                        now,
+                        "language-model",
+                        format!("generation failed: {message}"),
+                    );
+                    self.finish_generation(now, reply);
+                }
+            },
+            CoreInput::Synthesized(s) => match s.audio {
+                Ok(pcm) => {
+                    let audio_ms = pcm.len() as u64 * 1000 / u64::from(s.rate.max(1));
+                    self.emit(
+                        now,
+                        SessionEvent::Synthesized {
+                            clause: s.clause,
+                            synth_ms: s.synth_ms,
+                            audio_ms,
+                        },
+                    );
+                    self.synthesized.insert(s.clause, pcm);
+                    self.feed(now, Event::ClauseSynthesized { clause: s.clause });
+                }
+                Err(message) => {
+                    tracing::error!(clause = s.clause, "synthesis failed: {message}");
+                    self.error(now, "voice", format!("synthesis failed: {message}"));
+                    self.feed(now, Event::SynthesisFailed { clause: s.clause });
+                }
+            },
+            CoreInput::Playback(report) => match report {
+                PlaybackReport::Started { clause } => {
+                    self.emit(now, SessionEvent::PlaybackStarted { clause });
+                    self.feed(now, Event::PlaybackStarted { clause });
+                }
+                PlaybackReport::Progress {
+                    clause,
+                    played_fraction,
+                } => self.feed(
+                    now,
+                    Event::PlaybackProgress {
+                        clause,
+                        played_fraction,
+                    },
+                ),
+                PlaybackReport::Finished { clause } => {
+                    self.emit(now, SessionEvent::PlaybackFinished { clause });
+                    self.feed(now, Event::PlaybackFinished { clause });
+                }
+                PlaybackReport::Silenced { flushed } => {
+                    self.emit(now, SessionEvent::PlaybackStopped { flushed });
+                }
+                PlaybackReport::Failed(_) => unreachable!("handled by the loop"),
+            },
+            CoreInput::Command(command) => self.command(now, command),
+        }
+    }
+
+    fn hearing(&mut self, now: u64, event: HearingEvent) {
+        match event {
+            HearingEvent::SpeechStarted { at_ms } => {
+                let muted = self.conversation.is_muted();
+                self.emit(now, SessionEvent::SpeechStarted { at_ms, muted });
+                self.feed(at_ms, Event::SpeechStarted);
+            }
+            HearingEvent::SpeechEnded {
+                start_ms,
+                at_ms,
+                audio,
+            } => {
+                self.emit(now, SessionEvent::SpeechEnded { start_ms, at_ms });
+                self.ended_utterance = Some(EndedUtterance {
+                    audio,
+                    speech_end_ms: at_ms,
+                });
+                self.feed(at_ms, Event::SpeechEnded);
+                // Not asked to transcribe it (speech over Hark too short).
+                self.ended_utterance = None;
+            }
+            HearingEvent::SpeechDiscarded { at_ms } => {
+                self.emit(now, SessionEvent::SpeechDiscarded { at_ms });
+                self.feed(at_ms, Event::SpeechDiscarded);
+            }
+            HearingEvent::InputChanged(change) => {
+                self.emit(
+                    now,
+                    SessionEvent::InputChanged {
+                        input: change.name,
+                        problem: change.problem.clone(),
+                    },
+                );
+                if let Some(message) = change.problem {
+                    self.error(now, "audio-input", message);
+                }
+            }
+            HearingEvent::SpeechSoFar { audio } => self.transcribe_partial(audio),
+            HearingEvent::SpeechPausing {
+                speech_end_ms,
+                audio,
+            } => self.speculate(speech_end_ms, audio),
+            HearingEvent::Ended | HearingEvent::Failed(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn transcribed(&mut self, now: u64, result: SttResult) {
+        if let Some(message) = &result.error {
+            self.error(now, "speech-to-text", message.clone());
+        }
+        match result.purpose {
+            SttPurpose::Speculative { speech_end_ms } => {
+                let SttResult {
+                    text,
+                    transcribe_ms,
+                    ..
+                } = result;
+                self.emit(
+                    now,
+                    SessionEvent::SpeculativeTranscript {
+                        speech_end_ms,
+                        text: text.clone(),
+                        transcribe_ms,
+                    },
+                );
+                match self.speculation.as_mut() {
+                    Some(s) if s.speech_end_ms == speech_end_ms => match s.waiting.take() {
+                        Some(utterance) => {
+                            self.speculation = None;
+                            self.transcript(now, utterance, text, transcribe_ms, true);
+                        }
+                        None => s.text = Some((text, transcribe_ms)),
+                    },
+                    _ => {} // the user went on talking: wasted, as expected
+                }
+            }
+            SttPurpose::Partial => {
+                self.partial_in_flight = false;
+                // Stale once the user has finished: the final one follows.
+                let current =
+                    !result.text.is_empty() && self.conversation.state() == State::UserSpeaking;
+                self.emit(
+                    now,
+                    SessionEvent::PartialTranscript {
+                        text: result.text,
+                        transcribe_ms: result.transcribe_ms,
+                        current,
+                    },
+                );
+            }
+            SttPurpose::Final => self.transcript(
+                now,
+                result.utterance,
+                result.text,
+                result.transcribe_ms,
+                false,
+            ),
+        }
+    }
+
+    fn command(&mut self, now: u64, command: Command) {
+        self.emit(
+            now,
+            SessionEvent::Command {
+                command: format!("{command:?}"),
+            },
+        );
+        match command {
+            Command::Say(text) => self.feed(now, Event::Say { text }),
+            Command::Ask { text, reply } => {
+                self.asking = reply;
+                self.feed(now, Event::Ask { text });
+                // Nothing to answer (an empty question): say so at once.
+                if let Some(reply) = self.asking.take() {
+                    reply.send(String::new());
+                }
+            }
+            Command::Interrupt => self.feed(now, Event::Interrupt),
+            Command::SetMuted(muted) => {
+                self.user_muted = muted;
+                self.emit(now, SessionEvent::Muted { muted });
+                self.apply_mute(now);
+            }
+            Command::SetMode(mode) => self.change_mode(now, mode, true),
+            Command::Listen(held) => {
+                self.push_to_talk_held = held;
+                self.apply_mute(now);
+            }
+            Command::ClearHistory => self.conversation.clear_history(),
+            Command::Reconfigure { turn, mode } => {
+                self.conversation.set_config(turn);
+                self.change_mode(now, mode, false);
+            }
+            Command::GetHistory(reply) => {
+                let unix_now = self.timeline.unix_ms();
+                let entries = self
+                    .conversation
+                    .history()
+                    .iter()
+                    .map(|turn| HistoryEntry {
+                        turn: turn.clone(),
+                        unix_ms: unix_now.saturating_sub(now.saturating_sub(turn.at_ms)),
+                    })
+                    .collect();
+                reply.send(entries);
+            }
+            Command::OpenInput { input, reply } => {
+                let attached = match &self.input_switch {
+                    Some(switch) => switch.attach(input),
+                    None => Err("this session listens to a fixed input".into()),
+                };
+                reply.send(attached);
+            }
+            Command::Stop => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// `always_report`: report the mode even when it did not change (the
+    /// caller asked for it explicitly).
+    fn change_mode(&mut self, now: u64, mode: ListenMode, always_report: bool) {
+        if mode == self.mode && !always_report {
+            return;
+        }
+        self.mode = mode;
+        self.emit(now, SessionEvent::Mode { mode });
+        self.apply_mute(now);
+    }
+
+    fn apply_mute(&mut self, now: u64) {
+        let muted = self.effective_mute();
+        if muted != self.conversation.is_muted() {
+            self.feed(now, Event::SetMuted(muted));
+        }
+    }
+
+    fn finish_generation(&mut self, now: u64, reply: ReplyId) {
+        if self.generation.as_ref().is_some_and(|(r, _)| *r == reply) {
+            self.generation = None;
+        }
+        self.feed(now, Event::ReplyFinished { reply });
+    }
+
+    /// Feeds one event, then any the core owes itself, carrying out actions.
+    fn feed(&mut self, at_ms: u64, event: Event) {
+        self.owed.push_back(event);
+        while let Some(event) = self.owed.pop_front() {
+            for action in self.conversation.handle(at_ms, event) {
+                self.act(at_ms, action);
+            }
+        }
+    }
+
+    fn act(&mut self, now: u64, action: Action) {
+        match action {
+            Action::Transcribe { utterance } => self.transcribe(now, utterance),
+            Action::StartGeneration { reply, history } => {
+                if let Some((_, cancel)) = self.generation.take() {
+                    cancel.cancel();
+                }
+                if let Some(asker) = self.asking.take() {
+                    self.pending_asks.push((reply, asker));
+                }
+                self.start_generation(now, reply, history);
+            }
+            Action::CancelGeneration { reply } => {
+                if let Some((running, cancel)) = &self.generation {
+                    if *running == reply {
+                        cancel.cancel();
+                    }
+                }
+            }
+            Action::Synthesize { clause, text } => {
+                if let Err(e) = self.workers.voice.synthesize(clause, text) {
+                    tracing::error!(clause, "cannot synthesize: {e}");
+                    self.error(now, "voice", format!("cannot synthesize: {e}"));
+                    self.owed.push_back(Event::SynthesisFailed { clause });
+                }
+            }
+            Action::CancelSynthesis => {
+                self.workers.voice.cancel();
+                self.synthesized.clear();
+            }
+            Action::Play { clause } => match self.synthesized.remove(&clause) {
+                Some(pcm) => self
+                    .workers
+                    .speaker
+                    .send(SpeakerCommand::Play { clause, pcm }),
+                None => {
+                    tracing::error!(clause, "asked to play a clause that was never synthesized");
+                    self.owed.push_back(Event::PlaybackFinished { clause });
+                }
+            },
+            Action::PausePlayback => self.workers.speaker.send(SpeakerCommand::Pause),
+            Action::ResumePlayback => self.workers.speaker.send(SpeakerCommand::Resume),
+            Action::FlushPlayback => {
+                self.workers.speaker.send(SpeakerCommand::Flush);
+                self.synthesized.clear();
+            }
+            Action::Emit(notice) => self.notice(now, notice),
+        }
+    }
+
+    /// The state machine wants the transcript of the utterance just ended:
+    /// the speculation's, if the speech did not go on after that pause,
+    /// else a fresh Whisper run.
+    fn transcribe(&mut self, now: u64, utterance: UtteranceId) {
+        let Some(ended) = self.ended_utterance.take() else {
+            tracing::error!(utterance, "no audio for the utterance to transcribe");
+            self.owe_empty_transcript(utterance);
+            return;
+        };
+        if let Some(s) = self
+            .speculation
+            .as_mut()
+            .filter(|s| s.speech_end_ms == ended.speech_end_ms)
+        {
+            match s.text.take() {
+                Some((text, transcribe_ms)) => {
+                    self.speculation = None;
+                    self.emit(
+                        now,
+                        SessionEvent::Transcript {
+                            utterance,
+                            text: text.clone(),
+                            transcribe_ms,
+                            speculative: true,
+                        },
+                    );
+                    self.owed.push_back(Event::Transcript { utterance, text });
+                }
+                None => s.waiting = Some(utterance),
+            }
+            return;
+        }
+        self.speculation = None;
+        let job = SttJob {
+            utterance,
+            audio: ended.audio,
+            purpose: SttPurpose::Final,
+        };
+        if let Err(e) = self.workers.stt.submit(job) {
+            match e {
+                Refused::Full(_) => {
+                    tracing::warn!(
+                        utterance,
+                        "Whisper is falling behind; dropping an utterance"
+                    )
+                }
+                Refused::Stopped(_) => tracing::error!("the speech-to-text thread has stopped"),
+            }
+            self.error(now, "speech-to-text", e.to_string());
+            self.owe_empty_transcript(utterance);
+        }
+    }
+
+    fn owe_empty_transcript(&mut self, utterance: u64) {
+        self.owed.push_back(Event::Transcript {
+            utterance,
+            text: String::new(),
+        });
+    }
+
+    fn start_generation(&mut self, now: u64, reply: ReplyId, history: Vec<Turn>) {
+        let messages = history
+            .iter()
+            .map(|turn| match turn.role {
+                Role::User => ChatMessage::user(turn.text.clone()),
+                Role::Assistant if turn.interrupted => {
+                    ChatMessage::assistant(format!("{}{INTERRUPTED_MARKER}", turn.text))
+                }
+                Role::Assistant => ChatMessage::assistant(turn.text.clone()),
+            })
+            .collect();
+        match self.workers.llm.start(reply, messages) {
+            Ok(cancel) => self.generation = Some((reply, cancel)),
+            Err(e) => {
+                tracing::error!(reply, "cannot start a generation: {e}");
+                self.error(
+                    now,
+                    "language-model",
+                    format!("cannot start a generation: {e}"),
+                );
+                self.owed.push_back(Event::ReplyFinished { reply });
+            }
+        }
+    }
+
+    /// Reports a notice and keeps the outcome.
+    fn notice(&mut self, now: u64, notice: Notice) {
+        match notice {
+            Notice::StateChanged { from, to } => self.emit(now, SessionEvent::State { from, to }),
+            Notice::UserTurn { text } => {
+                self.last_user_text = text.clone();
+                self.emit(now, SessionEvent::UserTurn { text });
+            }
+            Notice::NothingHeard => self.emit(now, SessionEvent::NothingHeard),
+            Notice::ReplyClause { clause, text } => {
+                self.emit(now, SessionEvent::Clause { clause, text })
+            }
+            Notice::FallbackReply => {
+                tracing::warn!("the language model gave nothing speakable; speaking the fallback");
+                self.emit(now, SessionEvent::FallbackReply);
+            }
+            Notice::BargeInSuspected => self.emit(now, SessionEvent::BargeInSuspected),
+            Notice::BargeInDismissed { reason } => {
+                self.emit(now, SessionEvent::BargeInDismissed { reason })
+            }
+            Notice::Interrupted { spoken_part, cause } => {
+                tracing::info!(?cause, spoken = %spoken_part, "interrupted");
+                self.outcome.interruptions += 1;
+                self.emit(
+                    now,
+                    SessionEvent::Interrupted {
+                        spoken_part,
+                        cause: format!("{cause:?}"),
+                    },
+                );
+            }
+            Notice::TurnFinished {
+                reply,
+                text,
+                interrupted,
+                timings,
+            } => {
+                let record = TurnRecord {
+                    user_text: std::mem::take(&mut self.last_user_text),
+                    spoken: text.clone(),
+                    interrupted,
+                    timings: timings.clone(),
+                };
+                // Reported before the asker hears back, so what it reads
+                // next (LastTurnLatencyMs) is already up to date.
+                self.emit(
+                    now,
+                    SessionEvent::TurnFinished {
+                        reply,
+                        user_text: record.user_text.clone(),
+                        text: text.clone(),
+                        interrupted,
+                        voice_to_voice_ms: timings.voice_to_voice_ms(),
+                        timings,
+                    },
+                );
+                self.outcome.turns.push(record);
+                if let Some(at) = self.pending_asks.iter().position(|(r, _)| *r == reply) {
+                    let (_, asker) = self.pending_asks.swap_remove(at);
+                    asker.send(text);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,788 @@
+//! The core loop on scripted timelines: fake workers record what the core
+//! asks of them, the test answers as the real ones would, at times it
+//! chooses on a manual clock. No threads, no devices, no models.
+
+use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use hark_converse::turn::{Conversation, TurnConfig};
+use hark_llm::{CancelHandle, ChatMessage, Generation, LlmError, LlmEvent};
+use hark_stt::{SttJob, SttPurpose, SttResult};
+use hark_tts::Synthesized;
+
+use super::*;
+use crate::clock::{ManualClock, Timeline};
+use crate::events::SessionEvent;
+use crate::hearing::HearingEvent;
+use crate::input::InputChange;
+use crate::speaker::{PlaybackReport, SpeakerCommand};
+use crate::workers::{
+    ClauseSynthesizer, Refused, ReplyWriter, SpeakerControl, Transcriber, Workers,
+};
+
+/// What the core asked of a worker.
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Transcribe {
+        utterance: u64,
+        purpose: SttPurpose,
+    },
+    Generate {
+        reply: u64,
+        history: Vec<ChatMessage>,
+    },
+    Synthesize {
+        clause: u64,
+        text: String,
+    },
+    CancelSynthesis,
+    Play {
+        clause: u64,
+        samples: usize,
+    },
+    Pause,
+    Resume,
+    Flush,
+}
+
+type Calls = Arc<Mutex<Vec<Call>>>;
+
+struct FakeStt(Calls);
+impl Transcriber for FakeStt {
+    fn submit(&mut self, job: SttJob) -> Result<(), Refused> {
+        self.0.lock().unwrap().push(Call::Transcribe {
+            utterance: job.utterance,
+            purpose: job.purpose,
+        });
+        Ok(())
+    }
+}
+
+struct FakeLlm(Calls, Arc<Mutex<Vec<CancelHandle>>>);
+impl ReplyWriter for FakeLlm {
+    fn start(&mut self, reply: u64, history: Vec<ChatMessage>) -> Result<CancelHandle, LlmError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(Call::Generate { reply, history });
+        let cancel = CancelHandle::default();
+        self.1.lock().unwrap().push(cancel.clone());
+        Ok(cancel)
+    }
+}
+
+struct FakeVoice(Calls);
+impl ClauseSynthesizer for FakeVoice {
+    fn synthesize(&mut self, clause: u64, text: String) -> Result<(), Refused> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(Call::Synthesize { clause, text });
+        Ok(())
+    }
+    fn cancel(&mut self) {
+        self.0.lock().unwrap().push(Call::CancelSynthesis);
+    }
+}
+
+struct FakeSpeaker(Calls);
+impl SpeakerControl for FakeSpeaker {
+    fn send(&mut self, command: SpeakerCommand) {
+        let call = match command {
+            SpeakerCommand::Play { clause, pcm } => Call::Play {
+                clause,
+                samples: pcm.len(),
+            },
+            SpeakerCommand::Pause => Call::Pause,
+            SpeakerCommand::Resume => Call::Resume,
+            SpeakerCommand::Flush => Call::Flush,
+        };
+        self.0.lock().unwrap().push(call);
+    }
+    fn rate(&self) -> u32 {
+        16_000
+    }
+}
+
+/// A core on a manual clock, its fakes and everything it reported.
+struct Rig {
+    core: Core,
+    clock: Arc<ManualClock>,
+    calls: Calls,
+    cancels: Arc<Mutex<Vec<CancelHandle>>>,
+    events: Arc<Mutex<Vec<(u64, SessionEvent)>>>,
+    rules: StopRules,
+}
+
+impl Rig {
+    fn new() -> Self {
+        Self::with(TurnConfig::default())
+    }
+
+    fn with(turn: TurnConfig) -> Self {
+        let calls: Calls = Arc::default();
+        let cancels = Arc::default();
+        let workers = Workers {
+            stt: Box::new(FakeStt(calls.clone())),
+            llm: Box::new(FakeLlm(calls.clone(), Arc::clone(&cancels))),
+            voice: Box::new(FakeVoice(calls.clone())),
+            speaker: Box::new(FakeSpeaker(calls.clone())),
+        };
+        let base = Instant::now();
+        let clock = Arc::new(ManualClock::new(base));
+        let origin = Arc::new(OnceLock::new());
+        origin.set(base).unwrap();
+        let (_inbox, inputs) = sync_channel(1);
+        let mut core = Core::new(
+            Conversation::new(turn),
+            inputs,
+            workers,
+            Timeline::new(clock.clone(), origin),
+        );
+        let events: Arc<Mutex<Vec<(u64, SessionEvent)>>> = Arc::default();
+        let seen = events.clone();
+        core.subscribe(Box::new(move |t: u64, e: &SessionEvent| {
+            seen.lock().unwrap().push((t, e.clone()))
+        }));
+        Self {
+            core,
+            clock,
+            calls,
+            cancels,
+            events,
+            rules: StopRules::default(),
+        }
+    }
+
+    /// Delivers `input` at `ms` on the timeline (`None`: a tick).
+    fn at(&mut self, ms: u64, input: Option<CoreInput>) -> Flow {
+        self.clock.set_ms(ms);
+        self.core
+            .step(input, &self.rules)
+            .expect("the core goes on")
+    }
+
+    fn hear(&mut self, ms: u64, event: HearingEvent) {
+        self.at(ms, Some(CoreInput::Hearing(event)));
+    }
+
+    /// Ticks every 20 ms up to `ms`.
+    fn tick_until(&mut self, ms: u64) {
+        let mut t = self.clock.elapsed_ms();
+        while t < ms {
+            t = (t + 20).min(ms);
+            self.at(t, None);
+        }
+    }
+
+    /// The user speaks from `from` to `to` (ms); the VAD reports the end
+    /// 300 ms later. Returns the utterance the core asked Whisper for.
+    fn user_speaks(&mut self, from: u64, to: u64) -> Option<u64> {
+        self.hear(from, HearingEvent::SpeechStarted { at_ms: from });
+        self.tick_until(to + 300);
+        self.hear(
+            to + 300,
+            HearingEvent::SpeechEnded {
+                start_ms: from,
+                at_ms: to,
+                audio: vec![0.0; ((to - from) * 16) as usize],
+            },
+        );
+        self.take_calls().into_iter().find_map(|c| match c {
+            Call::Transcribe {
+                utterance,
+                purpose: SttPurpose::Final,
+            } => Some(utterance),
+            _ => None,
+        })
+    }
+
+    fn transcribed(&mut self, ms: u64, utterance: u64, text: &str) {
+        self.at(
+            ms,
+            Some(CoreInput::Transcribed(SttResult {
+                utterance,
+                purpose: SttPurpose::Final,
+                text: text.into(),
+                error: None,
+                transcribe_ms: 100,
+            })),
+        );
+    }
+
+    /// The model writes `tokens` at `ms` and finishes.
+    fn reply(&mut self, ms: u64, reply: u64, tokens: &[&str]) {
+        self.tokens(ms, reply, tokens);
+        self.at(
+            ms,
+            Some(CoreInput::Llm {
+                reply,
+                event: LlmEvent::Done(Generation::default()),
+            }),
+        );
+    }
+
+    /// The model writes `tokens` at `ms` and goes on writing.
+    fn tokens(&mut self, ms: u64, reply: u64, tokens: &[&str]) {
+        for token in tokens {
+            self.at(
+                ms,
+                Some(CoreInput::Llm {
+                    reply,
+                    event: LlmEvent::Token((*token).into()),
+                }),
+            );
+        }
+    }
+
+    /// Synthesizes every clause asked for so far as `secs` of audio each.
+    fn synthesize_all(&mut self, ms: u64, secs: f32) -> Vec<(u64, String)> {
+        let clauses: Vec<(u64, String)> = self
+            .take_calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Synthesize { clause, text } => Some((clause, text)),
+                _ => None,
+            })
+            .collect();
+        for (clause, _) in &clauses {
+            self.at(
+                ms,
+                Some(CoreInput::Synthesized(Synthesized {
+                    clause: *clause,
+                    audio: Ok(vec![0.1; (secs * 16_000.0) as usize]),
+                    rate: 16_000,
+                    synth_ms: 50,
+                })),
+            );
+        }
+        clauses
+    }
+
+    fn playback(&mut self, ms: u64, report: PlaybackReport) {
+        self.at(ms, Some(CoreInput::Playback(report)));
+    }
+
+    fn command(&mut self, ms: u64, command: Command) {
+        self.at(ms, Some(CoreInput::Command(command)));
+    }
+
+    fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+
+    fn events(&self) -> Vec<SessionEvent> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    fn finished_turns(&self) -> Vec<(String, bool)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                SessionEvent::TurnFinished {
+                    text, interrupted, ..
+                } => Some((text, interrupted)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn history(&self) -> Vec<(Role, String, bool)> {
+        self.core
+            .conversation
+            .history()
+            .iter()
+            .map(|t| (t.role, t.text.clone(), t.interrupted))
+            .collect()
+    }
+
+    /// The user asks `question` (speech 1.0–2.0 s after `t0`) and the model
+    /// starts answering: returns the reply id.
+    fn question(&mut self, t0: u64, question: &str) -> u64 {
+        let utterance = self
+            .user_speaks(t0 + 1000, t0 + 2000)
+            .expect("the utterance is transcribed");
+        self.transcribed(t0 + 2400, utterance, question);
+        match self.take_calls().as_slice() {
+            [Call::Generate { reply, history }] => {
+                assert_eq!(history.last(), Some(&ChatMessage::user(question)));
+                *reply
+            }
+            other => panic!("expected one generation, got {other:?}"),
+        }
+    }
+}
+
+const ANSWER: [&str; 4] = [
+    "The capital of France is Paris,",
+    " a city on the river Seine.",
+    " It is known for the Eiffel Tower",
+    " and for its museums.",
+];
+
+#[test]
+fn a_full_turn_from_speech_to_the_last_clause_heard() {
+    let mut rig = Rig::new();
+    let reply = rig.question(0, "What is the capital of France?");
+    rig.reply(2700, reply, &ANSWER);
+    let clauses = rig.synthesize_all(2800, 1.0);
+    assert!(clauses.len() >= 2, "{clauses:?}");
+    let spoken: String = clauses
+        .iter()
+        .map(|(_, t)| t.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(spoken, ANSWER.concat().trim());
+    // Every clause is queued on the speaker in order, at its length.
+    let plays: Vec<Call> = rig.take_calls();
+    let expected: Vec<Call> = clauses
+        .iter()
+        .map(|(clause, _)| Call::Play {
+            clause: *clause,
+            samples: 16_000,
+        })
+        .collect();
+    assert_eq!(plays, expected);
+
+    let mut t = 2900;
+    for (clause, _) in &clauses {
+        rig.playback(t, PlaybackReport::Started { clause: *clause });
+        t += 1000;
+        rig.playback(t, PlaybackReport::Finished { clause: *clause });
+    }
+    assert_eq!(
+        rig.finished_turns(),
+        [(ANSWER.concat().trim().to_owned(), false)]
+    );
+    assert_eq!(
+        rig.history(),
+        [
+            (Role::User, "What is the capital of France?".into(), false),
+            (Role::Assistant, ANSWER.concat().trim().to_owned(), false),
+        ]
+    );
+    let events = rig.events();
+    let timings = events
+        .iter()
+        .find_map(|e| match e {
+            SessionEvent::TurnFinished {
+                timings,
+                voice_to_voice_ms,
+                user_text,
+                ..
+            } => Some((timings.clone(), *voice_to_voice_ms, user_text.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(timings.0.speech_ended_ms, Some(2000));
+    assert_eq!(timings.1, Some(900), "end of speech 2.0 s, voice at 2.9 s");
+    assert_eq!(timings.2, "What is the capital of France?");
+    // The states a client sees, in order.
+    let states: Vec<&'static str> = events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::State { to, .. } => Some(crate::events::state_name(*to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        ["user-speaking", "thinking", "speaking", "listening"]
+    );
+    assert!(events.contains(&SessionEvent::UserTurn {
+        text: "What is the capital of France?".into()
+    }));
+}
+
+#[test]
+fn a_barge_in_stops_hark_and_history_keeps_only_what_was_heard() {
+    let mut rig = Rig::new();
+    let reply = rig.question(0, "What is the capital of France?");
+    // The model is still writing when the user cuts in.
+    rig.tokens(2700, reply, &ANSWER[..3]);
+    let clauses = rig.synthesize_all(2800, 2.0);
+    rig.take_calls();
+    let (first, first_text) = clauses[0].clone();
+    rig.playback(2900, PlaybackReport::Started { clause: first });
+    rig.playback(
+        3900,
+        PlaybackReport::Progress {
+            clause: first,
+            played_fraction: 0.5,
+        },
+    );
+    // The user talks over Hark: it pauses at once...
+    rig.hear(3950, HearingEvent::SpeechStarted { at_ms: 3900 });
+    assert_eq!(rig.take_calls(), [Call::Pause]);
+    // ...and stops for good once the speech has lasted commit_speech_ms.
+    rig.tick_until(5000);
+    let calls = rig.take_calls();
+    assert_eq!(calls, [Call::Flush]);
+    assert!(
+        rig.cancels.lock().unwrap()[0].is_cancelled(),
+        "the generation is cancelled"
+    );
+    let spoken_part = rig
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            SessionEvent::Interrupted { spoken_part, .. } => Some(spoken_part),
+            _ => None,
+        })
+        .expect("interrupted");
+    assert!(!spoken_part.is_empty());
+    assert!(
+        first_text.starts_with(&spoken_part),
+        "{spoken_part:?} of {first_text:?}"
+    );
+    assert!(spoken_part.len() < first_text.len());
+    // The user finishes; their words are the next turn, answered with a
+    // history that holds only the heard part of the reply, marked.
+    rig.tick_until(5600);
+    rig.hear(
+        5900,
+        HearingEvent::SpeechEnded {
+            start_ms: 3900,
+            at_ms: 5600,
+            audio: vec![0.0; 16_000],
+        },
+    );
+    let utterance = rig
+        .take_calls()
+        .into_iter()
+        .find_map(|c| match c {
+            Call::Transcribe { utterance, .. } => Some(utterance),
+            _ => None,
+        })
+        .expect("the interruption is transcribed");
+    rig.transcribed(6000, utterance, "Wait, what about Germany?");
+    let history = match rig.take_calls().as_slice() {
+        [Call::Generate { history, .. }] => history.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        history[1],
+        ChatMessage::assistant(format!("{spoken_part}{}", hark_llm::INTERRUPTED_MARKER))
+    );
+    assert_eq!(rig.history()[1], (Role::Assistant, spoken_part, true));
+    assert_eq!(rig.core.outcome.interruptions, 1);
+}
+
+#[test]
+fn a_false_barge_in_resumes_playback() {
+    let mut rig = Rig::new();
+    let reply = rig.question(0, "Tell me about Paris.");
+    rig.reply(2700, reply, &ANSWER);
+    let clauses = rig.synthesize_all(2800, 1.0);
+    rig.take_calls();
+    let (first, _) = clauses[0];
+    rig.playback(2900, PlaybackReport::Started { clause: first });
+    // A cough: 150 ms of "speech" over Hark.
+    rig.hear(3300, HearingEvent::SpeechStarted { at_ms: 3300 });
+    rig.tick_until(3450);
+    rig.hear(
+        3750,
+        HearingEvent::SpeechEnded {
+            start_ms: 3300,
+            at_ms: 3450,
+            audio: vec![0.0; 2400],
+        },
+    );
+    let calls = rig.take_calls();
+    assert_eq!(calls.first(), Some(&Call::Pause), "{calls:?}");
+    assert!(calls.contains(&Call::Resume), "{calls:?}");
+    assert!(!calls.contains(&Call::Flush), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::Transcribe { .. })),
+        "too short to transcribe: {calls:?}"
+    );
+    assert!(rig.events().iter().any(|e| matches!(
+        e,
+        SessionEvent::BargeInDismissed {
+            reason: hark_converse::turn::Dismissal::TooShort { .. }
+        }
+    )));
+    let mut t = 3800;
+    for (clause, _) in &clauses {
+        if *clause != first {
+            rig.playback(t, PlaybackReport::Started { clause: *clause });
+        }
+        t += 1000;
+        rig.playback(t, PlaybackReport::Finished { clause: *clause });
+    }
+    assert_eq!(
+        rig.finished_turns(),
+        [(ANSWER.concat().trim().to_owned(), false)]
+    );
+    assert_eq!(rig.core.outcome.interruptions, 0);
+}
+
+#[test]
+fn modes_decide_whether_speech_is_heard() {
+    let mut rig = Rig::new();
+    rig.command(10, Command::SetMode(ListenMode::PushToTalk));
+    let events = rig.events();
+    assert!(events.contains(&SessionEvent::Mode {
+        mode: ListenMode::PushToTalk
+    }));
+    assert!(events.contains(&SessionEvent::State {
+        from: State::Listening,
+        to: State::Idle
+    }));
+    // Not held: speech is reported as muted and never transcribed.
+    assert_eq!(rig.user_speaks(1000, 2000), None);
+    assert!(rig.events().contains(&SessionEvent::SpeechStarted {
+        at_ms: 1000,
+        muted: true
+    }));
+    // Held: heard.
+    rig.command(3000, Command::Listen(true));
+    assert!(rig.user_speaks(4000, 5000).is_some());
+    rig.command(6000, Command::Listen(false));
+    assert_eq!(rig.user_speaks(7000, 8000), None);
+    // Back to always; a mute on top silences it until unmuted.
+    rig.command(9000, Command::SetMode(ListenMode::Always));
+    rig.command(9010, Command::SetMuted(true));
+    assert_eq!(rig.user_speaks(10_000, 11_000), None);
+    rig.command(12_000, Command::SetMuted(false));
+    assert!(rig.user_speaks(13_000, 14_000).is_some());
+    assert!(rig.events().contains(&SessionEvent::Muted { muted: true }));
+    // A reload that keeps the mode does not report it again.
+    let modes = |rig: &Rig| {
+        rig.events()
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::Mode { .. }))
+            .count()
+    };
+    let before = modes(&rig);
+    rig.command(
+        15_000,
+        Command::Reconfigure {
+            turn: TurnConfig::default(),
+            mode: ListenMode::Always,
+        },
+    );
+    assert_eq!(modes(&rig), before);
+}
+
+#[test]
+fn a_lost_microphone_is_reported_and_the_conversation_goes_on() {
+    let mut rig = Rig::new();
+    rig.hear(
+        100,
+        HearingEvent::InputChanged(InputChange {
+            name: "none".into(),
+            problem: Some("audio capture device 'usb' not found".into()),
+        }),
+    );
+    let events = rig.events();
+    assert!(events.contains(&SessionEvent::InputChanged {
+        input: "none".into(),
+        problem: Some("audio capture device 'usb' not found".into())
+    }));
+    assert!(events.contains(&SessionEvent::Error {
+        code: "audio-input",
+        message: "audio capture device 'usb' not found".into()
+    }));
+    // It still answers.
+    let reply = rig.question(1000, "Are you there?");
+    assert!(reply > 0);
+}
+
+#[test]
+fn a_failed_speaker_or_input_ends_the_session_naming_it() {
+    let mut rig = Rig::new();
+    rig.clock.set_ms(100);
+    let err = rig
+        .core
+        .step(
+            Some(CoreInput::Playback(PlaybackReport::Failed(
+                "audio device 'default': stream closed".into(),
+            ))),
+            &StopRules::default(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "playback failed: audio device 'default': stream closed"
+    );
+    assert!(rig.events().contains(&SessionEvent::Error {
+        code: "audio-output",
+        message: "audio device 'default': stream closed".into()
+    }));
+    let err = rig
+        .core
+        .step(
+            Some(CoreInput::Hearing(HearingEvent::Failed(
+                "reading audio: gone".into(),
+            ))),
+            &StopRules::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, SessionError::Input(m) if m == "reading audio: gone"));
+}
+
+#[test]
+fn failing_workers_cost_one_turn_and_say_why() {
+    let mut rig = Rig::new();
+    let reply = rig.question(0, "Hello?");
+    rig.at(
+        2600,
+        Some(CoreInput::Llm {
+            reply,
+            event: LlmEvent::Error("the model crashed".into()),
+        }),
+    );
+    let events = rig.events();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        SessionEvent::Error { code: "language-model", message } if message.contains("the model crashed")
+    )));
+    // Nothing speakable: the fallback reply is spoken instead.
+    assert!(events.contains(&SessionEvent::FallbackReply));
+    let clauses = rig.synthesize_all(2700, 0.5);
+    assert_eq!(clauses[0].1, TurnConfig::default().fallback_reply);
+    rig.playback(
+        2800,
+        PlaybackReport::Started {
+            clause: clauses[0].0,
+        },
+    );
+    rig.playback(
+        3300,
+        PlaybackReport::Finished {
+            clause: clauses[0].0,
+        },
+    );
+    assert_eq!(rig.finished_turns().len(), 1);
+    // A voice failure skips the clause and says so.
+    let reply = rig.question(10_000, "Again?");
+    rig.reply(12_600, reply, &["Yes, I am here."]);
+    let clause = match rig.take_calls().as_slice() {
+        [.., Call::Synthesize { clause, .. }] => *clause,
+        other => panic!("{other:?}"),
+    };
+    rig.at(
+        12_700,
+        Some(CoreInput::Synthesized(Synthesized {
+            clause,
+            audio: Err("Piper inference failed".into()),
+            rate: 16_000,
+            synth_ms: 5,
+        })),
+    );
+    assert!(rig.events().iter().any(|e| matches!(
+        e,
+        SessionEvent::Error { code: "voice", message } if message.contains("Piper inference failed")
+    )));
+}
+
+#[test]
+fn ask_is_answered_with_what_was_spoken_and_stop_waits_for_quiet() {
+    let mut rig = Rig::new();
+    let answer: Arc<Mutex<Option<String>>> = Arc::default();
+    let slot = answer.clone();
+    rig.command(
+        100,
+        Command::Ask {
+            text: "What do bees make?".into(),
+            reply: Some(Reply::new(move |text| *slot.lock().unwrap() = Some(text))),
+        },
+    );
+    let reply = match rig.take_calls().as_slice() {
+        [Call::Generate { reply, .. }] => *reply,
+        other => panic!("{other:?}"),
+    };
+    rig.reply(300, reply, &["Bees make honey."]);
+    let clauses = rig.synthesize_all(400, 1.0);
+    // Asked to stop mid-reply: the reply finishes first.
+    assert_eq!(
+        rig.at(450, Some(CoreInput::Command(Command::Stop))),
+        Flow::Continue
+    );
+    rig.playback(
+        500,
+        PlaybackReport::Started {
+            clause: clauses[0].0,
+        },
+    );
+    assert!(answer.lock().unwrap().is_none());
+    let flow = rig.at(
+        1500,
+        Some(CoreInput::Playback(PlaybackReport::Finished {
+            clause: clauses[0].0,
+        })),
+    );
+    assert_eq!(answer.lock().unwrap().as_deref(), Some("Bees make honey."));
+    assert_eq!(flow, Flow::Stop);
+}
+
+#[test]
+fn the_input_ending_closes_the_session_after_hark_falls_quiet() {
+    let mut rig = Rig::new();
+    rig.rules = StopRules {
+        max_turns: None,
+        duration: None,
+    };
+    rig.hear(1000, HearingEvent::Ended);
+    assert_eq!(rig.at(1500, None), Flow::Continue);
+    assert_eq!(rig.at(1700, None), Flow::Continue);
+    assert_eq!(rig.at(1900, None), Flow::Stop, "lingered 800 ms");
+    assert!(rig.events().contains(&SessionEvent::InputEnded));
+}
+
+#[test]
+fn the_heartbeat_beats_on_the_clock_while_the_loop_runs() {
+    let mut rig = Rig::new();
+    let beats = Arc::new(Mutex::new(0));
+    let counted = beats.clone();
+    rig.core.set_heartbeat(Heartbeat {
+        every: Duration::from_millis(1000),
+        beat: Box::new(move || *counted.lock().unwrap() += 1),
+    });
+    rig.tick_until(3500);
+    assert_eq!(*beats.lock().unwrap(), 3);
+}
+
+#[test]
+fn get_history_answers_with_wall_clock_times() {
+    let mut rig = Rig::new();
+    let reply = rig.question(0, "Hi.");
+    rig.reply(2600, reply, &["Hello."]);
+    let clauses = rig.synthesize_all(2700, 0.5);
+    rig.playback(
+        2800,
+        PlaybackReport::Started {
+            clause: clauses[0].0,
+        },
+    );
+    rig.playback(
+        3300,
+        PlaybackReport::Finished {
+            clause: clauses[0].0,
+        },
+    );
+    let got: Arc<Mutex<Vec<HistoryEntry>>> = Arc::default();
+    let slot = got.clone();
+    rig.command(
+        5000,
+        Command::GetHistory(Reply::new(move |h| *slot.lock().unwrap() = h)),
+    );
+    let history = got.lock().unwrap().clone();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].turn.text, "Hi.");
+    // The manual clock's Unix time is 1 000 000 ms plus the timeline.
+    let unix_now = 1_000_000 + 5000;
+    assert_eq!(
+        history[1].unix_ms,
+        unix_now - (5000 - history[1].turn.at_ms)
+    );
+    rig.command(5100, Command::ClearHistory);
+    assert!(rig.history().is_empty());
+}

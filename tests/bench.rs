@@ -1,0 +1,92 @@
+//! `hark bench`: both benchmarks run end to end on the real models and
+//! print the JSON report they promise (short runs: these check that the
+//! benchmarks work, not how fast Hark is).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn report(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_str(&stdout(out)).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
+}
+
+#[test]
+fn bench_converse_measures_a_short_scripted_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("kept");
+    let out = run(hark()
+        .env("XDG_CONFIG_HOME", dir.path())
+        .args([
+            "bench",
+            "converse",
+            "--turns",
+            "2",
+            "--max-tokens",
+            "30",
+            "--keep",
+        ])
+        .arg(&keep));
+    let r = report(&out);
+    assert_eq!(r["turns_scripted"], 2, "{r:#}");
+    assert_eq!(r["interruptions_scripted"], 0, "{r:#}");
+    assert_eq!(r["whisper_model"], "tiny.en");
+    assert!(r["cores"].as_u64().unwrap() >= 1);
+    let turns = r["turns"].as_array().unwrap();
+    assert_eq!(turns.len(), 2, "{r:#}");
+    let heard = turns[0]["heard"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(heard.contains("capital"), "{r:#}");
+    assert!(
+        !turns[0]["reply"].as_str().unwrap_or_default().is_empty(),
+        "{r:#}"
+    );
+    let v2v = &r["voice_to_voice_ms"];
+    assert!(v2v["n"].as_u64().unwrap() >= 1, "{r:#}");
+    assert!(v2v["p50"].as_u64().unwrap() > 0, "{r:#}");
+    for stage in [
+        "endpoint_ms",
+        "transcript_ms",
+        "first_token_ms",
+        "first_audio_ms",
+    ] {
+        assert!(r[stage]["n"].as_u64().unwrap() >= 1, "{stage}: {r:#}");
+    }
+    // --keep leaves the recordings and the event log.
+    for name in ["user.wav", "hark.wav", "events.jsonl"] {
+        assert!(keep.join(name).is_file(), "{name} kept");
+    }
+    assert!(!named(&events(&keep.join("events.jsonl")), "turn_finished").is_empty());
+}
+
+#[test]
+fn bench_stt_reports_speed_and_idle_cost() {
+    let jfk = recording(testdata().join("jfk.wav"));
+    let out = run(hark()
+        .args(["bench", "stt", "--runs", "1", "--idle-secs", "2"])
+        .arg(&jfk));
+    let r = report(&out);
+    assert_eq!(r["files"].as_array().unwrap().len(), 1, "{r:#}");
+    assert!(wer(
+        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.",
+        r["files"][0]["text"].as_str().unwrap()
+    ) < 0.2);
+    assert_eq!(r["utterance_3s"]["runs"], 1);
+    assert!(r["utterance_3s"]["median_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        (
+            r["file_beam_size"].as_u64(),
+            r["utterance_beam_size"].as_u64()
+        ),
+        (Some(5), Some(3))
+    );
+    let idle = &r["idle_listen"];
+    assert!(idle["wall_secs"].as_f64().unwrap() >= 1.9, "{r:#}");
+    assert!(
+        idle["cpu_percent_of_one_core"].as_f64().unwrap() < 100.0,
+        "{r:#}"
+    );
+}

@@ -108,9 +108,9 @@ impl VadArgs {
     }
 }
 
-/// `[stt]`: Whisper.
+/// Which Whisper, and how wide its beam.
 #[derive(Args, Debug, Clone, Default)]
-pub struct SttArgs {
+pub struct WhisperArgs {
     /// Whisper model: a catalogue name (tiny.en, base) or a path to a
     /// whisper.cpp ggml file (stt.model).
     #[arg(long, short = 'm', value_name = "NAME|PATH")]
@@ -123,6 +123,28 @@ pub struct SttArgs {
     /// Whisper beam width, 1 = greedy, fastest (stt.beam_size).
     #[arg(long, value_name = "N")]
     pub beam_size: Option<usize>,
+}
+
+impl WhisperArgs {
+    fn overrides(&self, out: &mut Overrides) {
+        out.set("stt.model", self.model.clone())
+            .set("stt.threads", self.threads.map(count))
+            .set("stt.beam_size", self.beam_size.map(count));
+    }
+
+    /// As configuration overrides.
+    pub fn to_overrides(&self) -> Vec<Override> {
+        let mut out = Overrides::default();
+        self.overrides(&mut out);
+        out.0
+    }
+}
+
+/// `[stt]`: Whisper in a conversation.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SttArgs {
+    #[command(flatten)]
+    pub whisper: WhisperArgs,
 
     /// While the user talks, transcribe the speech so far each this many
     /// ms of speech; 0: never (stt.partial_every_ms).
@@ -132,10 +154,8 @@ pub struct SttArgs {
 
 impl SttArgs {
     fn overrides(&self, out: &mut Overrides) {
-        out.set("stt.model", self.model.clone())
-            .set("stt.threads", self.threads.map(count))
-            .set("stt.beam_size", self.beam_size.map(count))
-            .set("stt.partial_every_ms", self.partial_every_ms.map(int));
+        self.whisper.overrides(out);
+        out.set("stt.partial_every_ms", self.partial_every_ms.map(int));
     }
 }
 

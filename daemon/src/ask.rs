@@ -15,7 +15,7 @@ use hark_converse::chunk::ClauseSplitter;
 use hark_llm::{ChatMessage, LlmEvent, LlmWorker};
 
 use crate::args::{speech_overrides, LlmArgs, VoiceArgs};
-use crate::speak::{play_clauses, voice_worker, OutputArgs, SpeechOutput};
+use crate::speak::{play_clauses, LocalVoice, OutputArgs};
 use crate::Globals;
 
 #[derive(Args, Debug)]
@@ -44,13 +44,11 @@ pub fn run(args: AskArgs, globals: &Globals) -> anyhow::Result<()> {
     let config = globals.config(&speech_overrides(Some(&args.llm), &args.voice))?;
     let question = crate::non_empty("ask", &args.text)?;
     let model = crate::models::llm(&config.llm, &store)?;
-    let voice = crate::models::voice(&config.voice, &store)?;
-    let mut output = SpeechOutput::open(
-        &args.output,
-        config.audio.output_device.as_deref(),
-        voice.sample_rate(),
-    )?;
-    let (worker, audio) = voice_worker(Box::new(voice))?;
+    let LocalVoice {
+        worker,
+        audio,
+        mut output,
+    } = LocalVoice::open(&config, &args.output, &store)?;
     let llm = LlmWorker::spawn(model);
     let (events, _cancel) = llm.ask(vec![ChatMessage::user(question)])?;
     let chunking = config.conversation.chunking.clone();

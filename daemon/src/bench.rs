@@ -10,8 +10,8 @@ use hark_session::bench::stt::SttOptions;
 use hark_session::bench::{self, ConverseOptions};
 use hark_stt::SttConfig;
 
-use crate::args::SessionArgs;
-use crate::{Globals, ModelArgs};
+use crate::args::{SessionArgs, WhisperArgs};
+use crate::Globals;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -19,7 +19,8 @@ pub enum BenchCommand {
     /// voice-to-voice and barge-in latency, and where the time goes. Hark
     /// runs as the configuration (and the flags) say.
     Converse(ConverseBenchArgs),
-    /// Whisper speed per file, 3 s utterance latency, idle listening CPU.
+    /// Whisper speed per file, 3 s utterance latency, idle listening CPU,
+    /// for the configured Whisper model (stt.model, stt.threads).
     Stt {
         /// WAV files to transcribe (default: the test recordings in
         /// $HARK_TESTDATA and the Debian packages).
@@ -30,8 +31,10 @@ pub enum BenchCommand {
         /// Seconds of silence for the idle-listening measurement.
         #[arg(long, default_value_t = 30.0)]
         idle_secs: f64,
+        /// Beam widths are 5 for files and 3 for utterances, as `hark
+        /// transcribe` and `hark listen` use, unless --beam-size is given.
         #[command(flatten)]
-        model: ModelArgs,
+        whisper: WhisperArgs,
     },
 }
 
@@ -61,8 +64,8 @@ pub fn run(cmd: BenchCommand, globals: &Globals) -> anyhow::Result<()> {
             files,
             runs,
             idle_secs,
-            model,
-        } => stt(files, runs, idle_secs, model, &store)?,
+            whisper,
+        } => stt(files, runs, idle_secs, whisper, globals, &store)?,
     };
     println!("{json}");
     Ok(())
@@ -97,7 +100,8 @@ fn stt(
     files: Vec<PathBuf>,
     runs: usize,
     idle_secs: f64,
-    model: ModelArgs,
+    whisper: WhisperArgs,
+    globals: &Globals,
     store: &ModelStore,
 ) -> anyhow::Result<String> {
     let files = if files.is_empty() {
@@ -108,8 +112,14 @@ fn stt(
     if files.is_empty() {
         anyhow::bail!("no benchmark files given and none of the default test recordings exist; run scripts/setup or pass WAV files");
     }
-    let file_config = model.stt(SttConfig::files());
-    let utterance_config = model.stt(SttConfig::listening());
+    let configured = globals.config(&whisper.to_overrides())?.stt;
+    let with_mode = |mode: SttConfig| SttConfig {
+        beam_size: whisper.beam_size.unwrap_or(mode.beam_size),
+        shrink_audio_ctx: mode.shrink_audio_ctx,
+        ..configured.clone()
+    };
+    let file_config = with_mode(SttConfig::files());
+    let utterance_config = with_mode(SttConfig::listening());
     let options = SttOptions {
         files,
         runs,

@@ -15,9 +15,11 @@ use clap::Args;
 use hark_audio::device::DevicePlayer;
 use hark_audio::wav::{WavSampleFormat, WavSink};
 use hark_converse::chunk::ClauseSplitter;
-use hark_tts::{Synthesized, Voice, VoiceWorker};
+use hark_models::store::ModelStore;
+use hark_tts::{Synthesized, VoiceWorker};
 
 use crate::args::{speech_overrides, VoiceArgs};
+use crate::config::HarkConfig;
 use crate::Globals;
 
 /// Synthesized clauses waiting for the speaker: enough to keep it busy,
@@ -97,13 +99,35 @@ impl SpeechOutput {
     }
 }
 
-/// Starts the voice worker; its audio arrives, in order, on the receiver,
-/// which ends once the worker is finished.
-pub fn voice_worker(voice: Box<dyn Voice>) -> anyhow::Result<(VoiceWorker, Receiver<Synthesized>)> {
-    let (audio, audio_rx) = mpsc::sync_channel(AUDIO_QUEUE);
-    let worker = VoiceWorker::spawn(voice, move |s| audio.send(s).is_ok())
-        .context("cannot start the synthesis thread")?;
-    Ok((worker, audio_rx))
+/// The configured voice on its worker, and where its speech goes.
+pub struct LocalVoice {
+    pub worker: VoiceWorker,
+    /// The worker's audio, in order; ends once the worker is finished.
+    pub audio: Receiver<Synthesized>,
+    pub output: SpeechOutput,
+}
+
+impl LocalVoice {
+    pub fn open(
+        config: &HarkConfig,
+        output: &OutputArgs,
+        store: &ModelStore,
+    ) -> anyhow::Result<Self> {
+        let voice = crate::models::voice(&config.voice, store)?;
+        let output = SpeechOutput::open(
+            output,
+            config.audio.output_device.as_deref(),
+            voice.sample_rate(),
+        )?;
+        let (audio_tx, audio) = mpsc::sync_channel(AUDIO_QUEUE);
+        let worker = VoiceWorker::spawn(Box::new(voice), move |s| audio_tx.send(s).is_ok())
+            .context("cannot start the synthesis thread")?;
+        Ok(Self {
+            worker,
+            audio,
+            output,
+        })
+    }
 }
 
 /// Plays synthesized clauses as they arrive, until the worker is finished.
@@ -129,14 +153,12 @@ pub fn run_say(args: SayArgs, globals: &Globals) -> anyhow::Result<()> {
     let store = globals.store()?;
     let config = globals.config(&speech_overrides(None, &args.voice))?;
     let text = crate::non_empty("say", &args.text)?;
-    let voice = crate::models::voice(&config.voice, &store)?;
-    let mut output = SpeechOutput::open(
-        &args.output,
-        config.audio.output_device.as_deref(),
-        voice.sample_rate(),
-    )?;
+    let LocalVoice {
+        worker,
+        audio,
+        mut output,
+    } = LocalVoice::open(&config, &args.output, &store)?;
     let clauses = ClauseSplitter::split(config.conversation.chunking.clone(), &text);
-    let (worker, audio) = voice_worker(Box::new(voice))?;
     let feeder = std::thread::Builder::new()
         .name("hark-say-feed".into())
         .spawn(move || {

@@ -360,7 +360,7 @@ pub struct Report {
 /// The scripted conversation: the user's side spoken by `user_voice`, Hark
 /// as `config` and `load` make it, talking into a file in real time.
 pub fn converse(
-    config: SessionConfig,
+    mut config: SessionConfig,
     user_voice: &mut dyn Voice,
     load: impl FnOnce() -> Result<Models, BoxError>,
     options: &ConverseOptions,
@@ -374,6 +374,8 @@ pub fn converse(
         source,
     })?;
     let script_lines = &SCRIPT[..options.turns.unwrap_or(SCRIPT.len()).min(SCRIPT.len())];
+    // The script talks and expects to be heard, whatever the daemon's mode.
+    config.mode = crate::ListenMode::Always;
 
     tracing::info!(lines = script_lines.len(), "synthesizing the user's side");
     let mut lines = Vec::new();

@@ -462,7 +462,8 @@ impl Core {
         }
     }
 
-    /// Reports a transcript and hands it to the state machine.
+    /// Reports a transcript; returns the event that hands it to the state
+    /// machine.
     fn transcript(
         &mut self,
         now: u64,
@@ -470,7 +471,7 @@ impl Core {
         text: String,
         transcribe_ms: u64,
         speculative: bool,
-    ) {
+    ) -> Event {
         self.emit(
             now,
             SessionEvent::Transcript {
@@ -480,7 +481,7 @@ impl Core {
                 speculative,
             },
         );
-        self.feed(now, Event::Transcript { utterance, text });
+        Event::Transcript { utterance, text }
     }
 
     /// Reports an input and turns it into state machine events.
@@ -639,7 +640,8 @@ impl Core {
                     Some(s) if s.speech_end_ms == speech_end_ms => match s.waiting.take() {
                         Some(utterance) => {
                             self.speculation = None;
-                            self.transcript(now, utterance, text, transcribe_ms, true);
+                            let event = self.transcript(now, utterance, text, transcribe_ms, true);
+                            self.feed(now, event);
                         }
                         None => s.text = Some((text, transcribe_ms)),
                     },
@@ -660,13 +662,16 @@ impl Core {
                     },
                 );
             }
-            SttPurpose::Final => self.transcript(
-                now,
-                result.utterance,
-                result.text,
-                result.transcribe_ms,
-                false,
-            ),
+            SttPurpose::Final => {
+                let event = self.transcript(
+                    now,
+                    result.utterance,
+                    result.text,
+                    result.transcribe_ms,
+                    false,
+                );
+                self.feed(now, event);
+            }
         }
     }
 
@@ -829,16 +834,10 @@ impl Core {
             match s.text.take() {
                 Some((text, transcribe_ms)) => {
                     self.speculation = None;
-                    self.emit(
-                        now,
-                        SessionEvent::Transcript {
-                            utterance,
-                            text: text.clone(),
-                            transcribe_ms,
-                            speculative: true,
-                        },
-                    );
-                    self.owed.push_back(Event::Transcript { utterance, text });
+                    // Owed, not fed: this runs inside the state machine's
+                    // own action loop.
+                    let event = self.transcript(now, utterance, text, transcribe_ms, true);
+                    self.owed.push_back(event);
                 }
                 None => s.waiting = Some(utterance),
             }

@@ -457,7 +457,10 @@ mod tests {
         assert_eq!(audio_ctx_for(60 * SAMPLE_RATE), MAX_AUDIO_CTX);
         for secs in 1..30 {
             let ctx = audio_ctx_for(secs * SAMPLE_RATE);
-            assert!(ctx == MAX_AUDIO_CTX || ctx.is_multiple_of(64), "{secs} s -> {ctx}");
+            assert!(
+                ctx == MAX_AUDIO_CTX || ctx.is_multiple_of(64),
+                "{secs} s -> {ctx}"
+            );
         }
     }
 

@@ -264,6 +264,12 @@ impl Rig {
         self.at(ms, Some(CoreInput::Playback(report)));
     }
 
+    /// The speaker plays `clause` from `ms` for `len_ms`.
+    fn play_through(&mut self, ms: u64, clause: u64, len_ms: u64) {
+        self.playback(ms, PlaybackReport::Started { clause });
+        self.playback(ms + len_ms, PlaybackReport::Finished { clause });
+    }
+
     fn command(&mut self, ms: u64, command: Command) {
         self.at(ms, Some(CoreInput::Command(command)));
     }
@@ -350,11 +356,8 @@ fn a_full_turn_from_speech_to_the_last_clause_heard() {
         .collect();
     assert_eq!(plays, expected);
 
-    let mut t = 2900;
-    for (clause, _) in &clauses {
-        rig.playback(t, PlaybackReport::Started { clause: *clause });
-        t += 1000;
-        rig.playback(t, PlaybackReport::Finished { clause: *clause });
+    for (k, (clause, _)) in clauses.iter().enumerate() {
+        rig.play_through(2900 + 1000 * k as u64, *clause, 1000);
     }
     assert_eq!(
         rig.finished_turns(),
@@ -648,18 +651,7 @@ fn failing_workers_cost_one_turn_and_say_why() {
     assert!(events.contains(&SessionEvent::FallbackReply));
     let clauses = rig.synthesize_all(2700, 0.5);
     assert_eq!(clauses[0].1, TurnConfig::default().fallback_reply);
-    rig.playback(
-        2800,
-        PlaybackReport::Started {
-            clause: clauses[0].0,
-        },
-    );
-    rig.playback(
-        3300,
-        PlaybackReport::Finished {
-            clause: clauses[0].0,
-        },
-    );
+    rig.play_through(2800, clauses[0].0, 500);
     assert_eq!(rig.finished_turns().len(), 1);
     // A voice failure skips the clause and says so.
     let reply = rig.question(10_000, "Again?");
@@ -756,18 +748,7 @@ fn get_history_answers_with_wall_clock_times() {
     let reply = rig.question(0, "Hi.");
     rig.reply(2600, reply, &["Hello."]);
     let clauses = rig.synthesize_all(2700, 0.5);
-    rig.playback(
-        2800,
-        PlaybackReport::Started {
-            clause: clauses[0].0,
-        },
-    );
-    rig.playback(
-        3300,
-        PlaybackReport::Finished {
-            clause: clauses[0].0,
-        },
-    );
+    rig.play_through(2800, clauses[0].0, 500);
     let got: Arc<Mutex<Vec<HistoryEntry>>> = Arc::default();
     let slot = got.clone();
     rig.command(

@@ -5,10 +5,13 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use hark_llm::{LanguageModel, LlmConfig};
+use std::time::Duration;
+
+use hark_llm::{LanguageModel, LlmBackend, LlmConfig, TokenGenerator};
 use hark_models::store::{
     self, ModelSpec, ModelStore, ONNXRUNTIME, PIPER_JOE_MEDIUM, SMOLLM2_135M,
 };
+use hark_openai::{OpenAiClient, OpenAiConfig};
 use hark_session::Models;
 use hark_stt::{SttConfig, WhisperStt};
 use hark_tts::{PiperVoice, TtsConfig};
@@ -75,8 +78,73 @@ pub fn whisper(config: &SttConfig, store: &ModelStore) -> anyhow::Result<Whisper
     Ok(stt)
 }
 
-/// The language model as `config` says: a catalogue name or a GGUF path.
-pub fn llm(config: &LlmConfig, store: &ModelStore) -> anyhow::Result<LanguageModel> {
+/// The language model as `config` says: a local GGUF (catalogue name or
+/// path) or a client of an OpenAI-compatible server.
+pub fn llm(config: &LlmConfig, store: &ModelStore) -> anyhow::Result<Box<dyn TokenGenerator>> {
+    Ok(match config.backend {
+        LlmBackend::Local => Box::new(local_llm(config, store)?),
+        LlmBackend::OpenAi => Box::new(remote_llm(config)?),
+    })
+}
+
+/// A client of the server `config.url` names, with its key.
+fn remote_llm(config: &LlmConfig) -> anyhow::Result<OpenAiClient> {
+    let url = config
+        .url
+        .clone()
+        .context("llm.url must be set when llm.backend = \"openai\"")?;
+    let client = OpenAiClient::new(OpenAiConfig {
+        url,
+        model: config.model.clone(),
+        api_key: api_key(config)?,
+        system_prompt: config.system_prompt.clone(),
+        temperature: config.temperature,
+        max_tokens: config.max_tokens,
+        first_token_timeout: Duration::from_millis(config.first_token_timeout_ms),
+    })?;
+    tracing::info!(endpoint = client.endpoint(), model = %config.model, "language model server");
+    Ok(client)
+}
+
+/// The API key from `llm.api_key_env` or `llm.api_key_file`, if either is
+/// set. A key file anyone but its owner can read is refused.
+fn api_key(config: &LlmConfig) -> anyhow::Result<Option<String>> {
+    if let Some(name) = &config.api_key_env {
+        let key = std::env::var(name).with_context(|| {
+            format!("llm.api_key_env names the environment variable {name}, which is not set")
+        })?;
+        return Ok(Some(key.trim().to_owned()));
+    }
+    let Some(path) = &config.api_key_file else {
+        return Ok(None);
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "cannot read the API key file {} (llm.api_key_file)",
+            path.display()
+        )
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "refusing the API key file {}: its mode is {mode:04o}, so others can read it; \
+             run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    let key = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the API key file {}", path.display()))?;
+    let key = key.trim();
+    if key.is_empty() {
+        bail!("the API key file {} is empty", path.display());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// The local GGUF model `config.model` names: a catalogue name or a path.
+fn local_llm(config: &LlmConfig, store: &ModelStore) -> anyhow::Result<LanguageModel> {
     let path = if config.model == SMOLLM2_135M.name {
         installed(store, &SMOLLM2_135M, "language model")?
     } else {
@@ -114,7 +182,7 @@ pub fn voice(config: &TtsConfig, store: &ModelStore) -> anyhow::Result<PiperVoic
 pub fn session(config: &HarkConfig, store: &ModelStore) -> anyhow::Result<Models> {
     Ok(Models {
         stt: Box::new(whisper(&config.stt, store)?),
-        llm: Box::new(llm(&config.llm, store)?),
+        llm: llm(&config.llm, store)?,
         voice: Box::new(voice(&config.voice, store)?),
     })
 }

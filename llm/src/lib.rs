@@ -31,9 +31,24 @@ pub use worker::{CancelHandle, LlmEvent, LlmWorker, TokenGenerator};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LlmConfig {
-    /// Catalogue name (`smollm2-135m`) or path of a GGUF file; the caller
-    /// resolves it to the file given to [`LanguageModel::load`].
+    /// Which brain: this process's candle model, or a server.
+    pub backend: LlmBackend,
+    /// Local: a catalogue name (`smollm2-135m`) or path of a GGUF file,
+    /// which the caller resolves to the file given to
+    /// [`LanguageModel::load`]. OpenAI: the model name the server knows.
     pub model: String,
+    /// OpenAI: the API's base, e.g. `http://127.0.0.1:8080/v1`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// OpenAI: the environment variable holding the API key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// OpenAI: a file holding the API key (readable by its owner only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// OpenAI: how long to wait for the first token (and, after it, for
+    /// each next piece) before giving up on the reply.
+    pub first_token_timeout_ms: u64,
     /// Used when the history passed to `generate` has no system message.
     pub system_prompt: String,
     /// Sampling temperature; 0 means greedy (deterministic) decoding.
@@ -54,7 +69,12 @@ pub struct LlmConfig {
 impl Default for LlmConfig {
     fn default() -> Self {
         Self {
+            backend: LlmBackend::Local,
             model: "smollm2-135m".into(),
+            url: None,
+            api_key_env: None,
+            api_key_file: None,
+            first_token_timeout_ms: 10_000,
             system_prompt: "You are Hark, a helpful voice assistant. Answer briefly, in one to \
                             three short spoken sentences, without lists, markdown or emoji."
                 .to_string(),
@@ -67,9 +87,45 @@ impl Default for LlmConfig {
     }
 }
 
+/// Where replies come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmBackend {
+    /// A GGUF model run here with candle.
+    #[default]
+    Local,
+    /// Any OpenAI-compatible chat completions server (llama.cpp, Ollama,
+    /// vLLM, hosted services).
+    OpenAi,
+}
+
 impl Settings for LlmConfig {
     fn validate(&self) -> Result<(), InvalidValue> {
         check_not_empty("model", &self.model)?;
+        if self.backend == LlmBackend::OpenAi {
+            let url = self.url.as_deref().unwrap_or("");
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(InvalidValue::new(
+                    "url",
+                    format!("{url:?}"),
+                    "an http:// or https:// URL (the API's base, such as \"http://127.0.0.1:8080/v1\") \
+                     when backend = \"openai\"",
+                ));
+            }
+        }
+        if self.api_key_env.is_some() && self.api_key_file.is_some() {
+            return Err(InvalidValue::new(
+                "api_key_file",
+                "set",
+                "unset when api_key_env is set (one source for the key)",
+            ));
+        }
+        check_range(
+            "first_token_timeout_ms",
+            self.first_token_timeout_ms,
+            100,
+            600_000,
+        )?;
         check_range("temperature", self.temperature, 0.0, 2.0)?;
         check_range("context_tokens", self.context_tokens, 256, 131_072)?;
         check_range("max_tokens", self.max_tokens, 0, self.context_tokens / 2)?;
@@ -81,9 +137,36 @@ impl Section for LlmConfig {
     const DOC: &'static str = "The language model that writes the answers.";
     const KEYS: &'static [KeyDoc] = &[
         doc(
+            "backend",
+            "Where answers come from: \"local\" (a GGUF model run by Hark) or \"openai\" \
+             (any OpenAI-compatible server: llama.cpp, Ollama, vLLM, hosted services).",
+        ),
+        doc(
             "model",
-            "Language model: a name from `hark models list` (smollm2-135m) or the path \
-             of a GGUF file.",
+            "local: a name from `hark models list` (smollm2-135m) or the path of a GGUF \
+             file. openai: the model name the server serves.",
+        ),
+        unset(
+            "url",
+            "openai: the API's base URL; Hark posts to URL/chat/completions.",
+            "\"http://127.0.0.1:8080/v1\"",
+        ),
+        unset(
+            "api_key_env",
+            "openai: the environment variable that holds the API key, if the server \
+             needs one.",
+            "\"OPENAI_API_KEY\"",
+        ),
+        unset(
+            "api_key_file",
+            "openai: or a file that holds it (refused unless only its owner can read it).",
+            "\"/home/me/.config/hark/api-key\"",
+        ),
+        doc(
+            "first_token_timeout_ms",
+            "openai: how long to wait for the first word of a reply (and then for each \
+             next one) before Hark gives up, says so and speaks its fallback. 100 to \
+             600000.",
         ),
         doc(
             "system_prompt",
@@ -196,6 +279,9 @@ pub enum LlmError {
     },
     #[error("language model inference failed: {0}")]
     Inference(String),
+    /// A remote server failed: `url` is the one Hark asked.
+    #[error("{url}: {message}")]
+    Server { url: String, message: String },
     #[error("the language model is busy: too many queued requests (cancel old ones first)")]
     WorkerBusy,
     #[error("the language model worker thread has stopped")]

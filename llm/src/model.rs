@@ -648,12 +648,14 @@ fn check_tensor_data(path: &Path, content: &Content, file_len: u64) -> Result<()
     Ok(())
 }
 
-/// Lets the worker drive a real model.
+/// Lets the worker drive a real model (it stops between tokens, where
+/// `on_token` breaks once cancelled).
 impl crate::worker::TokenGenerator for LanguageModel {
     fn generate(
         &mut self,
         history: &[ChatMessage],
         on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+        _: &crate::CancelHandle,
     ) -> Result<Generation, LlmError> {
         LanguageModel::generate(self, history, on_token)
     }

@@ -24,13 +24,18 @@ const EVENT_QUEUE: usize = 64;
 /// stopped draining the channel.
 const FINAL_EVENT_GRACE: Duration = Duration::from_secs(1);
 
-/// Anything that can stream a reply; `LanguageModel` in production, a fake in
-/// tests.
+/// Anything that can stream a reply: `LanguageModel`, a remote server's
+/// client, or a fake in tests. The seam where backends plug in.
 pub trait TokenGenerator: Send + 'static {
+    /// Streams a reply to `history` through `on_token`, which breaks when
+    /// the reply is no longer wanted. A generator that can wait without
+    /// producing tokens (a remote server) also watches `cancel`, so a
+    /// barge-in stops it at once.
     fn generate(
         &mut self,
         history: &[ChatMessage],
         on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+        cancel: &CancelHandle,
     ) -> Result<Generation, LlmError>;
 }
 
@@ -39,8 +44,9 @@ impl<T: TokenGenerator + ?Sized> TokenGenerator for Box<T> {
         &mut self,
         history: &[ChatMessage],
         on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+        cancel: &CancelHandle,
     ) -> Result<Generation, LlmError> {
-        (**self).generate(history, on_token)
+        (**self).generate(history, on_token, cancel)
     }
 }
 
@@ -156,7 +162,7 @@ fn serve(model: &mut impl TokenGenerator, req: Request) {
         }
         ControlFlow::Continue(())
     };
-    let last = match model.generate(&history, &mut on_token) {
+    let last = match model.generate(&history, &mut on_token, &cancel) {
         Ok(mut g) => {
             // A cancel that landed after the last token still counts.
             g.cancelled |= cancel.is_cancelled();
@@ -207,6 +213,7 @@ mod tests {
             &mut self,
             history: &[ChatMessage],
             on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+            _: &CancelHandle,
         ) -> Result<Generation, LlmError> {
             if history.is_empty() {
                 return Err(LlmError::Inference("empty history".into()));
@@ -238,6 +245,7 @@ mod tests {
                 &mut self,
                 _: &[ChatMessage],
                 on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+                _: &CancelHandle,
             ) -> Result<Generation, LlmError> {
                 let name = std::thread::current().name().unwrap_or("").to_string();
                 let _ = on_token(&name);

@@ -515,11 +515,7 @@ impl Core {
                 }
                 LlmEvent::Error(message) => {
                     tracing::error!(reply, "generation failed: {message}");
-                    self.error(
-                        now,
-                        "language-model",
-                        format!("generation failed: {message}"),
-                    );
+                    self.error(now, "llm", format!("generation failed: {message}"));
                     self.finish_generation(now, reply);
                 }
             },
@@ -886,11 +882,7 @@ impl Core {
             Ok(cancel) => self.generation = Some((reply, cancel)),
             Err(e) => {
                 tracing::error!(reply, "cannot start a generation: {e}");
-                self.error(
-                    now,
-                    "language-model",
-                    format!("cannot start a generation: {e}"),
-                );
+                self.error(now, "llm", format!("cannot start a generation: {e}"));
                 self.owed.push_back(Event::ReplyFinished { reply });
             }
         }

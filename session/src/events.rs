@@ -26,7 +26,7 @@ pub enum SessionEvent {
     /// The input has no more audio (end of file).
     InputEnded,
     /// Something failed; `code` says which part (`audio-input`,
-    /// `audio-output`, `language-model`, `voice`, `speech-to-text`).
+    /// `audio-output`, `llm`, `voice`, `speech-to-text`).
     Error {
         code: &'static str,
         message: String,

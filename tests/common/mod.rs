@@ -2,6 +2,7 @@
 //! models and the recordings are, word error rate, and running `hark`.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod rig;
 
 use std::path::{Path, PathBuf};

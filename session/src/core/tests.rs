@@ -645,7 +645,7 @@ fn failing_workers_cost_one_turn_and_say_why() {
     let events = rig.events();
     assert!(events.iter().any(|e| matches!(
         e,
-        SessionEvent::Error { code: "language-model", message } if message.contains("the model crashed")
+        SessionEvent::Error { code: "llm", message } if message.contains("the model crashed")
     )));
     // Nothing speakable: the fallback reply is spoken instead.
     assert!(events.contains(&SessionEvent::FallbackReply));

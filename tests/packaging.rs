@@ -14,6 +14,7 @@ const FILES: &[&str] = &[
     "./usr/bin/hark",
     "./usr/lib/systemd/user/hark.service",
     "./usr/share/dbus-1/services/dev.hark.Hark.service",
+    "./usr/share/hark/systemd/network.conf",
     "./usr/share/doc/hark/config.toml.example",
     "./usr/share/doc/hark/copyright",
     "./usr/share/man/man1/hark.1.gz",

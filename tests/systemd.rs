@@ -52,8 +52,27 @@ struct Staged {
 }
 
 fn stage() -> Staged {
+    stage_text(unit_text())
+}
+
+/// The unit with the network drop-in's `[Service]` lines added to its own,
+/// as systemd merges them.
+fn unit_with_network() -> String {
+    let unit = unit_text();
+    let drop_in = std::fs::read_to_string(repo().join("systemd/network.conf")).unwrap();
+    let lines: String = drop_in
+        .lines()
+        .skip_while(|l| *l != "[Service]")
+        .skip(1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (head, install) = unit.split_once("[Install]").unwrap();
+    // A later PrivateNetwork= overrides the earlier one.
+    format!("{head}{lines}\n[Install]{install}")
+}
+
+fn stage_text(text: String) -> Staged {
     let dir = tempfile::tempdir().unwrap();
-    let text = unit_text();
     assert!(
         text.contains("ExecStart=/usr/bin/hark daemon\n"),
         "the unit runs the packaged binary"
@@ -89,10 +108,32 @@ fn run(mut cmd: Command, staged: &Staged) -> (Output, String) {
 
 #[test]
 fn the_unit_verifies_without_warnings() {
+    verifies_without_warnings(stage());
+}
+
+#[test]
+fn the_unit_with_the_network_drop_in_verifies_and_opens_ip_sockets() {
+    let merged = unit_with_network();
+    let pairs = keys(&merged);
+    let last = |key: &str| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(last("PrivateNetwork").as_deref(), Some("no"));
+    assert_eq!(last("IPAddressAllow").as_deref(), Some("localhost"));
+    assert!(value(&keys(&unit_text()), "PrivateNetwork") == Some("yes"));
+    verifies_without_warnings(stage_text(merged.clone()));
+    // Its exposure is reported (and still under the ceiling).
+    exposure_below_ceiling(stage_text(merged));
+}
+
+fn verifies_without_warnings(staged: Staged) {
     let Some(mut cmd) = systemd_analyze() else {
         return;
     };
-    let staged = stage();
     cmd.args(["--user", "verify", "--man=no"]).arg(&staged.unit);
     let (out, text) = run(cmd, &staged);
     assert!(
@@ -119,10 +160,13 @@ fn the_unit_verifies_without_warnings() {
 
 #[test]
 fn the_sandbox_exposure_stays_low() {
+    exposure_below_ceiling(stage());
+}
+
+fn exposure_below_ceiling(staged: Staged) {
     let Some(mut cmd) = systemd_analyze() else {
         return;
     };
-    let staged = stage();
     cmd.args([
         "--user",
         "security",

@@ -103,7 +103,32 @@ fn remote_llm(config: &LlmConfig) -> anyhow::Result<OpenAiClient> {
         first_token_timeout: Duration::from_millis(config.first_token_timeout_ms),
     })?;
     tracing::info!(endpoint = client.endpoint(), model = %config.model, "language model server");
+    if in_sandbox_without_network() {
+        tracing::warn!(
+            "llm.backend is \"openai\" but Hark runs in its systemd unit without network \
+             access, so {} is unreachable; install the network drop-in \
+             (/usr/share/hark/systemd/network.conf, see `man hark` or systemd/README.md)",
+            client.endpoint()
+        );
+    }
     Ok(client)
+}
+
+/// Started by systemd (`INVOCATION_ID`) in a network namespace of its own
+/// (only `lo`): the unit's `PrivateNetwork=yes`, where no server outside
+/// is reachable, not even one on this machine's loopback.
+fn in_sandbox_without_network() -> bool {
+    if std::env::var_os("INVOCATION_ID").is_none() {
+        return false;
+    }
+    let Ok(dev) = std::fs::read_to_string("/proc/net/dev") else {
+        return false;
+    };
+    // Two header lines, then one line per interface: "  lo: 123 …".
+    dev.lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .all(|name| name.trim() == "lo")
 }
 
 /// The API key from `llm.api_key_env` or `llm.api_key_file`, if either is

@@ -22,6 +22,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::speakable::Speakable;
+
 /// Where the splitter may cut. Character counts are Unicode scalar values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -58,6 +60,8 @@ impl Default for ChunkConfig {
 #[derive(Debug, Clone)]
 pub struct ClauseSplitter {
     config: ChunkConfig,
+    /// Turns what the model writes into what is said, before cutting.
+    speakable: Speakable,
     /// Cleaned text not yet handed out; never starts with whitespace and
     /// never holds two whitespace characters in a row.
     pending: String,
@@ -68,6 +72,7 @@ impl ClauseSplitter {
     pub fn new(config: ChunkConfig) -> Self {
         Self {
             config,
+            speakable: Speakable::new(),
             pending: String::new(),
             clauses_cut: 0,
         }
@@ -82,11 +87,8 @@ impl ClauseSplitter {
         clauses
     }
 
-    /// Adds streamed text; returns the clauses it completed, in order.
-    pub fn push(&mut self, text: &str) -> Vec<String> {
-        for c in text.chars().filter(|&c| is_speakable(c)) {
-            self.append(c);
-        }
+    /// Clauses complete in `pending`.
+    fn cut(&mut self) -> Vec<String> {
         let mut clauses = Vec::new();
         while let Some(end) = self.find_cut() {
             let rest = self.pending.split_off(end);
@@ -97,16 +99,38 @@ impl ClauseSplitter {
         clauses
     }
 
-    /// Ends the stream: returns what is left (if it has anything to say) and
-    /// resets the splitter for the next reply.
-    pub fn finish(&mut self) -> Option<String> {
+    /// Adds streamed text; returns the clauses it completed, in order.
+    pub fn push(&mut self, text: &str) -> Vec<String> {
+        let spoken = self.speakable.push(text);
+        for c in spoken.chars() {
+            self.append(c);
+        }
+        self.cut()
+    }
+
+    /// Ends the stream: returns the clauses left (those with anything to
+    /// say) and resets the splitter for the next reply.
+    pub fn finish(&mut self) -> Vec<String> {
+        let spoken = self.speakable.finish();
+        for c in spoken.chars() {
+            self.append(c);
+        }
+        let mut clauses = self.cut();
         let rest = tidy(&std::mem::take(&mut self.pending));
         self.clauses_cut = 0;
-        rest.chars().any(char::is_alphanumeric).then_some(rest)
+        if rest.chars().any(char::is_alphanumeric) {
+            clauses.push(rest);
+        }
+        clauses.retain(|c| c.chars().any(char::is_alphanumeric));
+        clauses
     }
 
     fn append(&mut self, c: char) {
         if !c.is_whitespace() {
+            // No space before punctuation ("news !" from a dropped emoji).
+            if matches!(c, ',' | '.' | '!' | '?' | ';' | ':') && self.pending.ends_with(' ') {
+                self.pending.pop();
+            }
             self.pending.push(c);
             return;
         }
@@ -238,25 +262,6 @@ fn tidy(clause: &str) -> String {
         .to_owned()
 }
 
-/// Markdown emphasis, headings and code marks, and emoji: a TTS either reads
-/// them out ("asterisk") or chokes on them.
-fn is_speakable(c: char) -> bool {
-    !matches!(c, '*' | '#' | '`') && !is_emoji(c)
-}
-
-fn is_emoji(c: char) -> bool {
-    matches!(
-        c as u32,
-        0x1F000..=0x1FAFF // pictographs, emoticons, flags, symbols
-            | 0x2600..=0x27BF // miscellaneous symbols and dingbats
-            | 0x2B00..=0x2BFF // stars, arrows and other symbols
-            | 0xFE00..=0xFE0F // variation selectors
-            | 0x200D // zero-width joiner of emoji sequences
-            | 0x20E3 // combining keycap
-            | 0xE0000..=0xE007F // tag sequences
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,16 +320,13 @@ mod tests {
     fn never_cuts_inside_numbers() {
         assert_eq!(
             split("It costs 3.5 euros, or 1,000 cents. Yes."),
-            ["It costs 3.5 euros,", "or 1,000 cents.", "Yes."]
+            ["It costs 3 point 5 euros,", "or 1000 cents.", "Yes."]
         );
         // The decimal point arrives at the end of a token.
         let mut splitter = ClauseSplitter::new(ChunkConfig::default());
         assert!(splitter.push("Pi is about 3.").is_empty());
         assert!(splitter.push("14 really").is_empty());
-        assert_eq!(
-            splitter.finish().as_deref(),
-            Some("Pi is about 3.14 really")
-        );
+        assert_eq!(splitter.finish(), ["Pi is about 3 point 14 really"]);
     }
 
     #[test]
@@ -332,8 +334,8 @@ mod tests {
         assert_eq!(
             split("Ask Dr. Smith about fruit, e.g. apples. Then J. R. R. Tolkien in the U.S. now."),
             [
-                "Ask Dr. Smith about fruit,",
-                "e.g. apples.",
+                "Ask Doctor Smith about fruit,",
+                "for example apples.",
                 "Then J. R. R. Tolkien in the U.S. now."
             ]
         );
@@ -354,10 +356,10 @@ mod tests {
                     degrees, and finally we eat it!\n- Enjoy it";
         let expected = [
             "Sure, here is the plan:",
-            "first, we buy 2.5 kg of flour, e.g. from Dr. Oetker.",
+            "first, we buy 2 point 5 kg of flour, for example from Doctor Oetker.",
             "Then we bake it, which takes a long time, roughly forty minutes at two hundred degrees,",
             "and finally we eat it!",
-            "Enjoy it",
+            "Enjoy it.",
         ];
         assert_eq!(split(text), expected);
         assert_eq!(split_streamed(text), expected);
@@ -367,15 +369,15 @@ mod tests {
     fn strips_markdown_and_emoji() {
         assert_eq!(
             split("## Result\n**Great** news 🎉👍🏽! Use `ls` ☀️ now."),
-            ["Result", "Great news !", "Use ls now."]
+            ["Result.", "Great news!", "Use ls now."]
         );
     }
 
     #[test]
-    fn line_breaks_end_list_items_and_bullets_are_dropped() {
+    fn lists_are_read_as_a_sentence_and_their_markers_dropped() {
         assert_eq!(
             split("You need:\n- eggs\n- milk\n1. Mix them.\n2. Bake"),
-            ["You need:", "eggs", "milk", "1. Mix them.", "2. Bake"]
+            ["You need:", "eggs, milk, Mix them.", "Bake."]
         );
     }
 
@@ -397,10 +399,10 @@ mod tests {
     fn finish_returns_the_remainder_or_nothing() {
         let mut splitter = ClauseSplitter::new(ChunkConfig::default());
         assert_eq!(splitter.push("Hello there. And th"), ["Hello there."]);
-        assert_eq!(splitter.finish().as_deref(), Some("And th"));
-        assert_eq!(splitter.finish(), None);
+        assert_eq!(splitter.finish(), ["And th"]);
+        assert!(splitter.finish().is_empty());
         assert!(splitter.push("  ** ... ").is_empty());
-        assert_eq!(splitter.finish(), None);
+        assert!(splitter.finish().is_empty());
         // finish() resets: the next reply's first clause is cut early again.
         assert_eq!(splitter.push("One two three, four"), ["One two three,"]);
     }

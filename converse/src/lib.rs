@@ -8,14 +8,18 @@
 //!
 //! - [`turn`]: the state machine, barge-in rule and history.
 //! - [`chunk`]: cutting streamed reply text into speakable clauses.
+//! - [`speakable`]: rewriting what a model writes into what is said
+//!   (markdown, lists, URLs, emoji, abbreviations, numbers, units).
 //!
 //! [`TurnConfig`] is the `[conversation]` section of Hark's configuration.
 
 pub mod chunk;
 mod settings;
+pub mod speakable;
 pub mod turn;
 
 pub use chunk::{ChunkConfig, ClauseSplitter};
+pub use speakable::Speakable;
 pub use turn::{
     Action, BargeInRule, ClauseId, Conversation, Dismissal, Event, InterruptCause, Notice, ReplyId,
     Role, State, Turn, TurnConfig, TurnTimings, UtteranceId,

@@ -643,7 +643,7 @@ impl Conversation {
                     .filter(|r| r.id == reply && r.generating)
                 {
                     r.generating = false;
-                    if let Some(rest) = r.splitter.finish() {
+                    for rest in r.splitter.finish() {
                         r.add_clause(rest, at_ms, clause_ids, out);
                     }
                     if r.clauses.is_empty() && !self.config.fallback_reply.is_empty() {

@@ -82,14 +82,15 @@ pub fn run(args: AskArgs, globals: &Globals) -> anyhow::Result<()> {
                 }
             };
             let _ = writeln!(stdout);
-            match splitter.finish().filter(|c| !c.trim().is_empty()) {
-                Some(rest) => speak(rest)?,
-                None if said.trim().is_empty() && !fallback.is_empty() => {
-                    tracing::warn!("the language model gave an empty reply; speaking the fallback");
-                    println!("{fallback}");
-                    speak(fallback)?;
-                }
-                None => {}
+            let rest = splitter.finish();
+            let nothing_said = rest.is_empty() && said.trim().is_empty();
+            for clause in rest {
+                speak(clause)?;
+            }
+            if nothing_said && !fallback.is_empty() {
+                tracing::warn!("the language model gave an empty reply; speaking the fallback");
+                println!("{fallback}");
+                speak(fallback)?;
             }
             worker.finish();
             Ok(generation)

@@ -68,8 +68,18 @@ impl Daemon {
 
     /// `hark daemon ARGS` on a fresh bus and rig.
     fn start_with(args: &[&str]) -> Daemon {
+        Self::start_with_state(args, None)
+    }
+
+    /// `hark daemon ARGS` whose state directory starts with a copy of
+    /// `state` (another daemon's state file).
+    fn start_with_state(args: &[&str], state: Option<&std::path::Path>) -> Daemon {
         let rig = AudioRig::start();
         let dir = tempfile::tempdir().unwrap();
+        if let Some(state) = state {
+            std::fs::create_dir_all(dir.path().join("state/hark")).unwrap();
+            std::fs::copy(state, dir.path().join("state/hark/state.json")).unwrap();
+        }
         let bus_pid = start_bus(&dir.path().join("bus"));
         let notify = UnixDatagram::bind(dir.path().join("notify")).unwrap();
         notify
@@ -106,7 +116,8 @@ impl Daemon {
         self.dir.path().join(name)
     }
 
-    /// The audio rig, the private bus, and no user configuration.
+    /// The audio rig, the private bus, no user configuration, a state
+    /// directory of its own.
     fn env(&self, cmd: &mut Command) {
         self.rig.env(cmd);
         cmd.env(
@@ -114,7 +125,8 @@ impl Daemon {
             format!("unix:path={}", self.path("bus").display()),
         )
         .env("XDG_CONFIG_HOME", self.path("config"))
-        .env("XDG_CONFIG_DIRS", self.path("config"));
+        .env("XDG_CONFIG_DIRS", self.path("config"))
+        .env("XDG_STATE_HOME", self.path("state"));
     }
 
     fn stderr(&self) -> String {
@@ -965,4 +977,63 @@ fn stop(mut child: Child) {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
+}
+
+#[test]
+fn skills_answer_over_dbus_and_timers_fire_and_survive_a_restart() {
+    let daemon = Daemon::start();
+    let mut monitor = daemon.monitor("skills.jsonl");
+    // Answered by the skill, not the model: exactly, at once.
+    let answer = ok(&daemon.call("Ask", &["s", "What time is it?"]));
+    assert!(answer.starts_with("s \"It"), "{answer}");
+    assert!(answer.contains(" AM.") || answer.contains(" PM."), "{answer}");
+    let history = ok(&daemon.call("GetHistory", &[]));
+    assert!(history.contains("\"What time is it?\""), "{history}");
+
+    // A timer over D-Bus: listed, then it fires (chime and words on the
+    // speaker, a TimerFired signal) and is gone.
+    let id = ok(&daemon.call("SetTimer", &["ts", "2", "tea"]));
+    assert_eq!(id.trim(), "s \"t1\"");
+    assert!(
+        daemon.property("Timers").contains("\"tea\""),
+        "{}",
+        daemon.property("Timers")
+    );
+    let mut list = hark();
+    list.arg("timers");
+    daemon.env(&mut list);
+    let listed = ok(&run(&mut list));
+    assert!(listed.contains("t1") && listed.contains("tea"), "{listed}");
+    let fired = daemon.wait_signal("skills.jsonl", "TimerFired", 1, Duration::from_secs(10));
+    assert_eq!(fired["label"], "tea");
+    assert_eq!(daemon.property("Timers"), "a(sst) 0");
+
+    // Refused with a reason: no length, an absurd length, an unknown id.
+    for (method, args, reason) in [
+        ("SetTimer", vec!["ts", "0", "x"], "at least a second"),
+        ("SetTimer", vec!["ts", "99999999999", "x"], "up to 1 day"),
+        ("CancelTimer", vec!["s", "t99"], "no timer"),
+    ] {
+        let out = daemon.call(method, &args);
+        assert!(!out.status.success(), "{method} {args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(reason), "{method} {args:?}: {err}");
+    }
+
+    // A timer outlives the daemon: its state file (private) is read again.
+    ok(&daemon.call("SetTimer", &["ts", "3600", "bread"]));
+    let state = daemon.path("state/hark/state.json");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let kept = tempfile::NamedTempFile::new().unwrap();
+    std::fs::copy(&state, kept.path()).unwrap();
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    drop(daemon);
+    let again = Daemon::start_with_state(&[], Some(kept.path()));
+    let timers = again.property("Timers");
+    assert!(timers.starts_with("a(sst) 1 \"t2\" \"bread\""), "{timers}");
+    ok(&again.call("CancelTimer", &["s", "t2"]));
+    assert_eq!(again.property("Timers"), "a(sst) 0");
 }

@@ -286,6 +286,11 @@ pub enum Event {
     },
     /// Stop talking now, whatever the barge-in rule says.
     Interrupt,
+    /// The reply to the user's last turn is not wanted, and neither is the
+    /// turn ("never mind"): nothing is said and history forgets both.
+    Withdraw {
+        reply: ReplyId,
+    },
     /// While muted, VAD events are ignored.
     SetMuted(bool),
 }
@@ -476,6 +481,10 @@ struct Heard {
 struct Reply {
     id: ReplyId,
     generating: bool,
+    /// How to take the user's turn that asked for it back out of history
+    /// ([`Event::Withdraw`]): the history's length before it, and the text
+    /// length of the turn it was joined to, if any.
+    asked_by: Option<(usize, Option<usize>)>,
     splitter: ClauseSplitter,
     clauses: Vec<Clause>,
     /// Barge-in candidate pending: play nothing new.
@@ -718,6 +727,11 @@ impl Conversation {
                     self.stop_reply(InterruptCause::Command, out);
                 }
             }
+            Event::Withdraw { reply } => {
+                if self.reply.as_ref().is_some_and(|r| r.id == reply) {
+                    self.withdraw_reply(out);
+                }
+            }
             Event::SetMuted(muted) => {
                 self.muted = muted;
                 if muted {
@@ -838,8 +852,16 @@ impl Conversation {
     /// Records the user's turn and asks the LLM to answer it.
     fn accept_user_turn(&mut self, text: String, out: &mut Vec<Action>) {
         out.push(Action::Emit(Notice::UserTurn { text: text.clone() }));
+        let before = (
+            self.history.len(),
+            self.history
+                .last()
+                .filter(|t| t.role == Role::User)
+                .map(|t| t.text.len()),
+        );
         self.record(Role::User, text, false);
         let mut reply = self.new_reply(true);
+        reply.asked_by = Some(before);
         reply.timings.speech_ended_ms = self.user.last_speech_end_ms.take();
         reply.timings.transcript_ms = self.user.last_transcript_ms.take();
         reply.timings.generation_started_ms = Some(self.now_ms);
@@ -882,6 +904,39 @@ impl Conversation {
         self.close_reply(reply, true, out);
     }
 
+    /// Drops the reply unsaid and takes the user's turn that asked for it
+    /// back out of history.
+    fn withdraw_reply(&mut self, out: &mut Vec<Action>) {
+        let Some(mut reply) = self.reply.take() else {
+            return;
+        };
+        if reply.clauses.iter().any(|c| c.play_sent && !c.finished) {
+            out.push(Action::FlushPlayback);
+        }
+        if reply.clauses.iter().any(|c| !c.synthesized && !c.failed) {
+            out.push(Action::CancelSynthesis);
+        }
+        if reply.generating {
+            out.push(Action::CancelGeneration { reply: reply.id });
+        }
+        match reply.asked_by {
+            Some((len, Some(joined_at))) if self.history.len() == len => {
+                if let Some(last) = self.history.last_mut() {
+                    last.text.truncate(joined_at);
+                }
+            }
+            Some((len, _)) => self.history.truncate(len),
+            None => {}
+        }
+        reply.timings.finished_ms = self.now_ms;
+        out.push(Action::Emit(Notice::TurnFinished {
+            reply: reply.id,
+            text: String::new(),
+            interrupted: false,
+            timings: reply.timings,
+        }));
+    }
+
     fn close_reply(&mut self, mut reply: Reply, interrupted: bool, out: &mut Vec<Action>) {
         let text = reply.spoken_text();
         if !text.is_empty() {
@@ -918,6 +973,7 @@ impl Conversation {
         Reply {
             id,
             generating,
+            asked_by: None,
             splitter: ClauseSplitter::new(self.config.chunking.clone()),
             clauses: Vec::new(),
             held: false,

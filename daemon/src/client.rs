@@ -25,6 +25,8 @@ pub trait Hark {
     fn clear_history(&self) -> zbus::Result<()>;
     fn get_history(&self) -> zbus::Result<Vec<(String, String, u64)>>;
     fn open_audio_input(&self, format: &str) -> zbus::Result<zbus::OwnedFd>;
+    fn set_timer(&self, seconds: u64, label: &str) -> zbus::Result<String>;
+    fn cancel_timer(&self, id: &str) -> zbus::Result<()>;
 
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
@@ -40,6 +42,62 @@ pub trait Hark {
     fn models(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn last_turn_latency_ms(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn timers(&self) -> zbus::Result<Vec<(String, String, u64)>>;
+}
+
+/// `hark timers …`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum TimersCommand {
+    /// Set a timer: `hark timers set 5m tea`, `… 90s`, `… 1h30m`, `… 300`.
+    Set {
+        /// How long: seconds, or with units (h, m, s), e.g. 1h30m.
+        #[arg(value_parser = parse_duration)]
+        duration: u64,
+        /// What it is for; said when it goes off.
+        #[arg(default_value = "")]
+        label: String,
+    },
+    /// Cancel a timer by its id (as `hark timers` lists them).
+    Cancel { id: String },
+}
+
+/// "90", "90s", "5m", "1h30m", "2h" as seconds.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(secs);
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        match c {
+            '0'..='9' => number.push(c),
+            'h' | 'm' | 's' if !number.is_empty() => {
+                let n: u64 = number
+                    .parse()
+                    .map_err(|_| format!("{text:?}: number too large"))?;
+                let unit = match c {
+                    'h' => 3600,
+                    'm' => 60,
+                    _ => 1,
+                };
+                total = total.saturating_add(n.saturating_mul(unit));
+                number.clear();
+            }
+            _ => {
+                return Err(format!(
+                    "{text:?} is not a duration: use seconds or units, such as 90, 90s, 5m or 1h30m"
+                ))
+            }
+        }
+    }
+    if !number.is_empty() {
+        return Err(format!(
+            "{text:?}: a unit (h, m or s) is missing after {number}"
+        ));
+    }
+    Ok(total)
 }
 
 /// `hark ptt start|stop`.
@@ -71,6 +129,7 @@ pub enum Request {
     History { json: bool, clear: bool },
     Monitor { json: bool },
     Stream(StreamArgs),
+    Timers(Option<TimersCommand>),
 }
 
 /// `hark stream`.
@@ -175,6 +234,36 @@ async fn request_on(
             }
         }
         Request::Monitor { json } => monitor(hark, connection, json).await?,
+        Request::Timers(None) => {
+            let timers = hark.timers().await.map_err(explain)?;
+            if timers.is_empty() {
+                println!("no timers");
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            for (id, label, due) in timers {
+                let left = due.saturating_sub(now).div_ceil(1000);
+                let label = if label.is_empty() {
+                    "(unnamed)".into()
+                } else {
+                    label
+                };
+                println!(
+                    "{id:>4}  {:>2}:{:02}:{:02} left  {label}",
+                    left / 3600,
+                    left / 60 % 60,
+                    left % 60
+                );
+            }
+        }
+        Request::Timers(Some(TimersCommand::Set { duration, label })) => {
+            let id = hark.set_timer(duration, &label).await.map_err(explain)?;
+            println!("{id}");
+        }
+        Request::Timers(Some(TimersCommand::Cancel { id })) => {
+            hark.cancel_timer(&id).await.map_err(explain)?
+        }
         Request::Stream(args) => stream(hark, args).await?,
     }
     Ok(())
@@ -277,6 +366,10 @@ async fn monitor(
                 let (code, text): (String, String) = body.deserialize()?;
                 serde_json::json!({ "code": code, "message": text })
             }
+            "TimerFired" => {
+                let (label,): (String,) = body.deserialize()?;
+                serde_json::json!({ "label": label })
+            }
             _ => serde_json::json!({}),
         };
         if json {
@@ -297,4 +390,19 @@ async fn monitor(
         let _ = std::io::stdout().flush();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_on_the_command_line() {
+        assert_eq!(parse_duration("300"), Ok(300));
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("5m"), Ok(300));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("1h30").unwrap_err().contains("unit"));
+    }
 }

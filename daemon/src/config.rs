@@ -2,8 +2,8 @@
 //! owned by the crate that uses it (`[vad]` is `hark_audio::vad::VadConfig`,
 //! `[stt]` `hark_stt::SttConfig`, `[llm]` `hark_llm::LlmConfig`, `[voice]`
 //! `hark_tts::TtsConfig`, `[audio]` `hark_session::AudioConfig`,
-//! `[conversation]` `hark_converse::TurnConfig`); only `[daemon]` is the
-//! binary's. `hark_config` does the reading, the line-numbered errors, the
+//! `[conversation]` `hark_converse::TurnConfig`, `[skills]`
+//! `hark_skills::SkillsConfig`); only `[daemon]` is the binary's. `hark_config` does the reading, the line-numbered errors, the
 //! overrides and the commented default file.
 //!
 //! Which file is read (the first that exists wins; there is no merging):
@@ -28,6 +28,7 @@ use hark_config::{
 use hark_converse::turn::TurnConfig;
 use hark_llm::LlmConfig;
 use hark_session::{AudioConfig, ListenMode, SessionConfig};
+use hark_skills::SkillsConfig;
 use hark_stt::SttConfig;
 use hark_tts::TtsConfig;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,7 @@ pub struct HarkConfig {
     /// The turn-taking rules (unknown keys inside it are caught by
     /// `serde_ignored`, since it does not deny them itself).
     pub conversation: TurnConfig,
+    pub skills: SkillsConfig,
     pub daemon: DaemonConfig,
 }
 
@@ -86,6 +88,16 @@ impl Settings for HarkConfig {
 }
 
 impl HarkConfig {
+    /// The skills as configured, their state (timers, volume) in `file`
+    /// (`None`: in memory, for this run only).
+    pub fn skills(&self, file: Option<PathBuf>) -> hark_skills::Skills {
+        let (skills, problem) = hark_skills::Skills::new(self.skills.clone(), file);
+        if let Some(problem) = problem {
+            tracing::warn!("{problem}");
+        }
+        skills
+    }
+
     /// What a conversation session takes from the file.
     pub fn session(&self) -> SessionConfig {
         SessionConfig {
@@ -116,6 +128,7 @@ fn docs() -> Docs {
         .section::<LlmConfig>("llm")
         .section::<TtsConfig>("voice")
         .section::<TurnConfig>("conversation")
+        .section::<SkillsConfig>("skills")
         .section::<DaemonConfig>("daemon")
 }
 
@@ -137,6 +150,26 @@ const HEADER: &str = "\
 /// The default configuration as a commented TOML file.
 pub fn default_config_text() -> String {
     hark_config::render(&HarkConfig::default(), HEADER, &docs())
+}
+
+/// Where the daemon keeps what outlives it (timers, volume):
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else
+/// `$XDG_STATE_HOME/hark`, else `~/.local/state/hark`.
+pub fn state_file() -> Option<PathBuf> {
+    let absolute = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    let dir = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| absolute(std::env::split_paths(&v).next()?.into_os_string()))
+        .or_else(|| {
+            std::env::var_os("XDG_STATE_HOME")
+                .and_then(absolute)
+                .map(|d| d.join("hark"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".local/state/hark"))
+        })?;
+    Some(dir.join("state.json"))
 }
 
 /// The files looked for when no `--config` is given.

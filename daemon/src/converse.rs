@@ -72,6 +72,8 @@ pub fn run(args: ConverseArgs, globals: &Globals) -> anyhow::Result<()> {
         max_turns: args.max_turns,
         duration: args.duration.map(Duration::from_secs_f64),
     };
+    // Timers set here live as long as this conversation.
+    setup.skills = Some(config.skills(None));
     setup.subscribers.push(Box::new(print_turns));
     if let Some(path) = &args.events {
         setup.subscribers.push(Box::new(EventLog::create(path)?));

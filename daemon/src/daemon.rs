@@ -105,6 +105,7 @@ async fn serve(
             .unwrap_or_else(|| "default".into()),
         models: config.model_names(),
         last_turn_latency_ms: 0,
+        timers: Vec::new(),
     }));
 
     // The object is served before the name is requested, so nobody who
@@ -144,6 +145,10 @@ async fn serve(
         Input::Switched(Default::default()),
         Output::Speaker,
     );
+    // Timers and the volume outlive the daemon.
+    let state_file = crate::config::state_file();
+    tracing::info!(state = ?state_file, "skills state");
+    setup.skills = Some(config.skills(state_file));
     // The D-Bus signals and systemd's status line follow the events; the
     // pump runs on the async runtime, so the core only queues for it.
     setup

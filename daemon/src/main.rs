@@ -111,6 +111,11 @@ enum Command {
     },
     /// Print the running daemon's signals as they happen, one line each.
     Monitor(client::JsonArg),
+    /// The running daemon's timers; `set` and `cancel` change them.
+    Timers {
+        #[command(subcommand)]
+        action: Option<client::TimersCommand>,
+    },
     /// Stream a WAV file or raw PCM from standard input into the running
     /// daemon, which hears it instead of its microphone until it ends.
     Stream(client::StreamArgs),
@@ -231,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }),
         Command::Monitor(args) => Some(client::Request::Monitor { json: args.json }),
         Command::Stream(args) => Some(client::Request::Stream(args.clone())),
+        Command::Timers { action } => Some(client::Request::Timers(action.clone())),
         _ => None,
     };
     if let Some(request) = client_request {
@@ -266,6 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Mode { .. }
         | Command::History { .. }
         | Command::Monitor(_)
+        | Command::Timers { .. }
         | Command::Stream(_) => unreachable!("handled above"),
     }
 }

@@ -55,6 +55,7 @@ pub struct Mirror {
     /// End of the user's turn (speech, or an `Ask`) to Hark's voice, last
     /// answered turn; 0 until there is one.
     pub last_turn_latency_ms: u64,
+    pub timers: Vec<hark_skills::Timer>,
 }
 
 /// The object served at [`OBJECT_PATH`].
@@ -235,6 +236,38 @@ impl HarkService {
         Ok(std::os::fd::OwnedFd::from(theirs).into())
     }
 
+    /// Sets a timer of `seconds` that says `label` when it goes off (and
+    /// sends `TimerFired`); returns its id. It survives a restart.
+    async fn set_timer(&self, seconds: u64, label: String) -> Result<String, HarkError> {
+        if label.len() > 200 {
+            return Err(HarkError::InvalidArgument(format!(
+                "SetTimer: the label is {} bytes; at most 200 are accepted",
+                label.len()
+            )));
+        }
+        let (reply, answer) = answer();
+        self.send(Command::SetTimer {
+            seconds,
+            label,
+            reply,
+        })?;
+        let timer = answer
+            .await
+            .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
+            .map_err(|why| HarkError::InvalidArgument(format!("SetTimer: {why}")))?;
+        Ok(timer.id)
+    }
+
+    /// Cancels the timer `id` (as `SetTimer` or `Timers` give it).
+    async fn cancel_timer(&self, id: String) -> Result<(), HarkError> {
+        let (reply, answer) = answer();
+        self.send(Command::CancelTimer { id, reply })?;
+        answer
+            .await
+            .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
+            .map_err(|why| HarkError::InvalidArgument(format!("CancelTimer: {why}")))
+    }
+
     /// Re-reads the configuration: the turn-taking rules and the listening
     /// mode change at once; devices and models only at the next start.
     async fn reload(&self) -> Result<(), HarkError> {
@@ -283,6 +316,17 @@ impl HarkService {
         self.mirror().last_turn_latency_ms
     }
 
+    /// (id, label, when it goes off in ms since the Unix epoch) per
+    /// running timer, soonest first.
+    #[zbus(property)]
+    async fn timers(&self) -> Vec<(String, String, u64)> {
+        self.mirror()
+            .timers
+            .into_iter()
+            .map(|t| (t.id, t.label, t.due_unix_ms))
+            .collect()
+    }
+
     // Named apart from the `State` property's own change notifier.
     #[zbus(signal, name = "StateChanged")]
     async fn state_changed_signal(emitter: &SignalEmitter<'_>, state: &str) -> zbus::Result<()>;
@@ -322,6 +366,10 @@ impl HarkService {
 
     #[zbus(signal)]
     async fn error(emitter: &SignalEmitter<'_>, code: &str, message: &str) -> zbus::Result<()>;
+
+    /// A timer went off; `label` is what it was for (empty if unnamed).
+    #[zbus(signal)]
+    async fn timer_fired(emitter: &SignalEmitter<'_>, label: &str) -> zbus::Result<()>;
 }
 
 fn latency(from: Option<u64>, to: Option<u64>) -> i64 {
@@ -343,6 +391,8 @@ pub fn is_published(event: &SessionEvent) -> bool {
         | E::Muted { .. }
         | E::Mode { .. }
         | E::InputChanged { .. }
+        | E::Timers { .. }
+        | E::TimerFired { .. }
         | E::Error { .. } => true,
         E::SpeechStarted { muted, .. } => !muted,
         E::PartialTranscript { current, .. } => *current,
@@ -433,6 +483,13 @@ pub async fn pump_signals(
             }
             SessionEvent::Error { code, message } => {
                 HarkService::error(emitter, code, &message).await
+            }
+            SessionEvent::Timers { timers } => {
+                update(&|m| m.timers = timers.clone());
+                service.timers_changed(emitter).await
+            }
+            SessionEvent::TimerFired { label, .. } => {
+                HarkService::timer_fired(emitter, &label).await
             }
             _ => Ok(()),
         };

@@ -22,6 +22,7 @@ use hark_converse::turn::{
     UtteranceId,
 };
 use hark_llm::{CancelHandle, ChatMessage, LlmEvent, INTERRUPTED_MARKER};
+use hark_skills::{Skills, SkillsConfig, Timer};
 use hark_stt::{SttJob, SttPurpose, SttResult};
 use hark_tts::Synthesized;
 use serde::{Deserialize, Serialize};
@@ -103,6 +104,16 @@ pub enum Command {
     /// `reply` gets why not, if another stream is already in.
     OpenInput {
         input: ExternalInput,
+        reply: Reply<Result<(), String>>,
+    },
+    /// A timer of `seconds` called `label`; `reply` gets it, or why not.
+    SetTimer {
+        seconds: u64,
+        label: String,
+        reply: Reply<Result<Timer, String>>,
+    },
+    CancelTimer {
+        id: String,
         reply: Reply<Result<(), String>>,
     },
     /// Finish the current reply (if any) and stop.
@@ -250,6 +261,10 @@ pub struct Core {
     /// When the input ended, and since when Hark has been quiet after it.
     input_ended_ms: Option<u64>,
     quiet_since_ms: Option<u64>,
+    /// Answers what needs no model; owns the timers and the output gain.
+    skills: Skills,
+    /// The latest final transcript, which may be only part of the turn.
+    last_transcript: String,
 }
 
 impl Core {
@@ -283,7 +298,114 @@ impl Core {
             stopping: false,
             input_ended_ms: None,
             quiet_since_ms: None,
+            skills: Skills::new(
+                SkillsConfig {
+                    enabled: false,
+                    ..SkillsConfig::default()
+                },
+                None,
+            )
+            .0,
+            last_transcript: String::new(),
         }
+    }
+
+    /// Answers with `skills` before the model, and fires their timers
+    /// (before `run`).
+    pub fn set_skills(&mut self, skills: Skills) {
+        let gain = skills.output_gain();
+        if (gain - 1.0).abs() > 1e-3 {
+            self.workers.speaker.send(SpeakerCommand::SetGain(gain));
+        }
+        self.skills = skills;
+        self.publish_timers(self.timeline.now_ms());
+    }
+
+    fn publish_timers(&mut self, now: u64) {
+        let timers = self.skills.timers().to_vec();
+        self.emit(now, SessionEvent::Timers { timers });
+    }
+
+    /// Timers that are due go off: a chime, then their label, even while
+    /// Hark is muted or talking.
+    fn fire_timers(&mut self, now: u64) {
+        let due = self.skills.due(self.timeline.unix_ms());
+        if due.is_empty() {
+            return;
+        }
+        for timer in &due {
+            tracing::info!(id = %timer.id, label = %timer.label, "timer fired");
+            self.emit(
+                now,
+                SessionEvent::TimerFired {
+                    id: timer.id.clone(),
+                    label: timer.label.clone(),
+                },
+            );
+        }
+        let text: Vec<String> = due.iter().map(hark_skills::timer_done).collect();
+        // The Say flushes whatever was playing; the chime then plays before
+        // the words, which come once synthesized.
+        self.feed(
+            now,
+            Event::Say {
+                text: text.join(" "),
+            },
+        );
+        let chime = crate::chime::chime(self.workers.speaker.rate());
+        self.workers.speaker.send(SpeakerCommand::Chime(chime));
+        self.publish_timers(now);
+    }
+
+    /// Answers the user's last turn with a skill instead of the model, if
+    /// one claims it.
+    fn answer_with_skill(&mut self, now: u64, reply: ReplyId, history: &[Turn]) -> bool {
+        let Some(asked) = history.last().filter(|t| t.role == Role::User) else {
+            return false;
+        };
+        let last_reply = history
+            .iter()
+            .rev()
+            .find(|t| t.role == Role::Assistant)
+            .map(|t| t.text.as_str());
+        let unix_now = self.timeline.unix_ms();
+        // A "stop" said over a reply that had not been heard yet joins the
+        // question it cut off; it still means stop.
+        let latest = std::mem::take(&mut self.last_transcript);
+        let answered = self
+            .skills
+            .answer(&asked.text, unix_now, last_reply)
+            .map(|a| (asked.text.clone(), a))
+            .or_else(|| {
+                (latest != asked.text && hark_skills::is_stop(&latest))
+                    .then(|| self.skills.answer(&latest, unix_now, last_reply))
+                    .flatten()
+                    .map(|a| (latest, a))
+            });
+        let Some((transcript, answer)) = answered else {
+            return false;
+        };
+        self.emit(
+            now,
+            SessionEvent::Skill {
+                transcript,
+                answer: answer.say.clone(),
+            },
+        );
+        if let Some(gain) = answer.gain {
+            self.workers.speaker.send(SpeakerCommand::SetGain(gain));
+        }
+        if answer.timers_changed {
+            self.publish_timers(now);
+        }
+        match answer.say {
+            Some(text) => {
+                self.owed.push_back(Event::ReplyToken { reply, text });
+                self.owed.push_back(Event::ReplyFinished { reply });
+            }
+            None => self.owed.push_back(Event::Withdraw { reply }),
+        }
+        true
     }
 
     /// Adds a subscriber to the event stream (before `run`).
@@ -383,6 +505,7 @@ impl Core {
             }
             Some(input) => self.accept(now, input),
         }
+        self.fire_timers(now);
 
         let turns_done = rules
             .max_turns
@@ -481,6 +604,13 @@ impl Core {
                 speculative,
             },
         );
+        // "Stop" said over Hark stops it however short it is; the words
+        // then reach the skills, which forget them.
+        self.last_transcript = text.clone();
+        let replying = matches!(self.conversation.state(), State::Speaking | State::Thinking);
+        if replying && self.skills.enabled() && hark_skills::is_stop(&text) {
+            self.owed.push_back(Event::Interrupt);
+        }
         Event::Transcript { utterance, text }
     }
 
@@ -724,6 +854,25 @@ impl Core {
                 };
                 reply.send(attached);
             }
+            Command::SetTimer {
+                seconds,
+                label,
+                reply,
+            } => {
+                let unix_now = self.timeline.unix_ms();
+                let set = self.skills.set_timer(seconds as f64, &label, unix_now);
+                if set.is_ok() {
+                    self.publish_timers(now);
+                }
+                reply.send(set);
+            }
+            Command::CancelTimer { id, reply } => {
+                let cancelled = self.skills.cancel_timer(&id).map(|_| ());
+                if cancelled.is_ok() {
+                    self.publish_timers(now);
+                }
+                reply.send(cancelled);
+            }
             Command::Stop => unreachable!("handled by the loop"),
         }
     }
@@ -773,7 +922,9 @@ impl Core {
                 if let Some(asker) = self.asking.take() {
                     self.pending_asks.push((reply, asker));
                 }
-                self.start_generation(now, reply, history);
+                if !self.answer_with_skill(now, reply, &history) {
+                    self.start_generation(now, reply, history);
+                }
             }
             Action::CancelGeneration { reply } => {
                 if let Some((running, cancel)) = &self.generation {

@@ -146,6 +146,21 @@ pub enum SessionEvent {
         #[serde(serialize_with = "mode_name_ser")]
         mode: ListenMode,
     },
+    /// A skill answered the user's words instead of the model; `answer`:
+    /// what it says (`None`: nothing, the request is forgotten).
+    Skill {
+        transcript: String,
+        answer: Option<String>,
+    },
+    /// The timers running now (after any change).
+    Timers {
+        timers: Vec<hark_skills::Timer>,
+    },
+    /// A timer went off.
+    TimerFired {
+        id: String,
+        label: String,
+    },
     /// The history when the session ended.
     History {
         turns: Vec<HistoryTurn>,

@@ -18,6 +18,7 @@
 //! hand in models, subscribers and a clock.
 
 pub mod bench;
+mod chime;
 pub mod clock;
 pub mod core;
 pub mod events;

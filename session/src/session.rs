@@ -27,6 +27,7 @@ use hark_audio::wav::{Pacing, WavSampleFormat, WavSink, WavSource};
 use hark_audio::FrameSource;
 use hark_converse::turn::{Conversation, TurnConfig};
 use hark_llm::{LlmWorker, TokenGenerator};
+use hark_skills::Skills;
 use hark_stt::{SpeechToText, SttWorker};
 use hark_tts::{Voice, VoiceWorker};
 
@@ -98,6 +99,9 @@ pub struct SessionSetup {
     /// Called once everything runs (models loaded, audio open) with the
     /// core's inbox, for commands from outside.
     pub on_ready: Option<Box<dyn FnOnce(SyncSender<CoreInput>) + Send>>,
+    /// The skills that answer before the model (and their timers); `None`:
+    /// every turn goes to the model.
+    pub skills: Option<Skills>,
 }
 
 impl SessionSetup {
@@ -112,6 +116,7 @@ impl SessionSetup {
             subscribers: Vec::new(),
             heartbeat: None,
             on_ready: None,
+            skills: None,
         }
     }
 }
@@ -142,6 +147,7 @@ pub fn run_session(
         subscribers,
         heartbeat,
         on_ready,
+        skills,
     } = setup;
     let frame_len = config.vad.frame_len();
     let microphone = config.audio.input_device.clone();
@@ -276,6 +282,9 @@ pub fn run_session(
         core.set_heartbeat(heartbeat);
     }
     core.set_mode(config.mode);
+    if let Some(skills) = skills {
+        core.set_skills(skills);
+    }
     if let Some(switch) = switch {
         core.set_input_switch(switch);
     }

@@ -44,6 +44,11 @@ pub enum SpeakerCommand {
     Resume,
     /// Fall silent at once and drop every queued clause.
     Flush,
+    /// Queue a sound that is no clause (a timer's chime): played in turn,
+    /// never reported.
+    Chime(Vec<f32>),
+    /// Scale everything played from now on (the output volume).
+    SetGain(f32),
 }
 
 /// What the speaker tells the core; positions are what was *heard*.
@@ -301,6 +306,8 @@ impl EchoReference {
 /// One queued clause.
 struct Queued {
     clause: ClauseId,
+    /// Progress is reported to the core (false for a chime).
+    reported: bool,
     pcm: Vec<f32>,
     /// Next sample to write.
     next: usize,
@@ -381,6 +388,8 @@ struct SpeakerState {
     /// Sink gaps already accounted for.
     gaps_seen: u64,
     reference: Option<(Arc<EchoReference>, Resampler)>,
+    /// Output volume applied to every clause.
+    gain: f32,
     scratch: Vec<f32>,
     heard: Vec<f32>,
     resampled: Vec<f32>,
@@ -403,6 +412,7 @@ fn speaker_loop(
         written: 0,
         gaps_seen: 0,
         reference,
+        gain: 1.0,
         scratch: Vec::new(),
         heard: Vec::new(),
         resampled: Vec::new(),
@@ -434,6 +444,7 @@ impl SpeakerState {
         match command {
             SpeakerCommand::Play { clause, pcm } => self.queue.push_back(Queued {
                 clause,
+                reported: true,
                 pcm,
                 next: 0,
                 pieces: Vec::new(),
@@ -449,6 +460,22 @@ impl SpeakerState {
                 }
             }
             SpeakerCommand::Resume => self.paused = false,
+            SpeakerCommand::Chime(pcm) => self.queue.push_back(Queued {
+                clause: 0,
+                reported: false,
+                pcm,
+                next: 0,
+                pieces: Vec::new(),
+                started: false,
+                last_progress: None,
+            }),
+            SpeakerCommand::SetGain(gain) => {
+                self.gain = if gain.is_finite() {
+                    gain.clamp(0.0, 4.0)
+                } else {
+                    1.0
+                };
+            }
             SpeakerCommand::Flush => {
                 self.drop_unheard();
                 let was_playing = !self.queue.is_empty();
@@ -498,8 +525,14 @@ impl SpeakerState {
                 if take > 0 {
                     q.pieces
                         .push((q.next, self.written + self.scratch.len() as u64, take));
-                    self.scratch
-                        .extend_from_slice(&q.pcm[q.next..q.next + take]);
+                    let piece = &q.pcm[q.next..q.next + take];
+                    if self.gain == 1.0 {
+                        self.scratch.extend_from_slice(piece);
+                    } else {
+                        let gain = self.gain;
+                        self.scratch
+                            .extend(piece.iter().map(|s| (s * gain).clamp(-1.0, 1.0)));
+                    }
                     q.next += take;
                 }
                 if self.scratch.len() == wanted {
@@ -535,6 +568,13 @@ impl SpeakerState {
         let heard_until = self.written.saturating_sub(self.sink.queued() as u64);
         while let Some(q) = self.queue.front_mut() {
             let heard = q.heard(heard_until);
+            if !q.reported {
+                if heard >= q.pcm.len() {
+                    self.queue.pop_front();
+                    continue;
+                }
+                break;
+            }
             if !q.started && (heard > 0 || q.pcm.is_empty()) {
                 q.started = true;
                 report(PlaybackReport::Started { clause: q.clause });
@@ -631,6 +671,7 @@ mod tests {
                 written: 0,
                 gaps_seen: 0,
                 reference: None,
+                gain: 1.0,
                 scratch: Vec::new(),
                 heard: Vec::new(),
                 resampled: Vec::new(),
@@ -732,6 +773,32 @@ mod tests {
         assert!(!rig
             .reports
             .contains(&PlaybackReport::Finished { clause: 1 }));
+    }
+
+    #[test]
+    fn a_chime_plays_in_turn_unreported_and_gain_scales_clauses() {
+        let mut rig = Rig::new(4);
+        rig.command(SpeakerCommand::Chime(vec![0.5; 3]));
+        rig.command(SpeakerCommand::SetGain(2.0));
+        rig.play(1, vec![0.25; 2]);
+        for _ in 0..3 {
+            rig.step(4);
+        }
+        // The gain applies to what is written from now on, chime included.
+        assert_eq!(&rig.heard()[..5], &[1.0, 1.0, 1.0, 0.5, 0.5]);
+        let events: Vec<_> = rig
+            .reports
+            .iter()
+            .filter(|r| !matches!(r, PlaybackReport::Progress { .. }))
+            .cloned()
+            .collect();
+        assert_eq!(
+            events,
+            [
+                PlaybackReport::Started { clause: 1 },
+                PlaybackReport::Finished { clause: 1 }
+            ]
+        );
     }
 
     #[test]

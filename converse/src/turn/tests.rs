@@ -960,3 +960,79 @@ fn clearing_history_keeps_the_reply_in_progress() {
     run(&mut conv, [t(2500, Interrupt)]);
     assert_eq!(history(&conv), [assistant("Once upon a time,", true)]);
 }
+
+#[test]
+fn a_withdrawn_reply_says_nothing_and_history_forgets_the_request() {
+    let mut conv = storytelling();
+    // Talked over with "never mind": stopped, then the words become a turn
+    // whose reply is withdrawn.
+    run(&mut conv, [t(2500, Interrupt)]);
+    let actions = run(
+        &mut conv,
+        [
+            t(2600, SpeechStarted),
+            t(3100, SpeechEnded),
+            t(3300, heard(2, "Never mind.")),
+        ],
+    );
+    let reply = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::StartGeneration { reply, .. } => Some(*reply),
+            _ => None,
+        })
+        .expect("the words are a turn");
+    assert_eq!(history(&conv).last(), Some(&user("Never mind.")));
+    let actions = run(&mut conv, [t(3310, Withdraw { reply })]);
+    assert!(commands(&actions).contains(&Action::CancelGeneration { reply }));
+    assert_eq!(
+        turn_finished(&actions).map(|(text, i, _)| (text, i)),
+        Some((String::new(), false))
+    );
+    assert!(!notices(&actions)
+        .iter()
+        .any(|n| matches!(n, Notice::FallbackReply)));
+    assert_eq!(
+        history(&conv),
+        [
+            user("Tell me a story."),
+            assistant("Once upon a time,", true),
+        ]
+    );
+    assert_eq!(conv.state(), State::Listening);
+    // A stale withdraw is ignored.
+    assert!(run(&mut conv, [t(3400, Withdraw { reply })]).is_empty());
+}
+
+#[test]
+fn withdrawing_a_turn_joined_to_an_unanswered_one_keeps_the_first_part() {
+    let mut conv = Conversation::new(config());
+    run(
+        &mut conv,
+        [
+            t(0, SpeechStarted),
+            t(800, SpeechEnded),
+            t(900, heard(1, "Tell me")),
+            t(1000, ReplyFinished { reply: 1 }),
+        ],
+    );
+    let before = history(&conv);
+    let actions = run(
+        &mut conv,
+        [t(
+            5000,
+            Ask {
+                text: "stop".into(),
+            },
+        )],
+    );
+    let reply = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::StartGeneration { reply, .. } => Some(*reply),
+            _ => None,
+        })
+        .unwrap();
+    run(&mut conv, [t(5001, Withdraw { reply })]);
+    assert_eq!(history(&conv), before);
+}

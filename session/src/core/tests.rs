@@ -44,6 +44,8 @@ enum Call {
     Pause,
     Resume,
     Flush,
+    Chime,
+    Gain(f32),
 }
 
 type Calls = Arc<Mutex<Vec<Call>>>;
@@ -97,6 +99,8 @@ impl SpeakerControl for FakeSpeaker {
             SpeakerCommand::Pause => Call::Pause,
             SpeakerCommand::Resume => Call::Resume,
             SpeakerCommand::Flush => Call::Flush,
+            SpeakerCommand::Chime(_) => Call::Chime,
+            SpeakerCommand::SetGain(gain) => Call::Gain(gain),
         };
         self.0.lock().unwrap().push(call);
     }
@@ -766,4 +770,189 @@ fn get_history_answers_with_wall_clock_times() {
     );
     rig.command(5100, Command::ClearHistory);
     assert!(rig.history().is_empty());
+}
+
+/// A rig whose skills answer first, on a UTC clock.
+fn with_skills() -> Rig {
+    let mut rig = Rig::new();
+    let (mut skills, _) = hark_skills::Skills::new(hark_skills::SkillsConfig::default(), None);
+    skills.set_time_zone(jiff::tz::TimeZone::UTC);
+    rig.core.set_skills(skills);
+    rig
+}
+
+/// The user says `text` (speech 1–2 s after `t0`); what the core asked.
+fn say_to(rig: &mut Rig, t0: u64, text: &str) -> Vec<Call> {
+    let utterance = rig.user_speaks(t0 + 1000, t0 + 2000).unwrap();
+    rig.transcribed(t0 + 2400, utterance, text);
+    rig.take_calls()
+}
+
+#[test]
+fn a_skill_answers_without_the_model_and_goes_into_history() {
+    let mut rig = with_skills();
+    let calls = say_to(&mut rig, 0, "What time is it?");
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::Generate { .. })),
+        "{calls:?}"
+    );
+    let spoken: Vec<&str> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Synthesize { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    // The manual clock's Unix time is 1000 s after the epoch plus 2.4 s.
+    // Spoken as the voice says it best.
+    assert_eq!(spoken, ["It's 12 16 AM."]);
+    assert!(rig.events().contains(&SessionEvent::Skill {
+        transcript: "What time is it?".into(),
+        answer: Some("It's 12:16 AM.".into())
+    }));
+    let clauses = rig.synthesize_all(2500, 0.5);
+    assert!(clauses.is_empty(), "asked for already: {clauses:?}");
+    rig.at(
+        2500,
+        Some(CoreInput::Synthesized(Synthesized {
+            clause: 1,
+            audio: Ok(vec![0.1; 8000]),
+            rate: 16_000,
+            synth_ms: 20,
+        })),
+    );
+    rig.play_through(2600, 1, 500);
+    assert_eq!(
+        rig.history(),
+        [
+            (Role::User, "What time is it?".into(), false),
+            (Role::Assistant, "It's 12 16 AM.".into(), false)
+        ]
+    );
+    // Anything else goes to the model unchanged.
+    let calls = say_to(&mut rig, 10_000, "What is the capital of France?");
+    assert!(
+        calls.iter().any(|c| matches!(c, Call::Generate { .. })),
+        "{calls:?}"
+    );
+}
+
+#[test]
+fn stop_said_over_hark_silences_it_and_is_forgotten() {
+    let mut rig = with_skills();
+    let reply = rig.question(0, "Tell me about Paris.");
+    rig.tokens(2700, reply, &ANSWER[..2]);
+    let clauses = rig.synthesize_all(2800, 2.0);
+    rig.take_calls();
+    rig.playback(
+        2900,
+        PlaybackReport::Started {
+            clause: clauses[0].0,
+        },
+    );
+    // "Stop." is one word, under barge_in.min_words, yet it stops Hark.
+    rig.hear(3300, HearingEvent::SpeechStarted { at_ms: 3300 });
+    rig.hear(
+        3900,
+        HearingEvent::SpeechEnded {
+            start_ms: 3300,
+            at_ms: 3700,
+            audio: vec![0.0; 6400],
+        },
+    );
+    let utterance = rig
+        .take_calls()
+        .into_iter()
+        .find_map(|c| match c {
+            Call::Transcribe { utterance, .. } => Some(utterance),
+            _ => None,
+        })
+        .unwrap();
+    rig.transcribed(4000, utterance, "Stop.");
+    let calls = rig.take_calls();
+    assert!(calls.contains(&Call::Flush), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::Generate { .. })),
+        "{calls:?}"
+    );
+    assert!(rig.events().contains(&SessionEvent::Skill {
+        transcript: "Stop.".into(),
+        answer: None
+    }));
+    // Nothing of the reply was heard, and "stop" is forgotten: the
+    // question stays, unanswered.
+    assert_eq!(
+        rig.history(),
+        [(Role::User, "Tell me about Paris.".into(), false)]
+    );
+    assert_eq!(rig.core.conversation.state(), State::Listening);
+}
+
+#[test]
+fn a_timer_set_over_dbus_goes_off_with_a_chime_even_while_muted() {
+    let mut rig = with_skills();
+    rig.command(10, Command::SetMuted(true));
+    let got: Arc<Mutex<Option<Result<hark_skills::Timer, String>>>> = Arc::default();
+    let slot = got.clone();
+    rig.command(
+        100,
+        Command::SetTimer {
+            seconds: 5,
+            label: "tea".into(),
+            reply: Reply::new(move |r| *slot.lock().unwrap() = Some(r)),
+        },
+    );
+    let timer = got.lock().unwrap().take().unwrap().unwrap();
+    assert_eq!(timer.label, "tea");
+    assert!(rig
+        .events()
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Timers { timers } if timers.len() == 1)));
+    rig.take_calls();
+    rig.tick_until(5000);
+    assert!(!rig
+        .events()
+        .iter()
+        .any(|e| matches!(e, SessionEvent::TimerFired { .. })));
+    rig.tick_until(5200);
+    assert!(rig.events().contains(&SessionEvent::TimerFired {
+        id: timer.id.clone(),
+        label: "tea".into()
+    }));
+    let calls = rig.take_calls();
+    assert_eq!(
+        calls,
+        [
+            Call::Synthesize {
+                clause: 1,
+                text: "Your tea timer is done.".into()
+            },
+            Call::Chime
+        ]
+    );
+    assert!(rig
+        .events()
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Timers { timers } if timers.is_empty())));
+    // Cancelling an unknown timer says why.
+    let got: Arc<Mutex<Option<Result<(), String>>>> = Arc::default();
+    let slot = got.clone();
+    rig.command(
+        6000,
+        Command::CancelTimer {
+            id: timer.id,
+            reply: Reply::new(move |r| *slot.lock().unwrap() = Some(r)),
+        },
+    );
+    assert!(got.lock().unwrap().take().unwrap().is_err());
+}
+
+#[test]
+fn louder_sets_the_speakers_gain() {
+    let mut rig = with_skills();
+    let calls = say_to(&mut rig, 0, "Louder, please.");
+    assert!(
+        calls.iter().any(|c| matches!(c, Call::Gain(g) if *g > 1.0)),
+        "{calls:?}"
+    );
 }

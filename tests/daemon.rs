@@ -986,7 +986,10 @@ fn skills_answer_over_dbus_and_timers_fire_and_survive_a_restart() {
     // Answered by the skill, not the model: exactly, at once.
     let answer = ok(&daemon.call("Ask", &["s", "What time is it?"]));
     assert!(answer.starts_with("s \"It"), "{answer}");
-    assert!(answer.contains(" AM.") || answer.contains(" PM."), "{answer}");
+    assert!(
+        answer.contains(" AM.") || answer.contains(" PM."),
+        "{answer}"
+    );
     let history = ok(&daemon.call("GetHistory", &[]));
     assert!(history.contains("\"What time is it?\""), "{history}");
 

@@ -228,3 +228,84 @@ fn a_readable_key_file_and_a_missing_key_variable_are_refused() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("llm.url"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_model_calls_a_users_tool_and_a_skill_and_speaks_its_answer() {
+    let server = ScriptedServer::start(vec![
+        Answer::ToolCall("weather".into(), r#"{"city": "Paris"}"#.into()),
+        Answer::ToolCall(
+            "set_timer".into(),
+            r#"{"seconds": 300, "label": "tea"}"#.into(),
+        ),
+        Answer::Reply(vec![
+            "It is sunny,".into(),
+            " and your tea timer is set.".into(),
+        ]),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hark.toml");
+    std::fs::write(
+        &config,
+        r#"
+[[tools]]
+name = "weather"
+description = "The weather in a city."
+command = ["echo", "sunny in {city}"]
+[tools.parameters]
+type = "object"
+[tools.parameters.properties.city]
+type = "string"
+"#,
+    )
+    .unwrap();
+    let question = spoken(dir.path(), "question", "How is the weather in Paris?");
+    let input = sequence(dir.path(), &[&question], 0.0, 6.0);
+    let mut args = backend(&server.url());
+    args.extend(["--config".to_owned(), config.display().to_string()]);
+    let log = converse(dir.path(), &input, &args);
+    let calls: Vec<(String, String)> = named(&log, "tool_call")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("weather".to_owned(), "sunny in Paris".to_owned()),
+            (
+                "set_timer".to_owned(),
+                "timer t1 set for 5 minutes".to_owned()
+            ),
+        ],
+        "{log:#?}"
+    );
+    assert_eq!(
+        replies(&log),
+        [("It is sunny, and your tea timer is set.".to_owned(), false)]
+    );
+    assert!(named(&log, "timers")
+        .iter()
+        .any(|e| e["timers"].as_array().is_some_and(|t| t.len() == 1)));
+    // The model was offered the skills and the command, and got the results.
+    let requests = server.requests.lock().unwrap().clone();
+    assert!(requests[0].contains("\"set_timer\"") && requests[0].contains("\"weather\""));
+    assert!(requests[1].contains("sunny in Paris"), "{}", requests[1]);
+    // The history shows the tool calls between question and answer.
+    let history = named(&log, "history")[0]["turns"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let roles: Vec<&str> = history
+        .iter()
+        .map(|t| t["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "tool", "tool", "assistant"], "{history:#?}");
+    assert!(
+        history[1]["text"].as_str().unwrap().contains("weather"),
+        "{history:#?}"
+    );
+}

@@ -429,6 +429,8 @@ impl TurnTimings {
 pub enum Role {
     User,
     Assistant,
+    /// A tool the model called while answering, and what it returned.
+    Tool,
 }
 
 /// One entry of the conversation history.
@@ -537,6 +539,17 @@ impl Conversation {
     /// keeps the clauses it already has.
     pub fn set_config(&mut self, config: TurnConfig) {
         self.config = config;
+    }
+
+    /// Records that the model called a tool while writing the reply in
+    /// progress (`text`: the call and its result), before the reply itself.
+    pub fn note_tool_use(&mut self, text: String) {
+        self.history.push(Turn {
+            role: Role::Tool,
+            text,
+            at_ms: self.now_ms,
+            interrupted: false,
+        });
     }
 
     /// Forgets every finished turn. A reply in progress goes on, and is

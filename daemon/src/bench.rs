@@ -92,6 +92,10 @@ fn converse(
         &mut user_voice,
         || Ok(crate::models::session(&config, store)?),
         &options,
+        |setup| {
+            setup.skills = Some(config.skills(None));
+            setup.tools = config.tools.clone();
+        },
     )?;
     Ok(serde_json::to_string_pretty(&report)?)
 }

@@ -27,7 +27,7 @@ use hark_config::{
 };
 use hark_converse::turn::TurnConfig;
 use hark_llm::LlmConfig;
-use hark_session::{AudioConfig, ListenMode, SessionConfig};
+use hark_session::{AudioConfig, ListenMode, SessionConfig, ToolConfig};
 use hark_skills::SkillsConfig;
 use hark_stt::SttConfig;
 use hark_tts::TtsConfig;
@@ -47,6 +47,9 @@ pub struct HarkConfig {
     pub conversation: TurnConfig,
     pub skills: SkillsConfig,
     pub daemon: DaemonConfig,
+    /// Commands a model may call (`[[tools]]`); none by default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolConfig>,
 }
 
 /// `[daemon]`: how `hark daemon` starts.
@@ -83,6 +86,18 @@ impl Settings for HarkConfig {
         self.conversation
             .validate()
             .map_err(within("conversation"))?;
+        self.skills.validate().map_err(within("skills"))?;
+        for (n, tool) in self.tools.iter().enumerate() {
+            tool.validate()
+                .map_err(|e| e.within(&format!("tools.{n}")))?;
+            if self.tools[..n].iter().any(|t| t.name == tool.name) {
+                return Err(InvalidValue::new(
+                    &format!("tools.{n}.name"),
+                    format!("{:?}", tool.name),
+                    "a name no other tool has",
+                ));
+            }
+        }
         self.daemon.validate().map_err(within("daemon"))
     }
 }
@@ -132,8 +147,7 @@ fn docs() -> Docs {
         .section::<DaemonConfig>("daemon")
 }
 
-const HEADER: &str = "\
-# Hark configuration.
+const HEADER: &str = r#"# Hark configuration.
 #
 # Hark reads the first of these that exists (there is no merging):
 #   the file given with --config (or $HARK_CONFIG),
@@ -145,7 +159,22 @@ const HEADER: &str = "\
 # `bench` and `ask`/`say --local` all read it; on their command line,
 # `--set KEY=VALUE` (e.g. --set conversation.barge_in.min_words=3)
 # overrides one key for that run, and their own flags override both.
-";
+#
+# Tools: with llm.backend = "openai" and a model that calls tools, Hark
+# offers its skills (time, timers) and any command you add, run without a
+# shell, `{name}` replaced by that argument, its output the result:
+#
+#   [[tools]]
+#   name = "weather"
+#   description = "Today's weather forecast for a city."
+#   command = ["/usr/local/bin/weather", "--city", "{city}"]
+#   timeout_ms = 5000
+#   [tools.parameters]
+#   type = "object"
+#   required = ["city"]
+#   [tools.parameters.properties.city]
+#   type = "string"
+"#;
 
 /// The default configuration as a commented TOML file.
 pub fn default_config_text() -> String {
@@ -438,6 +467,36 @@ mode = "push-to-talk"
         assert_eq!(c.daemon.mode, ListenMode::PushToTalk);
         assert_eq!(c.session().partial_every_ms, 0);
         assert_eq!(c.llm.max_tokens, 0);
+    }
+
+    #[test]
+    fn the_tools_example_in_the_header_parses_and_bad_tools_are_named() {
+        let example: String = HEADER
+            .lines()
+            .skip_while(|l| !l.contains("[[tools]]"))
+            .map(|l| format!("{}\n", l.trim_start_matches('#').trim()))
+            .collect();
+        let c: HarkConfig = parse(&example, "header").unwrap_or_else(|e| panic!("{e}\n{example}"));
+        assert_eq!(c.tools.len(), 1);
+        assert_eq!(c.tools[0].name, "weather");
+        assert_eq!(
+            c.tools[0].parameters["properties"]["city"]["type"],
+            "string"
+        );
+        let e = err("[[tools]]\nname = \"x\"\ndescription = \"d\"\ncommand = []\n");
+        assert!(e.starts_with("tools.0.command = [] is out of range"), "{e}");
+        let e =
+            err("[[tools]]\nname = \"x\"\ndescription = \"d\"\ncommand = [\"a\"]\nshell = true\n");
+        assert!(
+            e.starts_with("unknown key tools.0.shell in /path/config.toml line 5"),
+            "{e}"
+        );
+        let twice = "[[tools]]\nname = \"x\"\ndescription = \"d\"\ncommand = [\"a\"]\n".repeat(2);
+        assert!(
+            err(&twice).starts_with("tools.1.name = \"x\" is out of range"),
+            "{}",
+            err(&twice)
+        );
     }
 
     #[test]

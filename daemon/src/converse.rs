@@ -74,6 +74,7 @@ pub fn run(args: ConverseArgs, globals: &Globals) -> anyhow::Result<()> {
     };
     // Timers set here live as long as this conversation.
     setup.skills = Some(config.skills(None));
+    setup.tools = config.tools.clone();
     setup.subscribers.push(Box::new(print_turns));
     if let Some(path) = &args.events {
         setup.subscribers.push(Box::new(EventLog::create(path)?));

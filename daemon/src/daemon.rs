@@ -149,6 +149,7 @@ async fn serve(
     let state_file = crate::config::state_file();
     tracing::info!(state = ?state_file, "skills state");
     setup.skills = Some(config.skills(state_file));
+    setup.tools = config.tools.clone();
     // The D-Bus signals and systemd's status line follow the events; the
     // pump runs on the async runtime, so the core only queues for it.
     setup

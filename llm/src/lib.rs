@@ -25,7 +25,7 @@ pub use history::{History, INTERRUPTED_MARKER};
 pub use model::{LanguageModel, SUPPORTED_ARCHITECTURES};
 pub use template::ChatTemplate;
 pub use utf8::Utf8Stream;
-pub use worker::{CancelHandle, LlmEvent, LlmWorker, TokenGenerator};
+pub use worker::{CancelHandle, LlmEvent, LlmWorker, TokenGenerator, ToolBox, ToolSpec};
 
 /// Generation settings, and the `[llm]` section of Hark's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

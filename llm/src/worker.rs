@@ -37,6 +37,12 @@ pub trait TokenGenerator: Send + 'static {
         on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
         cancel: &CancelHandle,
     ) -> Result<Generation, LlmError>;
+
+    /// Tools the model may call while it answers. Generators whose models
+    /// cannot call tools (the local one) ignore them.
+    fn offer_tools(&mut self, tools: Box<dyn ToolBox>) {
+        let _ = tools;
+    }
 }
 
 impl<T: TokenGenerator + ?Sized> TokenGenerator for Box<T> {
@@ -48,6 +54,28 @@ impl<T: TokenGenerator + ?Sized> TokenGenerator for Box<T> {
     ) -> Result<Generation, LlmError> {
         (**self).generate(history, on_token, cancel)
     }
+
+    fn offer_tools(&mut self, tools: Box<dyn ToolBox>) {
+        (**self).offer_tools(tools)
+    }
+}
+
+/// A tool a model may call: its name, what it does, and its parameters as
+/// a JSON schema (as OpenAI's `tools` take them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}
+
+/// Runs the tools a model calls, on the generator's thread.
+pub trait ToolBox: Send {
+    fn specs(&self) -> Vec<ToolSpec>;
+    /// Runs `name` with `arguments` (a JSON object, as the model wrote it)
+    /// and returns what to tell the model: the result, or an error to
+    /// explain. It must not fail or hang: a bad call is an answer too.
+    fn call(&mut self, name: &str, arguments: &str) -> String;
 }
 
 /// What the worker streams back for one request. `Done` or `Error` always

@@ -24,7 +24,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use hark_llm::{CancelHandle, ChatMessage, Generation, LlmError, Role, TokenGenerator};
+use hark_llm::{CancelHandle, ChatMessage, Generation, LlmError, Role, TokenGenerator, ToolBox};
 use serde_json::{json, Value};
 
 use crate::sse::SseParser;
@@ -68,6 +68,45 @@ pub struct OpenAiClient {
     endpoint: String,
     http: reqwest::Client,
     runtime: tokio::runtime::Runtime,
+    /// Tools offered to the model, if any.
+    tools: Option<Box<dyn ToolBox>>,
+    /// The server refused the `tools` field once: never sent again.
+    tools_refused: bool,
+}
+
+/// Rounds of tool calls in one reply before the model must answer.
+const MAX_TOOL_ROUNDS: usize = 4;
+
+/// What one request gave besides the text it streamed.
+#[derive(Debug, Default)]
+struct Round {
+    /// Tool calls the model made, assembled from their deltas.
+    calls: Vec<ToolCall>,
+    cancelled: bool,
+}
+
+/// One tool call as its deltas build it up.
+#[derive(Debug, Default, Clone)]
+struct ToolCall {
+    id: String,
+    name: String,
+    arguments: String,
+    /// Why the call cannot be run (a malformed delta).
+    malformed: Option<String>,
+}
+
+/// Why a request failed.
+enum Failure {
+    Llm(LlmError),
+    /// A 4xx answer to a request that offered tools: this server (or
+    /// model) does not take them.
+    ToolsRefused(String),
+}
+
+impl From<LlmError> for Failure {
+    fn from(e: LlmError) -> Self {
+        Failure::Llm(e)
+    }
 }
 
 impl OpenAiClient {
@@ -91,6 +130,8 @@ impl OpenAiClient {
             config,
             http,
             runtime,
+            tools: None,
+            tools_refused: false,
         })
     }
 
@@ -99,7 +140,8 @@ impl OpenAiClient {
         &self.endpoint
     }
 
-    fn body(&self, history: &[ChatMessage]) -> Value {
+    /// The conversation as the API takes it.
+    fn messages(&self, history: &[ChatMessage]) -> Vec<Value> {
         let mut messages = Vec::new();
         if !history.iter().any(|m| m.role == Role::System) {
             messages.push(json!({"role": "system", "content": self.config.system_prompt}));
@@ -112,13 +154,36 @@ impl OpenAiClient {
             };
             messages.push(json!({"role": role, "content": m.content}));
         }
-        json!({
+        messages
+    }
+
+    fn offers_tools(&self) -> bool {
+        self.tools.is_some() && !self.tools_refused
+    }
+
+    fn body(&self, messages: &[Value]) -> Value {
+        let mut body = json!({
             "model": self.config.model,
             "messages": messages,
             "stream": true,
             "temperature": self.config.temperature,
             "max_tokens": self.config.max_tokens,
-        })
+        });
+        if let (true, Some(tools)) = (self.offers_tools(), &self.tools) {
+            let specs: Vec<Value> = tools
+                .specs()
+                .into_iter()
+                .map(|t| {
+                    json!({"type": "function", "function": {
+                        "name": t.name, "description": t.description, "parameters": t.parameters,
+                    }})
+                })
+                .collect();
+            if !specs.is_empty() {
+                body["tools"] = Value::Array(specs);
+            }
+        }
+        body
     }
 
     fn server_error(&self, message: impl Into<String>) -> LlmError {
@@ -128,46 +193,57 @@ impl OpenAiClient {
         }
     }
 
-    async fn stream(
+    /// One request: streams its text through `on_token` (stamping the
+    /// first piece in `generation`) and collects its tool calls.
+    async fn round(
         &self,
-        history: &[ChatMessage],
+        messages: &[Value],
         on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
         cancel: &CancelHandle,
-    ) -> Result<Generation, LlmError> {
-        let started = Instant::now();
+        generation: &mut Generation,
+        started: Instant,
+    ) -> Result<Round, Failure> {
+        let asked = Instant::now();
         let timeout = self.config.first_token_timeout;
         let mut request = self
             .http
             .post(&self.endpoint)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(self.body(history).to_string());
+            .body(self.body(messages).to_string());
         if let Some(key) = &self.config.api_key {
             request = request.bearer_auth(key);
         }
-        let mut generation = Generation::default();
+        let mut round = Round::default();
         let mut poll = tokio::time::interval(CANCEL_POLL);
-        let deadline = tokio::time::Instant::from_std(started + timeout);
+        let deadline = tokio::time::Instant::from_std(asked + timeout);
         let sent = request.send();
         tokio::pin!(sent);
         let response = loop {
             tokio::select! {
                 result = tokio::time::timeout_at(deadline, &mut sent) => match result {
                     Ok(Ok(response)) => break response,
-                    Ok(Err(e)) => return Err(self.server_error(chain(&e))),
+                    Ok(Err(e)) => return Err(self.server_error(chain(&e)).into()),
                     Err(_) => return Err(self.server_error(format!(
                         "no answer within {} ms", timeout.as_millis()
-                    ))),
+                    )).into()),
                 },
                 _ = poll.tick() => if cancel.is_cancelled() {
-                    generation.cancelled = true;
-                    return Ok(generation);
+                    round.cancelled = true;
+                    return Ok(round);
                 },
             }
         };
         let status = response.status();
         if !status.is_success() {
             let body = read_limited(response, ERROR_BODY_LIMIT, timeout).await;
-            return Err(self.server_error(format!("HTTP {status}: {}", error_message(&body))));
+            let message = format!("HTTP {status}: {}", error_message(&body));
+            if status.is_client_error()
+                && self.offers_tools()
+                && body.to_lowercase().contains("tool")
+            {
+                return Err(Failure::ToolsRefused(message));
+            }
+            return Err(self.server_error(message).into());
         }
 
         let mut body = response.bytes_stream();
@@ -175,14 +251,14 @@ impl OpenAiClient {
         let mut last_piece: Option<Instant> = None;
         let mut done = false;
         while !done {
-            let wait_until = last_piece.map_or(started, |t| t) + timeout;
+            let wait_until = last_piece.unwrap_or(asked) + timeout;
             let chunk = tokio::select! {
                 chunk = tokio::time::timeout_at(tokio::time::Instant::from_std(wait_until), body.next()) => chunk,
                 _ = poll.tick() => {
                     if cancel.is_cancelled() {
                         // Dropping the body closes the connection: the
                         // server stops generating.
-                        generation.cancelled = true;
+                        round.cancelled = true;
                         break;
                     }
                     continue;
@@ -191,51 +267,60 @@ impl OpenAiClient {
             let events = match chunk {
                 Err(_) if last_piece.is_none() => {
                     return Err(self
-                        .server_error(format!("no first token within {} ms", timeout.as_millis())))
+                        .server_error(format!("no first token within {} ms", timeout.as_millis()))
+                        .into())
                 }
                 Err(_) => {
                     return Err(self
-                        .server_error(format!("the reply stalled for {} ms", timeout.as_millis())))
+                        .server_error(format!("the reply stalled for {} ms", timeout.as_millis()))
+                        .into())
                 }
                 Ok(None) => {
                     done = true;
                     parser.finish().into_iter().collect()
                 }
                 Ok(Some(Err(e))) => {
-                    return Err(self.server_error(format!("the reply broke off: {}", chain(&e))))
+                    return Err(self
+                        .server_error(format!("the reply broke off: {}", chain(&e)))
+                        .into())
                 }
                 Ok(Some(Ok(bytes))) => parser.push(&bytes),
             };
             for data in events {
-                match self.piece(&data)? {
+                let piece = self.piece(&data)?;
+                if !matches!(piece, Piece::Nothing) {
+                    last_piece = Some(Instant::now());
+                }
+                match piece {
                     Piece::Done => done = true,
                     Piece::Text(text) => {
                         if text.is_empty() {
                             continue;
                         }
-                        let now = Instant::now();
-                        if last_piece.is_none() {
-                            generation.first_token_ms = ms_since(started, now);
+                        if generation.tokens == 0 {
+                            generation.first_token_ms = ms_since(started, Instant::now());
                         }
-                        last_piece = Some(now);
                         generation.tokens += 1;
                         generation.text.push_str(&text);
                         if on_token(&text).is_break() {
-                            generation.cancelled = true;
+                            round.cancelled = true;
                             done = true;
                             break;
                         }
                     }
+                    Piece::Calls(deltas) => {
+                        for delta in deltas {
+                            assemble(&mut round.calls, delta);
+                        }
+                    }
                     Piece::Finished(reason) => {
                         tracing::debug!(reason, url = %self.endpoint, "the server finished the reply");
-                        last_piece.get_or_insert_with(Instant::now);
                     }
                     Piece::Nothing => {}
                 }
             }
         }
-        generation.total_ms = ms_since(started, Instant::now());
-        Ok(generation)
+        Ok(round)
     }
 
     /// What one event's data says.
@@ -259,7 +344,15 @@ impl OpenAiClient {
         let Some(choice) = value["choices"].get(0) else {
             return Ok(Piece::Nothing); // e.g. a usage-only chunk
         };
-        if let Some(text) = choice["delta"]["content"].as_str() {
+        let delta = &choice["delta"];
+        if let Some(calls) = delta.get("tool_calls").filter(|c| !c.is_null()) {
+            let deltas = match calls.as_array() {
+                Some(calls) => calls.iter().map(CallDelta::from_json).collect(),
+                None => vec![CallDelta::malformed("tool_calls is not a list")],
+            };
+            return Ok(Piece::Calls(deltas));
+        }
+        if let Some(text) = delta["content"].as_str() {
             return Ok(Piece::Text(text.to_owned()));
         }
         if let Some(reason) = choice["finish_reason"].as_str() {
@@ -267,11 +360,117 @@ impl OpenAiClient {
         }
         Ok(Piece::Nothing)
     }
+
+    /// Runs the calls of a round and adds them and their results to the
+    /// conversation, as the API wants them for the next request.
+    fn run_calls(&mut self, calls: Vec<ToolCall>, messages: &mut Vec<Value>) {
+        let Some(tools) = self.tools.as_mut() else {
+            return;
+        };
+        let described: Vec<Value> = calls
+            .iter()
+            .map(|c| {
+                json!({"id": c.id, "type": "function",
+                       "function": {"name": c.name, "arguments": c.arguments}})
+            })
+            .collect();
+        messages.push(json!({"role": "assistant", "content": null, "tool_calls": described}));
+        for call in calls {
+            let result = match &call.malformed {
+                Some(why) => format!("error: the call was malformed ({why})"),
+                None if call.name.is_empty() => "error: the call names no tool".to_owned(),
+                None => match serde_json::from_str::<Value>(if call.arguments.trim().is_empty() {
+                    "{}"
+                } else {
+                    &call.arguments
+                }) {
+                    Ok(Value::Object(_)) => tools.call(&call.name, &call.arguments),
+                    Ok(_) | Err(_) => format!(
+                        "error: the arguments are not a JSON object: {}",
+                        shorten(&call.arguments)
+                    ),
+                },
+            };
+            tracing::info!(tool = %call.name, arguments = %call.arguments, result = %shorten(&result), "tool called");
+            messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": result}));
+        }
+    }
+}
+
+/// One piece of a `tool_calls` delta.
+#[derive(Debug)]
+struct CallDelta {
+    index: usize,
+    id: Option<String>,
+    name: Option<String>,
+    arguments: Option<String>,
+    malformed: Option<String>,
+}
+
+impl CallDelta {
+    /// A delta that continues no call: a call of its own, never run.
+    fn malformed(why: &str) -> Self {
+        Self {
+            index: usize::MAX,
+            id: None,
+            name: None,
+            arguments: None,
+            malformed: Some(why.to_owned()),
+        }
+    }
+
+    fn from_json(value: &Value) -> Self {
+        let Some(index) = value["index"].as_u64().filter(|&i| i < 16) else {
+            return Self::malformed("a tool call without a valid index");
+        };
+        let index = index as usize;
+        let function = &value["function"];
+        if !function.is_object() && !function.is_null() {
+            return Self {
+                index,
+                ..Self::malformed("its function is not an object")
+            };
+        }
+        Self {
+            index,
+            id: value["id"].as_str().map(str::to_owned),
+            name: function["name"].as_str().map(str::to_owned),
+            arguments: function["arguments"].as_str().map(str::to_owned),
+            malformed: None,
+        }
+    }
+}
+
+/// Adds a delta to the call it continues.
+fn assemble(calls: &mut Vec<ToolCall>, mut delta: CallDelta) {
+    if delta.index == usize::MAX {
+        delta.index = calls.len();
+    }
+    if calls.len() <= delta.index {
+        calls.resize(delta.index + 1, ToolCall::default());
+    }
+    let call = &mut calls[delta.index];
+    if let Some(id) = delta.id {
+        call.id = id;
+    }
+    if let Some(name) = delta.name {
+        call.name.push_str(&name);
+    }
+    if let Some(arguments) = delta.arguments {
+        call.arguments.push_str(&arguments);
+    }
+    if delta.malformed.is_some() {
+        call.malformed = delta.malformed;
+    }
+    if call.id.is_empty() {
+        call.id = format!("call_{}", delta.index);
+    }
 }
 
 /// What one event of the stream carries.
 enum Piece {
     Text(String),
+    Calls(Vec<CallDelta>),
     Finished(String),
     Done,
     Nothing,
@@ -287,13 +486,65 @@ impl TokenGenerator for OpenAiClient {
         if self.config.max_tokens == 0 {
             return Ok(Generation::default());
         }
-        let result = self
-            .runtime
-            .block_on(self.stream(history, on_token, cancel));
+        let started = Instant::now();
+        let mut generation = Generation::default();
+        let mut messages = self.messages(history);
+        let mut rounds = 0;
+        let result = loop {
+            let runtime = &self.runtime;
+            let this = &*self;
+            let round =
+                runtime.block_on(this.round(&messages, on_token, cancel, &mut generation, started));
+            let round = match round {
+                Ok(round) => round,
+                Err(Failure::ToolsRefused(why)) => {
+                    tracing::warn!(
+                        "{}: refused the tools ({why}); asking without them",
+                        self.endpoint
+                    );
+                    self.tools_refused = true;
+                    continue;
+                }
+                Err(Failure::Llm(e)) => break Err(e),
+            };
+            generation.cancelled |= round.cancelled;
+            if round.cancelled || round.calls.is_empty() {
+                break Ok(());
+            }
+            rounds += 1;
+            self.run_calls(round.calls, &mut messages);
+            if cancel.is_cancelled() {
+                generation.cancelled = true;
+                break Ok(());
+            }
+            if rounds >= MAX_TOOL_ROUNDS {
+                // Enough tools: the next request offers none, so it answers.
+                self.tools_refused = true;
+                let answer = self.runtime.block_on(self.round(
+                    &messages,
+                    on_token,
+                    cancel,
+                    &mut generation,
+                    started,
+                ));
+                self.tools_refused = false;
+                match answer {
+                    Ok(round) => generation.cancelled |= round.cancelled,
+                    Err(Failure::Llm(e)) => break Err(e),
+                    Err(Failure::ToolsRefused(why)) => break Err(self.server_error(why)),
+                }
+                break Ok(());
+            }
+        };
+        generation.total_ms = ms_since(started, Instant::now());
         if let Err(e) = &result {
             tracing::warn!("{e}");
         }
-        result
+        result.map(|()| generation)
+    }
+
+    fn offer_tools(&mut self, tools: Box<dyn ToolBox>) {
+        self.tools = Some(tools);
     }
 }
 

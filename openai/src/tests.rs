@@ -384,3 +384,163 @@ fn no_tokens_asked_means_no_request() {
     assert!(pieces.is_empty());
     assert_eq!(result.unwrap().text, "");
 }
+
+/// Serves one script per connection, in order; each answer closes its
+/// connection. Reports every request it read.
+fn serve_each(scripts: Vec<Vec<Step>>) -> (String, JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let thread = std::thread::spawn(move || {
+        let mut requests = Vec::new();
+        for script in scripts {
+            let (mut stream, _) = listener.accept().unwrap();
+            requests.push(read_request(&mut stream));
+            for step in script {
+                match step {
+                    Step::Write(bytes) => {
+                        let _ = stream.write_all(&bytes);
+                    }
+                    Step::Wait(d) => std::thread::sleep(d),
+                    Step::Hangup => break,
+                }
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+        requests
+    });
+    (url, thread)
+}
+
+fn closing_sse(body: &str) -> Vec<Step> {
+    vec![
+        write(&format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )),
+    ]
+}
+
+fn call_delta(delta: Value) -> String {
+    format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"tool_calls": [delta]}}]})
+    )
+}
+
+/// Records every call and answers from a table.
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+impl ToolBox for Recorder {
+    fn specs(&self) -> Vec<hark_llm::ToolSpec> {
+        vec![hark_llm::ToolSpec {
+            name: "get_time".into(),
+            description: "The local time".into(),
+            parameters: json!({"type": "object", "properties": {"zone": {"type": "string"}}}),
+        }]
+    }
+    fn call(&mut self, name: &str, arguments: &str) -> String {
+        self.0.lock().unwrap().push((name.into(), arguments.into()));
+        "12:00".into()
+    }
+}
+
+#[test]
+fn tool_calls_streamed_in_pieces_are_run_and_the_answer_follows() {
+    let mut first = String::new();
+    first += &call_delta(json!({"index": 0, "id": "call_a", "type": "function",
+        "function": {"name": "get_", "arguments": ""}}));
+    first += &call_delta(json!({"index": 0, "function": {"name": "time", "arguments": "{\"zo"}}));
+    first += &call_delta(json!({"index": 0, "function": {"arguments": "ne\": \"UTC\"}"}}));
+    first += &format!(
+        "data: {}\n\ndata: [DONE]\n\n",
+        json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    );
+    let second = delta("It is noon.") + "data: [DONE]\n\n";
+    let (url, server) = serve_each(vec![closing_sse(&first), closing_sse(&second)]);
+    let mut client = client(&url, 5000);
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    client.offer_tools(Box::new(Recorder(calls.clone())));
+    let (pieces, result) = ask(&mut client, &CancelHandle::default());
+    assert_eq!(pieces, ["It is noon."]);
+    assert_eq!(result.unwrap().text, "It is noon.");
+    assert_eq!(
+        calls.lock().unwrap().clone(),
+        [("get_time".to_owned(), "{\"zone\": \"UTC\"}".to_owned())]
+    );
+    let requests = server.join().unwrap();
+    let body =
+        |r: &str| -> Value { serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap() };
+    let first_body = body(&requests[0]);
+    assert_eq!(first_body["tools"][0]["function"]["name"], "get_time");
+    let second_body = body(&requests[1]);
+    let messages = second_body["messages"].as_array().unwrap();
+    assert_eq!(messages[2]["role"], "assistant");
+    assert_eq!(messages[2]["tool_calls"][0]["id"], "call_a");
+    assert_eq!(messages[2]["tool_calls"][0]["function"]["name"], "get_time");
+    assert_eq!(
+        messages[3],
+        json!({"role": "tool", "tool_call_id": "call_a", "content": "12:00"})
+    );
+}
+
+#[test]
+fn malformed_tool_calls_are_answered_with_an_error_not_run() {
+    let mut first = String::new();
+    first += &call_delta(
+        json!({"index": 0, "id": "c0", "function": {"name": "get_time", "arguments": "not json"}}),
+    );
+    first += &call_delta(json!({"id": "no-index"}));
+    first += &format!(
+        "data: {}\n\n",
+        json!({"choices": [{"index": 0, "delta": {"tool_calls": "oops"}}]})
+    );
+    first += "data: [DONE]\n\n";
+    let second = delta("Sorry.") + "data: [DONE]\n\n";
+    let (url, server) = serve_each(vec![closing_sse(&first), closing_sse(&second)]);
+    let mut client = client(&url, 5000);
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    client.offer_tools(Box::new(Recorder(calls.clone())));
+    let (pieces, result) = ask(&mut client, &CancelHandle::default());
+    assert_eq!(pieces, ["Sorry."]);
+    assert!(result.is_ok());
+    assert!(calls.lock().unwrap().is_empty(), "nothing malformed is run");
+    let requests = server.join().unwrap();
+    let second: Value =
+        serde_json::from_str(requests[1].split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let results: Vec<String> = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(results[0].contains("not a JSON object"), "{results:?}");
+    assert!(
+        results.iter().any(|r| r.contains("malformed")),
+        "{results:?}"
+    );
+}
+
+#[test]
+fn a_server_that_refuses_tools_is_asked_again_without_them() {
+    let refusal = r#"{"error": {"message": "tools are not supported by this model"}}"#;
+    let (url, server) = serve_each(vec![
+        vec![write(&format!(
+            "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{refusal}",
+            refusal.len()
+        ))],
+        closing_sse(&(delta("Fine.") + "data: [DONE]\n\n")),
+        closing_sse(&(delta("Again.") + "data: [DONE]\n\n")),
+    ]);
+    let mut client = client(&url, 5000);
+    client.offer_tools(Box::new(Recorder(Default::default())));
+    assert_eq!(ask(&mut client, &CancelHandle::default()).0, ["Fine."]);
+    assert_eq!(ask(&mut client, &CancelHandle::default()).0, ["Again."]);
+    let requests = server.join().unwrap();
+    assert!(requests[0].contains("\"tools\""));
+    assert!(
+        !requests[1].contains("\"tools\""),
+        "no tools after the refusal"
+    );
+    assert!(!requests[2].contains("\"tools\""));
+}

@@ -364,6 +364,7 @@ pub fn converse(
     user_voice: &mut dyn Voice,
     load: impl FnOnce() -> Result<Models, BoxError>,
     options: &ConverseOptions,
+    prepare: impl FnOnce(&mut SessionSetup),
 ) -> Result<Report, BenchError> {
     let dir = match &options.keep {
         Some(dir) => dir.clone(),
@@ -438,6 +439,7 @@ pub fn converse(
             &dir.join("events.jsonl"),
         )?));
     }
+    prepare(&mut setup);
     tracing::info!("running the conversation in real time");
     let started = Instant::now();
     let outcome = run_session(setup, load)?;

@@ -56,6 +56,12 @@ pub enum CoreInput {
     Synthesized(Synthesized),
     Playback(PlaybackReport),
     Command(Command),
+    /// The model called a tool while answering, and this came of it.
+    ToolUsed {
+        name: String,
+        arguments: String,
+        result: String,
+    },
 }
 
 /// Where a command's answer goes: called once, on the core's thread.
@@ -115,6 +121,13 @@ pub enum Command {
     CancelTimer {
         id: String,
         reply: Reply<Result<(), String>>,
+    },
+    /// The model calls skill tool `name` (time, timers); `reply` gets what
+    /// to tell it.
+    SkillTool {
+        name: String,
+        arguments: serde_json::Value,
+        reply: Reply<String>,
     },
     /// Finish the current reply (if any) and stop.
     Stop,
@@ -694,6 +707,22 @@ impl Core {
                 PlaybackReport::Failed(_) => unreachable!("handled by the loop"),
             },
             CoreInput::Command(command) => self.command(now, command),
+            CoreInput::ToolUsed {
+                name,
+                arguments,
+                result,
+            } => {
+                self.conversation
+                    .note_tool_use(format!("{name}({arguments}) → {result}"));
+                self.emit(
+                    now,
+                    SessionEvent::ToolCall {
+                        name,
+                        arguments,
+                        result,
+                    },
+                );
+            }
         }
     }
 
@@ -873,6 +902,21 @@ impl Core {
                 }
                 reply.send(cancelled);
             }
+            Command::SkillTool {
+                name,
+                arguments,
+                reply,
+            } => {
+                let unix_now = self.timeline.unix_ms();
+                let answer = self.skills.call_tool(&name, &arguments, unix_now);
+                if answer.as_ref().is_some_and(|a| a.timers_changed) {
+                    self.publish_timers(now);
+                }
+                reply.send(answer.map_or_else(
+                    || format!("error: there is no tool called {name:?}"),
+                    |a| a.result,
+                ));
+            }
             Command::Stop => unreachable!("handled by the loop"),
         }
     }
@@ -1019,10 +1063,13 @@ impl Core {
     }
 
     fn start_generation(&mut self, now: u64, reply: ReplyId, history: Vec<Turn>) {
+        // Tool calls are in history for people; the model has its own
+        // record of them within a reply.
         let messages = history
             .iter()
+            .filter(|turn| turn.role != Role::Tool)
             .map(|turn| match turn.role {
-                Role::User => ChatMessage::user(turn.text.clone()),
+                Role::User | Role::Tool => ChatMessage::user(turn.text.clone()),
                 Role::Assistant if turn.interrupted => {
                     ChatMessage::assistant(format!("{}{INTERRUPTED_MARKER}", turn.text))
                 }

@@ -152,6 +152,12 @@ pub enum SessionEvent {
         transcript: String,
         answer: Option<String>,
     },
+    /// The model called a tool while answering.
+    ToolCall {
+        name: String,
+        arguments: String,
+        result: String,
+    },
     /// The timers running now (after any change).
     Timers {
         timers: Vec<hark_skills::Timer>,
@@ -203,6 +209,7 @@ pub fn role_name(role: Role) -> &'static str {
     match role {
         Role::User => "user",
         Role::Assistant => "assistant",
+        Role::Tool => "tool",
     }
 }
 

@@ -28,6 +28,7 @@ pub mod listen;
 pub mod session;
 mod settings;
 pub mod speaker;
+pub mod tools;
 pub mod workers;
 
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ pub use crate::core::{
 pub use crate::events::{EventLog, SessionEvent, Subscriber};
 pub use crate::session::{run_session, Input, Models, Output, SessionConfig, SessionSetup};
 pub use crate::settings::AudioConfig;
+pub use crate::tools::ToolConfig;
 
 /// An error from code the caller supplied (a model loader).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

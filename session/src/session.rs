@@ -38,6 +38,7 @@ use crate::hearing::{self, EchoCancellation, HearingEvent};
 use crate::input::{InputSwitch, SwitchedInput};
 use crate::settings::AudioConfig;
 use crate::speaker::{ClockedFileSink, DeviceSink, EchoReference, OutputTap, Speaker, SpeakerSink};
+use crate::tools::{SessionTools, ToolConfig};
 use crate::workers::{LlmReplies, Workers};
 use crate::{BoxError, SessionError};
 
@@ -102,6 +103,9 @@ pub struct SessionSetup {
     /// The skills that answer before the model (and their timers); `None`:
     /// every turn goes to the model.
     pub skills: Option<Skills>,
+    /// Commands the model may call as tools (`[[tools]]`), besides the
+    /// skills.
+    pub tools: Vec<ToolConfig>,
 }
 
 impl SessionSetup {
@@ -117,6 +121,7 @@ impl SessionSetup {
             heartbeat: None,
             on_ready: None,
             skills: None,
+            tools: Vec::new(),
         }
     }
 }
@@ -148,6 +153,7 @@ pub fn run_session(
         heartbeat,
         on_ready,
         skills,
+        tools,
     } = setup;
     let frame_len = config.vad.frame_len();
     let microphone = config.audio.input_device.clone();
@@ -220,8 +226,16 @@ pub fn run_session(
         to_core(CoreInput::Transcribed(r))
     })
     .map_err(thread("hark-stt"))?;
+    // Models that can call tools get the skills and the user's commands.
+    let mut model = models.llm;
+    let skill_tools = skills.as_ref().is_some_and(Skills::enabled);
+    model.offer_tools(Box::new(SessionTools::new(
+        inbox.clone(),
+        skill_tools,
+        tools,
+    )));
     let llm = LlmReplies {
-        worker: LlmWorker::spawn(models.llm),
+        worker: LlmWorker::spawn(model),
         inbox: inbox.clone(),
     };
     let echo = match (echo_tail_ms, reference) {

@@ -16,6 +16,7 @@
 pub mod intent;
 pub mod numbers;
 mod settings;
+pub mod tools;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -237,7 +238,7 @@ impl Skills {
         }
     }
 
-    fn local(&self, now_unix_ms: u64) -> jiff::ZonedDateTime {
+    pub(crate) fn local(&self, now_unix_ms: u64) -> jiff::ZonedDateTime {
         let ts = jiff::Timestamp::from_millisecond(now_unix_ms as i64)
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         ts.to_zoned_datetime(self.zone.clone())
@@ -256,7 +257,7 @@ impl Skills {
         }
     }
 
-    fn time_left(&self, now: u64) -> String {
+    pub(crate) fn time_left(&self, now: u64) -> String {
         let timers = &self.state.timers;
         if timers.is_empty() {
             return "There are no timers.".into();
@@ -321,7 +322,7 @@ impl Skills {
 
     /// Cancels the timer called `label`, or the only one, or the one set
     /// last.
-    fn cancel(&mut self, label: Option<&str>) -> Result<Timer, String> {
+    pub(crate) fn cancel(&mut self, label: Option<&str>) -> Result<Timer, String> {
         let timers = &self.state.timers;
         let at = match label {
             Some(label) => timers

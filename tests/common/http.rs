@@ -108,6 +108,9 @@ pub enum Answer {
     Status(u16, String),
     /// Headers and these pieces, then the connection drops.
     BreakAfter(Vec<String>),
+    /// A call of tool `name` with `arguments` (JSON text), streamed in two
+    /// deltas, then `[DONE]`.
+    ToolCall(String, String),
 }
 
 /// A chat server that answers the n-th request with the n-th `Answer`
@@ -161,6 +164,21 @@ fn respond(stream: &mut TcpStream, answer: Answer) -> std::io::Result<()> {
                 std::thread::sleep(Duration::from_millis(20));
             }
             stream.write_all(b"data: [DONE]\n\n")?;
+        }
+        Answer::ToolCall(name, arguments) => {
+            stream.write_all(sse_head.as_bytes())?;
+            let (first, rest) = arguments.split_at(arguments.len() / 2);
+            let deltas = [
+                serde_json::json!({"index": 0, "id": "call_1", "type": "function",
+                    "function": {"name": name, "arguments": first}}),
+                serde_json::json!({"index": 0, "function": {"arguments": rest}}),
+            ];
+            for delta in deltas {
+                let piece = serde_json::json!({"choices": [{"index": 0, "delta": {"tool_calls": [delta]}}]});
+                stream.write_all(format!("data: {piece}\n\n").as_bytes())?;
+            }
+            let end = serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]});
+            stream.write_all(format!("data: {end}\n\ndata: [DONE]\n\n").as_bytes())?;
         }
         Answer::Status(code, body) => {
             write!(

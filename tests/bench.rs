@@ -90,3 +90,20 @@ fn bench_stt_reports_speed_and_idle_cost() {
         "{r:#}"
     );
 }
+
+#[test]
+fn bench_converse_measures_the_skills_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(hark()
+        .env("XDG_CONFIG_HOME", dir.path())
+        .args(["bench", "converse", "--script", "skills", "--turns", "2"]));
+    let r = report(&out);
+    assert_eq!(r["turns_scripted"], 2, "{r:#}");
+    let turns = r["turns"].as_array().unwrap();
+    assert!(turns[0]["reply"].as_str().unwrap_or_default().starts_with("It"), "{r:#}");
+    assert!(
+        turns[1]["reply"].as_str().unwrap_or_default().contains("Timer set for 5 minutes"),
+        "{r:#}"
+    );
+    assert!(r["answer_ms"]["n"].as_u64().unwrap() >= 1, "{r:#}");
+}

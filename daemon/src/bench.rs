@@ -48,6 +48,12 @@ pub struct ConverseBenchArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub interrupt_after_ms: u64,
 
+    /// Which script: "conversation" (12 open questions, 4 interruptions:
+    /// the model's path) or "skills" (8 requests the skills answer: the
+    /// intent layer's path).
+    #[arg(long, value_name = "NAME", default_value = "conversation", value_parser = ["conversation", "skills"])]
+    pub script: String,
+
     /// Play only the first N lines of the script (a quick check).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=12))]
     pub turns: Option<u64>,
@@ -78,6 +84,11 @@ fn converse(
 ) -> anyhow::Result<String> {
     let config = globals.config(&args.session.overrides())?;
     let options = ConverseOptions {
+        script: if args.script == "skills" {
+            bench::Script::Skills
+        } else {
+            bench::Script::Conversation
+        },
         keep: args.keep,
         interrupt_after_ms: args.interrupt_after_ms,
         turns: args.turns.map(|n| n as usize),

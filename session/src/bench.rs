@@ -47,9 +47,20 @@ const QUIET_BEFORE_QUESTION: Duration = Duration::from_millis(1200);
 /// A step of the script waits at most this long for its trigger.
 const TRIGGER_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Which scripted conversation to play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Script {
+    /// 12 open questions, 4 of them interrupting: the model's path.
+    #[default]
+    Conversation,
+    /// 8 requests the skills answer: the intent layer's path.
+    Skills,
+}
+
 /// How `hark bench converse` runs.
 #[derive(Debug, Clone)]
 pub struct ConverseOptions {
+    pub script: Script,
     /// Keep the scenario's input, Hark's output and the event log here
     /// (else a temporary directory, removed afterwards).
     pub keep: Option<PathBuf>,
@@ -114,6 +125,18 @@ const SCRIPT: &[(&str, Kind)] = &[
     ),
     ("Tell me about the history of Rome.", Kind::Question),
     ("Stop please, tell me a joke instead.", Kind::Interruption),
+];
+
+/// Requests the skills answer without a model.
+const SKILLS_SCRIPT: &[(&str, Kind)] = &[
+    ("What time is it?", Kind::Question),
+    ("Set a timer for five minutes.", Kind::Question),
+    ("How much time is left?", Kind::Question),
+    ("What's the date today?", Kind::Question),
+    ("Repeat that.", Kind::Question),
+    ("Louder.", Kind::Question),
+    ("Quieter.", Kind::Question),
+    ("Cancel the timer.", Kind::Question),
 ];
 
 /// One scripted utterance at 16 kHz with where its speech really is.
@@ -287,6 +310,9 @@ impl FrameSource for ScriptSource {
 /// Where the time of one reply went.
 #[derive(Serialize, Default, Clone)]
 pub struct Stages {
+    /// Transcript → first audio playing: the answer's own latency (for a
+    /// skill, the intent layer's).
+    pub answer_ms: Option<u64>,
     /// True end of speech → the VAD reports the end.
     pub endpoint_ms: Option<u64>,
     /// VAD end → transcript.
@@ -354,6 +380,8 @@ pub struct Report {
     pub transcript_ms: Summary,
     pub first_token_ms: Summary,
     pub first_audio_ms: Summary,
+    /// Transcript → first audio.
+    pub answer_ms: Summary,
     pub turns: Vec<TurnResult>,
 }
 
@@ -374,7 +402,11 @@ pub fn converse(
         path: dir.clone(),
         source,
     })?;
-    let script_lines = &SCRIPT[..options.turns.unwrap_or(SCRIPT.len()).min(SCRIPT.len())];
+    let script = match options.script {
+        Script::Conversation => SCRIPT,
+        Script::Skills => SKILLS_SCRIPT,
+    };
+    let script_lines = &script[..options.turns.unwrap_or(script.len()).min(script.len())];
     // The script talks and expects to be heard, whatever the daemon's mode.
     config.mode = crate::ListenMode::Always;
 
@@ -482,6 +514,10 @@ pub fn converse(
             let t = &r.timings;
             let vad_end = t.speech_ended_ms.and_then(endpoint_arrival);
             Stages {
+                answer_ms: t
+                    .transcript_ms
+                    .zip(t.first_playback_ms)
+                    .map(|(tr, p)| p.saturating_sub(tr)),
                 endpoint_ms: vad_end.map(|v| v.saturating_sub(end)),
                 transcript_ms: vad_end
                     .zip(t.transcript_ms)
@@ -532,6 +568,7 @@ pub fn converse(
         transcript_ms: summary(collect(&|t| t.stages.transcript_ms)),
         first_token_ms: summary(collect(&|t| t.stages.first_token_ms)),
         first_audio_ms: summary(collect(&|t| t.stages.first_audio_ms)),
+        answer_ms: summary(collect(&|t| t.stages.answer_ms)),
         turns,
     };
     if options.keep.is_none() {

@@ -100,9 +100,18 @@ fn bench_converse_measures_the_skills_path() {
     let r = report(&out);
     assert_eq!(r["turns_scripted"], 2, "{r:#}");
     let turns = r["turns"].as_array().unwrap();
-    assert!(turns[0]["reply"].as_str().unwrap_or_default().starts_with("It"), "{r:#}");
     assert!(
-        turns[1]["reply"].as_str().unwrap_or_default().contains("Timer set for 5 minutes"),
+        turns[0]["reply"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("It"),
+        "{r:#}"
+    );
+    assert!(
+        turns[1]["reply"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Timer set for 5 minutes"),
         "{r:#}"
     );
     assert!(r["answer_ms"]["n"].as_u64().unwrap() >= 1, "{r:#}");

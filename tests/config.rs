@@ -20,20 +20,7 @@ fn config_file(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// `hark converse` on `input` with `args`; its replies per the event log.
 fn converse(dir: &Path, input: &Path, args: &[&str]) -> Vec<(String, bool)> {
-    let log = dir.join("events.jsonl");
-    let _ = std::fs::remove_file(&log);
-    let out = run(hark()
-        .env("XDG_CONFIG_HOME", dir)
-        .arg("converse")
-        .arg("-i")
-        .arg(input)
-        .arg("-o")
-        .arg(dir.join("hark.wav"))
-        .arg("--events")
-        .arg(&log)
-        .args(args));
-    assert!(out.status.success(), "{}", stderr(&out));
-    replies(&events(&log))
+    replies(&converse_files(dir, input, args))
 }
 
 #[test]

@@ -53,19 +53,8 @@ fn sequence(dir: &Path, parts: &[&Path], gap: f64, tail: f64) -> PathBuf {
 
 /// Runs `hark converse` on `input` with `args`; the event log.
 fn converse(dir: &Path, input: &Path, args: &[String]) -> Vec<serde_json::Value> {
-    let log = dir.join("events.jsonl");
-    let out = run(hark()
-        .env("XDG_CONFIG_HOME", dir)
-        .arg("converse")
-        .arg("-i")
-        .arg(input)
-        .arg("-o")
-        .arg(dir.join("hark.wav"))
-        .arg("--events")
-        .arg(&log)
-        .args(args));
-    assert!(out.status.success(), "{}", stderr(&out));
-    events(&log)
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    converse_files(dir, input, &args)
 }
 
 fn llm_errors(log: &[serde_json::Value]) -> Vec<String> {

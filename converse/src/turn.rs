@@ -901,15 +901,7 @@ impl Conversation {
         let Some(reply) = self.reply.take() else {
             return;
         };
-        if reply.clauses.iter().any(|c| c.play_sent && !c.finished) {
-            out.push(Action::FlushPlayback);
-        }
-        if reply.clauses.iter().any(|c| !c.synthesized && !c.failed) {
-            out.push(Action::CancelSynthesis);
-        }
-        if reply.generating {
-            out.push(Action::CancelGeneration { reply: reply.id });
-        }
+        reply.silence(out);
         out.push(Action::Emit(Notice::Interrupted {
             spoken_part: reply.spoken_text(),
             cause,
@@ -923,15 +915,7 @@ impl Conversation {
         let Some(mut reply) = self.reply.take() else {
             return;
         };
-        if reply.clauses.iter().any(|c| c.play_sent && !c.finished) {
-            out.push(Action::FlushPlayback);
-        }
-        if reply.clauses.iter().any(|c| !c.synthesized && !c.failed) {
-            out.push(Action::CancelSynthesis);
-        }
-        if reply.generating {
-            out.push(Action::CancelGeneration { reply: reply.id });
-        }
+        reply.silence(out);
         match reply.asked_by {
             Some((len, Some(joined_at))) if self.history.len() == len => {
                 if let Some(last) = self.history.last_mut() {
@@ -1035,6 +1019,20 @@ impl Reply {
     }
 
     /// Every clause of the reply so far, heard or not.
+    /// Stops everything the reply still has going: playback, synthesis,
+    /// generation.
+    fn silence(&self, out: &mut Vec<Action>) {
+        if self.clauses.iter().any(|c| c.play_sent && !c.finished) {
+            out.push(Action::FlushPlayback);
+        }
+        if self.clauses.iter().any(|c| !c.synthesized && !c.failed) {
+            out.push(Action::CancelSynthesis);
+        }
+        if self.generating {
+            out.push(Action::CancelGeneration { reply: self.id });
+        }
+    }
+
     fn all_text(&self) -> String {
         let clauses: Vec<&str> = self.clauses.iter().map(|c| c.text.as_str()).collect();
         clauses.join(" ")

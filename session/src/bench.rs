@@ -499,11 +499,11 @@ pub fn converse(
             .map(|&s| ms_of(s + lines[index + 1].speech.0 as u64));
         let hark_was_speaking = audible_between(&observed, onset.saturating_sub(150), onset);
         let barge_in_ms = (line.kind == Kind::Interruption && hark_was_speaking)
-            .then(|| silent_from(&observed, onset).map(|t| t - onset))
+            .then(|| silent_from(&observed, onset).map(|t| t.saturating_sub(onset)))
             .flatten();
         let voice_to_voice_ms = first_audible_after(&observed, end)
             .filter(|&t| next_onset.is_none_or(|n| t < n))
-            .map(|t| t - end);
+            .map(|t| t.saturating_sub(end));
         // The reply to this line: the turn whose user speech ended within it.
         let record = outcome.turns.iter().find(|t| {
             t.timings

@@ -268,11 +268,12 @@ pub fn understand(transcript: &str) -> Option<Intent> {
     if words.is_empty() || words.len() > 16 {
         return None;
     }
-    for (template, kind) in PHRASES {
-        let Some((seconds, label)) = matches(template, &words) else {
-            continue;
-        };
-        let label = label
+    let found = PHRASES
+        .iter()
+        .find_map(|(template, kind)| Some((matches(template, &words)?, *kind)))
+        .or_else(|| one_word_heard_loosely(&words).map(|kind| ((None, None), kind)));
+    if let Some(((seconds, label), kind)) = found {
+        let label: Option<String> = label
             .map(|l| {
                 let l = l
                     .strip_prefix("the ")
@@ -297,6 +298,38 @@ pub fn understand(transcript: &str) -> Option<Intent> {
         });
     }
     None
+}
+
+/// Whisper hears a lone command word loosely ("quiter", "latter, louder"):
+/// in an utterance of at most three words, a word one letter away from a
+/// one-word phrase of five letters or more counts as that phrase.
+fn one_word_heard_loosely(words: &[&str]) -> Option<Kind> {
+    if words.len() > 3 {
+        return None;
+    }
+    PHRASES
+        .iter()
+        .filter(|(template, _)| template.len() >= 5 && !template.contains(' '))
+        .find(|(template, _)| words.iter().any(|w| edit_distance(w, template) <= 1))
+        .map(|(_, kind)| *kind)
+}
+
+/// Levenshtein distance between two short words.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// Whether `transcript`, said over Hark, means "stop talking" (so it
@@ -358,6 +391,10 @@ mod tests {
             ("Louder.", Some(Intent::Louder)),
             ("Speak up!", Some(Intent::Louder)),
             ("Quieter, please.", Some(Intent::Quieter)),
+            // Whisper on a lone word.
+            ("Latter, louder.", Some(Intent::Louder)),
+            ("Quiter. Qu", Some(Intent::Quieter)),
+            ("Repeet", Some(Intent::Repeat)),
         ];
         for (said, intent) in cases {
             assert_eq!(understand(said), intent, "{said:?}");

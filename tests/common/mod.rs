@@ -215,3 +215,22 @@ pub fn replies(log: &[serde_json::Value]) -> Vec<(String, bool)> {
         })
         .collect()
 }
+
+/// `hark converse` from `input` to `dir/hark.wav`, logging to
+/// `dir/events.jsonl`, with `args` and no user configuration; the events.
+pub fn converse_files(dir: &Path, input: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let log = dir.join("events.jsonl");
+    let _ = std::fs::remove_file(&log);
+    let out = run(hark()
+        .env("XDG_CONFIG_HOME", dir)
+        .arg("converse")
+        .arg("-i")
+        .arg(input)
+        .arg("-o")
+        .arg(dir.join("hark.wav"))
+        .arg("--events")
+        .arg(&log)
+        .args(args));
+    assert!(out.status.success(), "{}", stderr(&out));
+    events(&log)
+}

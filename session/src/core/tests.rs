@@ -278,6 +278,15 @@ impl Rig {
         self.at(ms, Some(CoreInput::Command(command)));
     }
 
+    /// The utterance the core last asked Whisper for, among the calls
+    /// taken.
+    fn transcription_asked(&self) -> Option<u64> {
+        self.take_calls().into_iter().find_map(|c| match c {
+            Call::Transcribe { utterance, .. } => Some(utterance),
+            _ => None,
+        })
+    }
+
     fn take_calls(&self) -> Vec<Call> {
         std::mem::take(&mut *self.calls.lock().unwrap())
     }
@@ -461,12 +470,7 @@ fn a_barge_in_stops_hark_and_history_keeps_only_what_was_heard() {
         },
     );
     let utterance = rig
-        .take_calls()
-        .into_iter()
-        .find_map(|c| match c {
-            Call::Transcribe { utterance, .. } => Some(utterance),
-            _ => None,
-        })
+        .transcription_asked()
         .expect("the interruption is transcribed");
     rig.transcribed(6000, utterance, "Wait, what about Germany?");
     let history = match rig.take_calls().as_slice() {
@@ -860,14 +864,7 @@ fn stop_said_over_hark_silences_it_and_is_forgotten() {
             audio: vec![0.0; 6400],
         },
     );
-    let utterance = rig
-        .take_calls()
-        .into_iter()
-        .find_map(|c| match c {
-            Call::Transcribe { utterance, .. } => Some(utterance),
-            _ => None,
-        })
-        .unwrap();
+    let utterance = rig.transcription_asked().unwrap();
     rig.transcribed(4000, utterance, "Stop.");
     let calls = rig.take_calls();
     assert!(calls.contains(&Call::Flush), "{calls:?}");

@@ -97,15 +97,24 @@ fn a_spoken_question_gets_a_spoken_answer_from_llama_cpp() {
 #[test]
 fn a_barge_in_closes_the_servers_stream() {
     let server = LlamaServer::start();
-    let proxy = WatchingProxy::start(server.port);
+    // A slow link: the story is still streaming when the user cuts in.
+    let proxy = WatchingProxy::start(server.port, std::time::Duration::from_millis(60));
     let dir = tempfile::tempdir().unwrap();
     let request = spoken(dir.path(), "request", LONG_REQUEST);
     let interruption = spoken(dir.path(), "interruption", INTERRUPTION);
     // The interruption starts about two seconds into Hark's reply, while
-    // the server is still writing a story of up to 400 tokens.
+    // the story (80 tokens, passed on one read per 60 ms) still streams.
     let input = sequence(dir.path(), &[&request, &interruption], 3.5, 8.0);
     let mut args = backend(&proxy.url());
-    args.extend(["--max-tokens", "400"].map(String::from));
+    args.extend(
+        [
+            "--max-tokens",
+            "80",
+            "--system-prompt",
+            "You are a storyteller. Answer every request with a long story of many sentences.",
+        ]
+        .map(String::from),
+    );
     let log = converse(dir.path(), &input, &args);
     assert!(!named(&log, "interrupted").is_empty(), "{log:#?}");
     let first = &named(&log, "generation_finished")[0];

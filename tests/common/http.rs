@@ -243,14 +243,15 @@ pub struct Connection {
 }
 
 /// A TCP proxy to 127.0.0.1:`upstream` that records, per connection, who
-/// ended it.
+/// ended it, and passes the server's bytes on no faster than one read per
+/// `delay` (a slow link, so a reply is still streaming when it is cut).
 pub struct WatchingProxy {
     pub port: u16,
     pub connections: Arc<Mutex<Vec<Connection>>>,
 }
 
 impl WatchingProxy {
-    pub fn start(upstream: u16) -> WatchingProxy {
+    pub fn start(upstream: u16, delay: Duration) -> WatchingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let connections = Arc::new(Mutex::new(Vec::new()));
@@ -293,7 +294,7 @@ impl WatchingProxy {
                     }
                 });
                 std::thread::spawn(move || {
-                    let mut buf = [0u8; 8192];
+                    let mut buf = [0u8; 128];
                     let mut tail = Vec::new();
                     loop {
                         match s_read.read(&mut buf) {
@@ -302,6 +303,7 @@ impl WatchingProxy {
                                 return;
                             }
                             Ok(n) => {
+                                std::thread::sleep(delay);
                                 tail.extend_from_slice(&buf[..n]);
                                 if String::from_utf8_lossy(&tail).contains("[DONE]") {
                                     all.lock().unwrap()[index].server_finished = true;

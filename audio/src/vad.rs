@@ -665,6 +665,17 @@ impl<C: SpeechClassifier> Segmenter<C> {
         event
     }
 
+    /// Ends the open utterance now, as if its silence had lasted long
+    /// enough (a semantic end-of-turn detector decided it is over); the
+    /// stream goes on. `None` when no utterance is open.
+    pub fn end_now(&mut self) -> Option<VadEvent> {
+        if self.in_speech() {
+            self.close(false)
+        } else {
+            None
+        }
+    }
+
     /// Enters speech at `speech_start`; the newest pushed frame ends at
     /// `frame_end` and is a speech frame.
     fn open(&mut self, speech_start: u64, frame_end: u64, continuation: bool) -> VadEvent {

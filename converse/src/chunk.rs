@@ -38,7 +38,9 @@ pub struct ChunkConfig {
     /// longer than this (short clauses sound choppy).
     pub long_clause_chars: usize,
     /// With no punctuation in sight, later clauses end at the last word
-    /// boundary before this many characters (bounds TTS latency).
+    /// boundary before this many characters (bounds TTS latency). The second
+    /// clause, synthesized while the first plays, is bounded at four times
+    /// `first_max_chars`; later ones at this.
     pub max_chars: usize,
 }
 
@@ -46,10 +48,10 @@ impl Default for ChunkConfig {
     fn default() -> Self {
         Self {
             first_min_words: 3,
-            // About five words: a couple of hundred ms of tokens and of
-            // synthesis before Hark's voice starts; the rest of the sentence
-            // is synthesized while these words play.
-            first_max_chars: 32,
+            // Three or four words: about 100 ms of tokens and of synthesis
+            // before Hark's voice starts; the next, longer clause is
+            // synthesized while these words play.
+            first_max_chars: 20,
             long_clause_chars: 80,
             max_chars: 200,
         }
@@ -193,10 +195,12 @@ impl ClauseSplitter {
             }
         }
 
-        let cap = if first {
-            self.config.first_max_chars
-        } else {
-            self.config.max_chars
+        // The voice starts on a few words, then gets ahead: the second
+        // clause is synthesized while the first plays.
+        let cap = match self.clauses_cut {
+            0 => self.config.first_max_chars,
+            1 => (self.config.first_max_chars * 4).clamp(self.config.first_max_chars, self.config.max_chars),
+            _ => self.config.max_chars,
         };
         if chars.len() <= cap {
             return None;
@@ -323,7 +327,10 @@ mod tests {
             ["It costs 3 point 5 euros,", "or 1000 cents.", "Yes."]
         );
         // The decimal point arrives at the end of a token.
-        let mut splitter = ClauseSplitter::new(ChunkConfig::default());
+        let mut splitter = ClauseSplitter::new(ChunkConfig {
+            first_max_chars: 40,
+            ..ChunkConfig::default()
+        });
         assert!(splitter.push("Pi is about 3.").is_empty());
         assert!(splitter.push("14 really").is_empty());
         assert_eq!(splitter.finish(), ["Pi is about 3 point 14 really"]);
@@ -386,13 +393,25 @@ mod tests {
         let text =
             "so this reply simply never uses any punctuation at all and keeps going on and on";
         let clauses = split(text);
-        assert!(clauses[0].chars().count() <= 32, "{clauses:?}");
+        assert!(clauses[0].chars().count() <= 20, "{clauses:?}");
         assert!(text.starts_with(&clauses[0]));
         assert!(
             text[clauses[0].len()..].starts_with(' '),
             "cut mid-word: {clauses:?}"
         );
         assert_eq!(clauses.join(" "), text);
+    }
+
+    #[test]
+    fn clauses_without_punctuation_grow_from_a_short_first_one() {
+        let text = "so this reply simply never uses any punctuation at all and keeps going on \
+                    and on for a long while until the listener has heard quite enough of it \
+                    and then some more words that nobody asked for while the kettle slowly \
+                    boils in the kitchen next door";
+        let lengths: Vec<usize> = split(text).iter().map(|c| c.chars().count()).collect();
+        assert!(lengths[0] <= 20, "{lengths:?}");
+        assert!(lengths[1] <= 80 && lengths[1] > 20, "{lengths:?}");
+        assert!(lengths[2] > 80, "{lengths:?}");
     }
 
     #[test]

@@ -15,9 +15,12 @@ use crate::Globals;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// A scripted 12-turn conversation (4 interruptions) in real time:
-    /// voice-to-voice and barge-in latency, and where the time goes. Hark
-    /// runs as the configuration (and the flags) say.
+    /// A scripted 16-turn conversation in real time (4 interruptions, 4
+    /// sentences with a pause in the middle): voice-to-voice and barge-in
+    /// latency, sentences cut off, Smart Turn's cost, replies prepared and
+    /// dropped, and where the time goes. Hark runs as the configuration
+    /// (and the flags) say: compare the end-of-turn rules with
+    /// `--set turn.detector=silence`.
     Converse(ConverseBenchArgs),
     /// Whisper speed per file, 3 s utterance latency, idle listening CPU,
     /// for the configured Whisper model (stt.model, stt.threads).
@@ -48,14 +51,14 @@ pub struct ConverseBenchArgs {
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub interrupt_after_ms: u64,
 
-    /// Which script: "conversation" (12 open questions, 4 interruptions:
-    /// the model's path) or "skills" (8 requests the skills answer: the
+    /// Which script: "conversation" (16 open questions, 4 interruptions, 4
+    /// mid-sentence pauses: the model's path) or "skills" (8 requests the skills answer: the
     /// intent layer's path).
     #[arg(long, value_name = "NAME", default_value = "conversation", value_parser = ["conversation", "skills"])]
     pub script: String,
 
     /// Play only the first N lines of the script (a quick check).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=12))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=bench::MAX_LINES as u64))]
     pub turns: Option<u64>,
 
     #[command(flatten)]
@@ -97,7 +100,7 @@ fn converse(
     };
     // The user's side is spoken by the same voice.
     let mut user_voice = crate::models::voice(&config.voice, store)?;
-    eprintln!("hark bench: running the conversation in real time (about two minutes for 12 turns)");
+    eprintln!("hark bench: running the conversation in real time (about three minutes for 16 turns)");
     let report = bench::converse(
         config.session(),
         &mut user_voice,

@@ -345,9 +345,11 @@ async fn monitor(
                 serde_json::json!({ "spoken_part": spoken })
             }
             "TurnFinished" => {
-                let (text, interrupted, v2v, transcript, token, audio): (
+                let (text, interrupted, v2v, transcript, token, audio, endpoint, synthesis): (
                     String,
                     bool,
+                    i64,
+                    i64,
                     i64,
                     i64,
                     i64,
@@ -360,6 +362,8 @@ async fn monitor(
                     "transcript_ms": transcript,
                     "first_token_ms": token,
                     "first_audio_ms": audio,
+                    "endpoint_ms": endpoint,
+                    "first_synthesis_ms": synthesis,
                 })
             }
             "Error" => {

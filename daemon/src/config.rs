@@ -2,7 +2,8 @@
 //! owned by the crate that uses it (`[vad]` is `hark_audio::vad::VadConfig`,
 //! `[stt]` `hark_stt::SttConfig`, `[llm]` `hark_llm::LlmConfig`, `[voice]`
 //! `hark_tts::TtsConfig`, `[audio]` `hark_session::AudioConfig`,
-//! `[conversation]` `hark_converse::TurnConfig`, `[skills]`
+//! `[conversation]` `hark_converse::TurnConfig`, `[turn]`
+//! `hark_endpoint::EndpointConfig`, `[skills]`
 //! `hark_skills::SkillsConfig`); only `[daemon]` is the binary's. `hark_config` does the reading, the line-numbered errors, the
 //! overrides and the commented default file.
 //!
@@ -26,6 +27,7 @@ use hark_config::{
     doc, ConfigError, ConfigSource, Docs, InvalidValue, KeyDoc, Loaded, Override, Section, Settings,
 };
 use hark_converse::turn::TurnConfig;
+use hark_endpoint::EndpointConfig;
 use hark_llm::LlmConfig;
 use hark_session::{AudioConfig, ListenMode, SessionConfig, ToolConfig};
 use hark_skills::SkillsConfig;
@@ -45,6 +47,8 @@ pub struct HarkConfig {
     /// The turn-taking rules (unknown keys inside it are caught by
     /// `serde_ignored`, since it does not deny them itself).
     pub conversation: TurnConfig,
+    /// When the user has finished (`[turn]`).
+    pub turn: EndpointConfig,
     pub skills: SkillsConfig,
     pub daemon: DaemonConfig,
     /// Commands a model may call (`[[tools]]`); none by default.
@@ -86,6 +90,7 @@ impl Settings for HarkConfig {
         self.conversation
             .validate()
             .map_err(within("conversation"))?;
+        self.turn.validate().map_err(within("turn"))?;
         self.skills.validate().map_err(within("skills"))?;
         for (n, tool) in self.tools.iter().enumerate() {
             tool.validate()
@@ -121,6 +126,7 @@ impl HarkConfig {
             turn: self.conversation.clone(),
             partial_every_ms: self.stt.partial_every_ms,
             mode: self.daemon.mode,
+            endpoint: self.turn.clone(),
         }
     }
 
@@ -143,6 +149,7 @@ fn docs() -> Docs {
         .section::<LlmConfig>("llm")
         .section::<TtsConfig>("voice")
         .section::<TurnConfig>("conversation")
+        .section::<EndpointConfig>("turn")
         .section::<SkillsConfig>("skills")
         .section::<DaemonConfig>("daemon")
 }

@@ -8,8 +8,10 @@ use anyhow::{bail, Context};
 use std::time::Duration;
 
 use hark_llm::{LanguageModel, LlmBackend, LlmConfig, TokenGenerator};
+use hark_endpoint::{Detector, EndpointConfig, SmartTurn, TurnDetector};
 use hark_models::store::{
-    self, ModelSpec, ModelStore, ONNXRUNTIME, PIPER_JOE_MEDIUM, SMOLLM2_135M,
+    self, ModelSpec, ModelStore, Verification, ONNXRUNTIME, PIPER_JOE_MEDIUM, SMART_TURN,
+    SMOLLM2_135M,
 };
 use hark_openai::{OpenAiClient, OpenAiConfig};
 use hark_session::Models;
@@ -203,11 +205,51 @@ pub fn voice(config: &TtsConfig, store: &ModelStore) -> anyhow::Result<PiperVoic
     Ok(voice)
 }
 
+/// Smart Turn from the store, its hash checked (8 MB: a few ms), when
+/// `[turn]` asks for it. A model that is missing, corrupt or fails to load
+/// is not fatal: Hark says why and ends turns on silence instead.
+pub fn turn_detector(
+    config: &EndpointConfig,
+    store: &ModelStore,
+) -> Option<Box<dyn TurnDetector>> {
+    if config.detector != Detector::Smart {
+        return None;
+    }
+    match smart_turn(store) {
+        Ok(model) => Some(Box::new(model)),
+        Err(e) => {
+            tracing::warn!(
+                "{e:#}; ending turns on a fixed silence instead (vad.end_silence_ms), \
+                 as with [turn] detector = \"silence\""
+            );
+            None
+        }
+    }
+}
+
+fn smart_turn(store: &ModelStore) -> anyhow::Result<SmartTurn> {
+    let path = store.path_of(&SMART_TURN);
+    let problem = match store.verify(&SMART_TURN)? {
+        Verification::Verified => None,
+        Verification::Missing => Some("is not installed"),
+        Verification::WrongSize { .. } | Verification::WrongHash => Some("is corrupt"),
+    };
+    if let Some(problem) = problem {
+        bail!(
+            "the Smart Turn model {} {problem} (run `hark models fetch` to install it)",
+            path.display()
+        );
+    }
+    let ort_lib = installed(store, &ONNXRUNTIME, "ONNX Runtime")?;
+    Ok(SmartTurn::load(&path, &ort_lib)?)
+}
+
 /// Everything a conversation session runs.
 pub fn session(config: &HarkConfig, store: &ModelStore) -> anyhow::Result<Models> {
     Ok(Models {
         stt: Box::new(whisper(&config.stt, store)?),
         llm: llm(&config.llm, store)?,
         voice: Box::new(voice(&config.voice, store)?),
+        turn: turn_detector(&config.turn, store),
     })
 }

@@ -351,7 +351,9 @@ impl HarkService {
 
     /// A reply ended. Latencies in ms, -1 where a stage did not happen:
     /// end of speech → Hark's voice, end of speech → transcript, transcript
-    /// → first token, first token → first audio.
+    /// → first token, first token → first audio; then end of speech → the
+    /// decision that the turn was over (`endpoint_ms`), and the first
+    /// clause's text → its audio (`first_synthesis_ms`).
     #[allow(clippy::too_many_arguments)]
     #[zbus(signal)]
     async fn turn_finished(
@@ -362,6 +364,8 @@ impl HarkService {
         transcript_ms: i64,
         first_token_ms: i64,
         first_audio_ms: i64,
+        endpoint_ms: i64,
+        first_synthesis_ms: i64,
     ) -> zbus::Result<()>;
 
     #[zbus(signal)]
@@ -443,6 +447,7 @@ pub async fn pump_signals(
                 text,
                 interrupted,
                 timings,
+                endpoint_ms,
                 ..
             } => {
                 // From the end of the user's speech, or for `Ask` from the
@@ -466,6 +471,8 @@ pub async fn pump_signals(
                     latency(timings.speech_ended_ms, timings.transcript_ms),
                     latency(timings.generation_started_ms, timings.first_token_ms),
                     latency(timings.first_token_ms, timings.first_playback_ms),
+                    endpoint_ms.map_or(-1, |ms| ms as i64),
+                    latency(timings.first_clause_ms, timings.first_synthesized_ms),
                 )
                 .await
             }

@@ -243,12 +243,33 @@ pub const ONNXRUNTIME: ModelSpec = ModelSpec {
     },
 };
 
+/// Pipecat's Smart Turn v3.2 (CPU, quantized): whether the user's turn is
+/// complete, from the last 8 s of their speech. In the `pipecat-ai` wheel.
+pub const SMART_TURN: ModelSpec = ModelSpec {
+    name: "smart-turn",
+    kind: "end of turn",
+    file_name: "smart-turn-v3.2-cpu.onnx",
+    size: 8_679_182,
+    sha256: "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f",
+    default: true,
+    license: "BSD-2-Clause",
+    companions: &[],
+    recipe: Recipe::Copy {
+        member: WheelMember {
+            package: "pipecat-ai",
+            version: "1.14.0",
+            member: "pipecat/audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx",
+        },
+    },
+};
+
 /// Every model in the catalogue, defaults first.
 pub const CATALOGUE: &[ModelSpec] = &[
     WHISPER_TINY_EN,
     SMOLLM2_135M,
     PIPER_JOE_MEDIUM,
     ONNXRUNTIME,
+    SMART_TURN,
     WHISPER_BASE,
 ];
 

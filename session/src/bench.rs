@@ -15,8 +15,15 @@
 //!   the reply;
 //! - barge-in: true onset of the interrupting speech → Hark silent (the start
 //!   of a gap of at least [`SILENT_RUN_MS`]);
-//! - stages (from the event log): endpoint (VAD noticed the end), transcript,
-//!   first token, first audio.
+//! - stages (from the event log): endpoint (the end of the turn decided),
+//!   transcript, first token, first clause synthesized, first audio;
+//! - cut-offs: a turn the pipeline ended inside a sentence. Four lines of
+//!   the conversation pause in the middle (400 to 900 ms of silence, "I'd
+//!   like to know … the capital of Spain"); a turn ended in that pause is
+//!   cut off;
+//! - the end-of-turn machinery: Smart Turn's inference time per call, and
+//!   replies prepared during a pause that had to be dropped because the
+//!   user went on (false early replies).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -44,6 +51,9 @@ const SILENT: f32 = 0.002;
 const SILENT_RUN_MS: u64 = 400;
 /// How long Hark must have been quiet before the next question is asked.
 const QUIET_BEFORE_QUESTION: Duration = Duration::from_millis(1200);
+/// A turn ended this long before a line's last word is a cut-off (the VAD
+/// places the end of speech a little before the last audible sample).
+const CUT_OFF_MARGIN_MS: u64 = 250;
 /// A step of the script waits at most this long for its trigger.
 const TRIGGER_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -99,45 +109,76 @@ pub enum Kind {
     Interruption,
 }
 
-/// The scenario: 12 turns, 4 of them interrupting a reply in progress.
-const SCRIPT: &[(&str, Kind)] = &[
-    ("What is the capital of France?", Kind::Question),
-    (
-        "Tell me a long story about a brave knight and a dragon.",
-        Kind::Question,
-    ),
-    ("Wait, stop. What is two plus two?", Kind::Interruption),
-    ("Name three colors of the rainbow.", Kind::Question),
-    (
-        "Can you describe the ocean in a few sentences?",
-        Kind::Question,
-    ),
-    (
-        "Hold on, tell me about the moon instead.",
-        Kind::Interruption,
-    ),
-    ("What do bees make?", Kind::Question),
-    ("Explain how a rainbow forms.", Kind::Question),
-    ("Sorry, I meant to ask about clouds.", Kind::Interruption),
-    (
-        "What is the largest planet in our solar system?",
-        Kind::Question,
-    ),
-    ("Tell me about the history of Rome.", Kind::Question),
-    ("Stop please, tell me a joke instead.", Kind::Interruption),
+/// One line of a script. A line whose text has " … " in it is spoken in
+/// two parts with `pause_ms` of silence between them.
+struct Say {
+    text: &'static str,
+    kind: Kind,
+    pause_ms: u64,
+}
+
+/// Where a paused line's two parts meet.
+const PAUSE_MARK: &str = " … ";
+
+const fn ask(text: &'static str) -> Say {
+    Say {
+        text,
+        kind: Kind::Question,
+        pause_ms: 0,
+    }
+}
+
+const fn interrupt(text: &'static str) -> Say {
+    Say {
+        text,
+        kind: Kind::Interruption,
+        pause_ms: 0,
+    }
+}
+
+const fn ask_pausing(text: &'static str, pause_ms: u64) -> Say {
+    Say {
+        text,
+        kind: Kind::Question,
+        pause_ms,
+    }
+}
+
+/// The scenario: 16 turns, 4 of them interrupting a reply in progress and
+/// 4 pausing mid-sentence.
+const SCRIPT: &[Say] = &[
+    ask("What is the capital of France?"),
+    ask("Tell me a long story about a brave knight and a dragon."),
+    interrupt("Wait, stop. What is two plus two?"),
+    ask_pausing("I'd like to know … the capital of Spain.", 700),
+    ask("Name three colors of the rainbow."),
+    ask("Can you describe the ocean in a few sentences?"),
+    interrupt("Hold on, tell me about the moon instead."),
+    ask_pausing("Can you tell me … what color the sky is?", 400),
+    ask("What do bees make?"),
+    ask("Explain how a rainbow forms."),
+    interrupt("Sorry, I meant to ask about clouds."),
+    ask_pausing("What I want to know is … how far away the moon is.", 900),
+    ask("What is the largest planet in our solar system?"),
+    ask("Tell me about the history of Rome."),
+    interrupt("Stop please, tell me a joke instead."),
+    ask_pausing("Tell me … the name of a big river.", 550),
 ];
 
 /// Requests the skills answer without a model.
-const SKILLS_SCRIPT: &[(&str, Kind)] = &[
-    ("What time is it?", Kind::Question),
-    ("Set a timer for five minutes.", Kind::Question),
-    ("How much time is left?", Kind::Question),
-    ("What's the date today?", Kind::Question),
-    ("Repeat that.", Kind::Question),
-    ("Louder.", Kind::Question),
-    ("Quieter.", Kind::Question),
-    ("Cancel the timer.", Kind::Question),
+const SKILLS_SCRIPT: &[Say] = &[
+    ask("What time is it?"),
+    ask("Set a timer for five minutes."),
+    ask("How much time is left?"),
+    ask("What's the date today?"),
+    ask("Repeat that."),
+    ask("Louder."),
+    ask("Quieter."),
+    ask("Cancel the timer."),
 ];
+
+/// The longest script.
+pub const MAX_LINES: usize = SCRIPT.len();
 
 /// One scripted utterance at 16 kHz with where its speech really is.
 struct Line {
@@ -146,6 +187,52 @@ struct Line {
     audio: Vec<f32>,
     /// First and one-past-last sample louder than [`AUDIBLE`].
     speech: (usize, usize),
+    /// A mid-sentence pause: its first and one-past-last sample.
+    pause: Option<(usize, usize)>,
+}
+
+/// First and one-past-last sample louder than [`AUDIBLE`].
+fn audible_span(audio: &[f32]) -> (usize, usize) {
+    let first = audio.iter().position(|s| s.abs() > AUDIBLE).unwrap_or(0);
+    let last = audio
+        .iter()
+        .rposition(|s| s.abs() > AUDIBLE)
+        .map_or(audio.len(), |i| i + 1);
+    (first, last)
+}
+
+impl Line {
+    /// Speaks `say` with `voice` (each part of a paused line separately,
+    /// joined by exactly `pause_ms` of silence between the words).
+    fn speak(say: &Say, voice: &mut dyn Voice) -> Result<Self, BenchError> {
+        let mut speak = |text: &str| -> Result<Vec<f32>, BenchError> {
+            let pcm = voice
+                .synthesize(text)
+                .map_err(|e| BenchError::UserVoice(e.to_string()))?;
+            Ok(resample_mono(&pcm, voice.sample_rate(), SAMPLE_RATE)?)
+        };
+        let (audio, pause) = match say.text.split_once(PAUSE_MARK) {
+            Some((before, after)) => {
+                let first = speak(before)?;
+                let second = speak(after)?;
+                let (_, first_end) = audible_span(&first);
+                let (second_start, _) = audible_span(&second);
+                let gap = (say.pause_ms * SAMPLE_RATE as u64 / 1000) as usize;
+                let mut audio = first[..first_end].to_vec();
+                audio.resize(first_end + gap, 0.0);
+                audio.extend_from_slice(&second[second_start..]);
+                (audio, Some((first_end, first_end + gap)))
+            }
+            None => (speak(say.text)?, None),
+        };
+        Ok(Self {
+            text: say.text,
+            kind: say.kind,
+            speech: audible_span(&audio),
+            audio,
+            pause,
+        })
+    }
 }
 
 /// Hark's output as the benchmark sees it, written by the speaker thread.
@@ -313,14 +400,21 @@ pub struct Stages {
     /// Transcript → first audio playing: the answer's own latency (for a
     /// skill, the intent layer's).
     pub answer_ms: Option<u64>,
-    /// True end of speech → the VAD reports the end.
+    /// True end of speech → the end of the turn decided (the VAD's silence
+    /// rule or Smart Turn).
     pub endpoint_ms: Option<u64>,
-    /// VAD end → transcript.
+    /// End decided → transcript (0 when the pause's speculative transcript
+    /// was already there).
     pub transcript_ms: Option<u64>,
-    /// Transcript → first token.
+    /// Transcript → first token (0 when a reply prepared during the pause
+    /// already had one).
     pub first_token_ms: Option<u64>,
+    /// The first clause's text → its audio synthesized.
+    pub first_synthesis_ms: Option<u64>,
     /// First token → first audio playing.
     pub first_audio_ms: Option<u64>,
+    /// First clause synthesized → its first sample played.
+    pub playback_start_ms: Option<u64>,
 }
 
 /// One scripted line and what became of it.
@@ -336,6 +430,11 @@ pub struct TurnResult {
     pub heard: Option<String>,
     pub reply: Option<String>,
     pub reply_interrupted: Option<bool>,
+    /// The sentence's mid-sentence pause, in ms (0: none).
+    pub pause_ms: u64,
+    /// The turn was ended inside the sentence (`voice_to_voice_ms` is then
+    /// not measured).
+    pub cut_off: bool,
     pub voice_to_voice_ms: Option<u64>,
     pub barge_in_ms: Option<u64>,
     pub stages: Stages,
@@ -374,15 +473,46 @@ pub struct Report {
     pub interruptions_scripted: usize,
     pub interruptions_detected: usize,
     pub wall_secs: f64,
+    /// `[turn] detector` as configured ("smart" falls back to the silence
+    /// rule when the model is missing: then `smart_turn_ms.n` is 0).
+    pub detector: String,
     pub voice_to_voice_ms: Summary,
     pub barge_in_ms: Summary,
+    /// Of the lines that pause mid-sentence, the share whose turn was ended
+    /// in the pause (0 to 1; `null` when the script has none).
+    pub cut_off_rate: Option<f64>,
+    pub paused_lines: usize,
+    /// Turns ended inside the other lines (the VAD misjudging a short gap
+    /// between words).
+    pub cut_offs_elsewhere: usize,
+    /// Replies started during a pause (see `[turn] prepare_replies`).
+    pub replies_prepared: usize,
+    /// Of those, how many became the reply.
+    pub replies_adopted: usize,
+    /// Of those, how many were dropped because the user went on.
+    pub false_early_replies: usize,
+    /// One Smart Turn inference.
+    pub smart_turn_ms: Summary,
     pub endpoint_ms: Summary,
     pub transcript_ms: Summary,
     pub first_token_ms: Summary,
+    pub first_synthesis_ms: Summary,
     pub first_audio_ms: Summary,
+    pub playback_start_ms: Summary,
     /// Transcript → first audio.
     pub answer_ms: Summary,
     pub turns: Vec<TurnResult>,
+}
+
+/// What the benchmark counts from the session's events.
+#[derive(Default)]
+struct Tally {
+    /// When the core heard of each end of speech: (speech end, arrival), ms.
+    speech_ends: Vec<(u64, u64)>,
+    smart_turn_ms: Vec<u64>,
+    prepared: usize,
+    adopted: usize,
+    dropped: usize,
 }
 
 /// The scripted conversation: the user's side spoken by `user_voice`, Hark
@@ -409,25 +539,15 @@ pub fn converse(
     let script_lines = &script[..options.turns.unwrap_or(script.len()).min(script.len())];
     // The script talks and expects to be heard, whatever the daemon's mode.
     config.mode = crate::ListenMode::Always;
+    let detector = match config.endpoint.detector {
+        hark_endpoint::Detector::Smart => "smart",
+        hark_endpoint::Detector::Silence => "silence",
+    };
 
     tracing::info!(lines = script_lines.len(), "synthesizing the user's side");
     let mut lines = Vec::new();
-    for &(text, kind) in script_lines {
-        let pcm = user_voice
-            .synthesize(text)
-            .map_err(|e| BenchError::UserVoice(e.to_string()))?;
-        let audio = resample_mono(&pcm, user_voice.sample_rate(), SAMPLE_RATE)?;
-        let first = audio.iter().position(|s| s.abs() > AUDIBLE).unwrap_or(0);
-        let last = audio
-            .iter()
-            .rposition(|s| s.abs() > AUDIBLE)
-            .map_or(audio.len(), |i| i + 1);
-        lines.push(Arc::new(Line {
-            text,
-            kind,
-            audio,
-            speech: (first, last),
-        }));
+    for say in script_lines {
+        lines.push(Arc::new(Line::speak(say, user_voice)?));
     }
 
     let watch = Arc::new(Watch::default());
@@ -446,9 +566,8 @@ pub fn converse(
         interrupt_after_ms: options.interrupt_after_ms,
         ended_at: None,
     };
-    // When the core heard of each speech end: (speech end, arrival), ms.
-    let speech_ends = Arc::new(Mutex::new(Vec::new()));
-    let seen = speech_ends.clone();
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let seen = tally.clone();
     let mut setup = SessionSetup::new(
         config,
         Input::Source(Box::new(script)),
@@ -460,10 +579,16 @@ pub fn converse(
     setup
         .subscribers
         .push(Box::new(move |t_ms: u64, event: &SessionEvent| {
-            if let SessionEvent::SpeechEnded { at_ms, .. } = event {
-                seen.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((*at_ms, t_ms));
+            let mut tally = seen.lock().unwrap_or_else(|p| p.into_inner());
+            match event {
+                SessionEvent::SpeechEnded { at_ms, .. } => tally.speech_ends.push((*at_ms, t_ms)),
+                SessionEvent::TurnJudged { inference_ms, .. } => {
+                    tally.smart_turn_ms.push(*inference_ms)
+                }
+                SessionEvent::ReplyPrepared { .. } => tally.prepared += 1,
+                SessionEvent::ReplyAdopted { .. } => tally.adopted += 1,
+                SessionEvent::ReplyDropped { .. } => tally.dropped += 1,
+                _ => {}
             }
         }));
     if options.keep.is_some() {
@@ -477,10 +602,8 @@ pub fn converse(
     let outcome = run_session(setup, load)?;
     let wall_secs = started.elapsed().as_secs_f64();
 
-    let speech_ends = speech_ends
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
+    let speech_ends = &tally.speech_ends;
     let endpoint_arrival = |speech_end_ms: u64| {
         speech_ends
             .iter()
@@ -501,8 +624,18 @@ pub fn converse(
         let barge_in_ms = (line.kind == Kind::Interruption && hark_was_speaking)
             .then(|| silent_from(&observed, onset).map(|t| t.saturating_sub(onset)))
             .flatten();
+        // Ended inside the sentence: in its pause, or (for any line) well
+        // before its last word ended.
+        let inside = match line.pause {
+            Some((_, resumed)) => ms_of(start + resumed as u64),
+            None => end.saturating_sub(CUT_OFF_MARGIN_MS),
+        };
+        let cut_off = speech_ends
+            .iter()
+            .any(|&(at, _)| at >= onset && at < inside);
         let voice_to_voice_ms = first_audible_after(&observed, end)
             .filter(|&t| next_onset.is_none_or(|n| t < n))
+            .filter(|_| !cut_off)
             .map(|t| t.saturating_sub(end));
         // The reply to this line: the turn whose user speech ended within it.
         let record = outcome.turns.iter().find(|t| {
@@ -526,10 +659,18 @@ pub fn converse(
                     .generation_started_ms
                     .zip(t.first_token_ms)
                     .map(|(g, f)| f.saturating_sub(g)),
+                first_synthesis_ms: t
+                    .first_clause_ms
+                    .zip(t.first_synthesized_ms)
+                    .map(|(c, s)| s.saturating_sub(c)),
                 first_audio_ms: t
                     .first_token_ms
                     .zip(t.first_playback_ms)
                     .map(|(f, p)| p.saturating_sub(f)),
+                playback_start_ms: t
+                    .first_synthesized_ms
+                    .zip(t.first_playback_ms)
+                    .map(|(s, p)| p.saturating_sub(s)),
             }
         });
         turns.push(TurnResult {
@@ -542,6 +683,8 @@ pub fn converse(
             heard: record.map(|r| r.user_text.clone()),
             reply: record.map(|r| r.spoken.clone()),
             reply_interrupted: record.map(|r| r.interrupted),
+            pause_ms: line.pause.map_or(0, |(a, b)| ms_of((b - a) as u64)),
+            cut_off,
             voice_to_voice_ms,
             barge_in_ms,
             stages,
@@ -551,6 +694,9 @@ pub fn converse(
 
     let collect =
         |f: &dyn Fn(&TurnResult) -> Option<u64>| turns.iter().filter_map(f).collect::<Vec<_>>();
+    let paused: Vec<&TurnResult> = turns.iter().filter(|t| t.pause_ms > 0).collect();
+    let cut_off_rate = (!paused.is_empty())
+        .then(|| paused.iter().filter(|t| t.cut_off).count() as f64 / paused.len() as f64);
     let report = Report {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         whisper_model: options.whisper_model.clone(),
@@ -558,16 +704,26 @@ pub fn converse(
         turns_scripted: script_lines.len(),
         interruptions_scripted: script_lines
             .iter()
-            .filter(|(_, k)| *k == Kind::Interruption)
+            .filter(|say| say.kind == Kind::Interruption)
             .count(),
         interruptions_detected: outcome.interruptions,
         wall_secs,
+        detector: detector.to_owned(),
         voice_to_voice_ms: summary(collect(&|t| t.voice_to_voice_ms)),
         barge_in_ms: summary(collect(&|t| t.barge_in_ms)),
+        cut_off_rate,
+        paused_lines: paused.len(),
+        cut_offs_elsewhere: turns.iter().filter(|t| t.pause_ms == 0 && t.cut_off).count(),
+        replies_prepared: tally.prepared,
+        replies_adopted: tally.adopted,
+        false_early_replies: tally.dropped,
+        smart_turn_ms: summary(tally.smart_turn_ms.clone()),
         endpoint_ms: summary(collect(&|t| t.stages.endpoint_ms)),
         transcript_ms: summary(collect(&|t| t.stages.transcript_ms)),
         first_token_ms: summary(collect(&|t| t.stages.first_token_ms)),
+        first_synthesis_ms: summary(collect(&|t| t.stages.first_synthesis_ms)),
         first_audio_ms: summary(collect(&|t| t.stages.first_audio_ms)),
+        playback_start_ms: summary(collect(&|t| t.stages.playback_start_ms)),
         answer_ms: summary(collect(&|t| t.stages.answer_ms)),
         turns,
     };

@@ -28,6 +28,7 @@ use hark_tts::Synthesized;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timeline;
+use crate::prepared::{FirstClause, Prepared, PROVISIONAL};
 use crate::events::{HistoryTurn, SessionEvent, Subscriber};
 use crate::hearing::HearingEvent;
 use crate::input::{ExternalInput, InputSwitch};
@@ -278,6 +279,14 @@ pub struct Core {
     skills: Skills,
     /// The latest final transcript, which may be only part of the turn.
     last_transcript: String,
+    /// A reply prepared during the user's pause (see `prepared`).
+    prepared: Option<Prepared>,
+    /// Prepare replies during pauses at all (`[turn] prepare_replies`).
+    prepare_replies: bool,
+    next_provisional: u64,
+    /// The latest end of speech and when the core heard of it (ms): the
+    /// endpoint decision's time for the turn it ends.
+    last_endpoint: Option<(u64, u64)>,
 }
 
 impl Core {
@@ -320,7 +329,220 @@ impl Core {
             )
             .0,
             last_transcript: String::new(),
+            prepared: None,
+            prepare_replies: true,
+            next_provisional: PROVISIONAL,
+            last_endpoint: None,
         }
+    }
+
+    /// Whether replies are prepared during pauses (before `run`).
+    pub fn set_prepare_replies(&mut self, on: bool) {
+        self.prepare_replies = on;
+    }
+
+    fn provisional_id(&mut self) -> u64 {
+        self.next_provisional += 1;
+        self.next_provisional
+    }
+
+    /// Starts the model on a speculative transcript while the user pauses.
+    fn prepare(&mut self, now: u64, speech_end_ms: u64, text: &str) {
+        let text = text.trim();
+        let unanswered = self
+            .conversation
+            .history()
+            .last()
+            .is_some_and(|t| t.role == Role::User);
+        if !self.prepare_replies
+            || text.is_empty()
+            || unanswered
+            || self.conversation.state() != State::UserSpeaking
+            || (self.skills.enabled() && hark_skills::understand(text).is_some())
+        {
+            return;
+        }
+        self.drop_prepared(now);
+        let mut messages = chat_messages(self.conversation.history());
+        messages.push(ChatMessage::user(text.to_owned()));
+        let provisional = self.provisional_id();
+        match self.workers.llm.start(provisional, messages.clone()) {
+            Ok(cancel) => {
+                self.emit(
+                    now,
+                    SessionEvent::ReplyPrepared {
+                        speech_end_ms,
+                        text: text.to_owned(),
+                    },
+                );
+                self.prepared = Some(Prepared::new(
+                    speech_end_ms,
+                    messages,
+                    provisional,
+                    cancel,
+                    self.conversation.config().chunking.clone(),
+                ));
+            }
+            Err(e) => tracing::debug!("no reply prepared: {e}"),
+        }
+    }
+
+    /// Forgets a prepared reply nobody adopted: its generation and its
+    /// first clause's synthesis stop, and it leaves no trace but an event.
+    fn drop_prepared(&mut self, now: u64) {
+        let Some(prepared) = self.prepared.take_if(|p| p.adopted.is_none()) else {
+            return;
+        };
+        prepared.cancel.cancel();
+        if prepared
+            .first_clause
+            .as_ref()
+            .is_some_and(|c| c.audio.is_none())
+        {
+            // No reply is in progress while one is prepared: this only
+            // drops the provisional clause.
+            self.workers.voice.cancel();
+        }
+        self.emit(
+            now,
+            SessionEvent::ReplyDropped {
+                speech_end_ms: prepared.speech_end_ms,
+                tokens: prepared.tokens.len(),
+            },
+        );
+    }
+
+    /// The turn machine starts `reply` on `messages`: the prepared reply
+    /// becomes it if it answers the same; otherwise it is dropped.
+    fn adopt_prepared(&mut self, now: u64, reply: ReplyId, messages: &[ChatMessage]) -> bool {
+        if !self.prepared.as_ref().is_some_and(|p| p.adopted.is_none() && p.answers(messages)) {
+            self.drop_prepared(now);
+            return false;
+        }
+        let prepared = self.prepared.as_mut().expect("checked above");
+        prepared.adopted = Some(reply);
+        self.generation = Some((reply, prepared.cancel.clone()));
+        let tokens = std::mem::take(&mut prepared.tokens);
+        let finished = prepared.finished.take();
+        self.emit(
+            now,
+            SessionEvent::ReplyAdopted {
+                reply,
+                tokens: tokens.len(),
+                first_clause_ready: self
+                    .prepared
+                    .as_ref()
+                    .and_then(|p| p.first_clause.as_ref())
+                    .is_some_and(|c| c.audio.is_some()),
+            },
+        );
+        for text in tokens {
+            self.owed.push_back(Event::ReplyToken { reply, text });
+        }
+        match finished {
+            Some(Ok(generation)) => {
+                self.emit(
+                    now,
+                    SessionEvent::GenerationFinished {
+                        reply,
+                        tokens: generation.tokens,
+                        cancelled: generation.cancelled,
+                        first_token_ms: generation.first_token_ms,
+                        total_ms: generation.total_ms,
+                    },
+                );
+                self.generation = None;
+                self.owed.push_back(Event::ReplyFinished { reply });
+            }
+            Some(Err(message)) => {
+                self.error(now, "llm", format!("generation failed: {message}"));
+                self.generation = None;
+                self.owed.push_back(Event::ReplyFinished { reply });
+            }
+            None => {}
+        }
+        true
+    }
+
+    /// An event of the prepared generation; `Some` gives it back with the
+    /// adopted reply's id, for the usual handling.
+    fn prepared_llm(&mut self, reply: ReplyId, event: LlmEvent) -> Option<(ReplyId, LlmEvent)> {
+        let prepared = self.prepared.as_mut().filter(|p| p.provisional == reply)?;
+        if let Some(adopted) = prepared.adopted {
+            return Some((adopted, event));
+        }
+        let first = match event {
+            LlmEvent::Token(text) => prepared.token(text),
+            LlmEvent::Done(generation) => prepared.finish(Ok(generation)),
+            LlmEvent::Error(message) => prepared.finish(Err(message)),
+        };
+        if let Some(text) = first {
+            let provisional = self.provisional_id();
+            if let Some(prepared) = self.prepared.as_mut() {
+                prepared.first_clause = Some(FirstClause {
+                    text: text.clone(),
+                    provisional,
+                    audio: None,
+                    adopted: None,
+                });
+            }
+            if let Err(e) = self.workers.voice.synthesize(provisional, text) {
+                tracing::debug!("cannot prepare the first clause: {e}");
+            }
+        }
+        None
+    }
+
+    /// Audio for a provisional clause; `Some` gives it back as the machine's
+    /// clause it stands for, for the usual handling.
+    fn prepared_audio(&mut self, synthesized: Synthesized) -> Option<Synthesized> {
+        if synthesized.clause < PROVISIONAL {
+            return Some(synthesized);
+        }
+        let first = self
+            .prepared
+            .as_mut()
+            .and_then(|p| p.first_clause.as_mut())
+            .filter(|c| c.provisional == synthesized.clause)?;
+        match first.adopted {
+            Some(clause) => Some(Synthesized {
+                clause,
+                ..synthesized
+            }),
+            None => {
+                first.audio = synthesized.audio.ok();
+                None
+            }
+        }
+    }
+
+    /// The machine asks to synthesize a clause the prepared reply already
+    /// has (or is making); true when it is taken care of.
+    fn prepared_clause(&mut self, now: u64, clause: ClauseId, text: &str) -> bool {
+        let Some(first) = self
+            .prepared
+            .as_mut()
+            .filter(|p| p.adopted.is_some())
+            .and_then(|p| p.first_clause.as_mut())
+            .filter(|c| c.adopted.is_none() && c.text == text)
+        else {
+            return false;
+        };
+        first.adopted = Some(clause);
+        if let Some(pcm) = first.audio.take() {
+            let audio_ms = pcm.len() as u64 * 1000 / u64::from(self.workers.speaker.rate().max(1));
+            self.emit(
+                now,
+                SessionEvent::Synthesized {
+                    clause,
+                    synth_ms: 0,
+                    audio_ms,
+                },
+            );
+            self.synthesized.insert(clause, pcm);
+            self.owed.push_back(Event::ClauseSynthesized { clause });
+        }
+        true
     }
 
     /// Answers with `skills` before the model, and fires their timers
@@ -632,6 +854,16 @@ impl Core {
         match input {
             CoreInput::Hearing(event) => self.hearing(now, event),
             CoreInput::Transcribed(result) => self.transcribed(now, result),
+            CoreInput::Llm { reply, event } if reply >= PROVISIONAL => {
+                if let Some((reply, event)) = self.prepared_llm(reply, event) {
+                    self.accept(now, CoreInput::Llm { reply, event });
+                }
+            }
+            CoreInput::Synthesized(s) if s.clause >= PROVISIONAL => {
+                if let Some(s) = self.prepared_audio(s) {
+                    self.accept(now, CoreInput::Synthesized(s));
+                }
+            }
             CoreInput::Llm { reply, event } => match event {
                 LlmEvent::Token(text) => {
                     self.emit(
@@ -739,6 +971,11 @@ impl Core {
                 audio,
             } => {
                 self.emit(now, SessionEvent::SpeechEnded { start_ms, at_ms });
+                self.last_endpoint = Some((at_ms, now));
+                if self.prepared.as_ref().is_some_and(|p| p.speech_end_ms != at_ms) {
+                    // The user went on after the pause it was made for.
+                    self.drop_prepared(now);
+                }
                 self.ended_utterance = Some(EndedUtterance {
                     audio,
                     speech_end_ms: at_ms,
@@ -764,6 +1001,24 @@ impl Core {
                 }
             }
             HearingEvent::SpeechSoFar { audio } => self.transcribe_partial(audio),
+            HearingEvent::SpeechResumed { at_ms } => {
+                self.emit(now, SessionEvent::SpeechResumed { at_ms });
+                self.drop_prepared(now);
+            }
+            HearingEvent::TurnJudged {
+                speech_end_ms,
+                probability,
+                inference_ms,
+                complete,
+            } => self.emit(
+                now,
+                SessionEvent::TurnJudged {
+                    speech_end_ms,
+                    probability,
+                    inference_ms,
+                    complete,
+                },
+            ),
             HearingEvent::SpeechPausing {
                 speech_end_ms,
                 audio,
@@ -798,7 +1053,11 @@ impl Core {
                             let event = self.transcript(now, utterance, text, transcribe_ms, true);
                             self.feed(now, event);
                         }
-                        None => s.text = Some((text, transcribe_ms)),
+                        None => {
+                            s.text = Some((text.clone(), transcribe_ms));
+                            // The pause goes on: start answering it.
+                            self.prepare(now, speech_end_ms, &text);
+                        }
                     },
                     _ => {} // the user went on talking: wasted, as expected
                 }
@@ -978,6 +1237,9 @@ impl Core {
                 }
             }
             Action::Synthesize { clause, text } => {
+                if self.prepared_clause(now, clause, &text) {
+                    return;
+                }
                 if let Err(e) = self.workers.voice.synthesize(clause, text) {
                     tracing::error!(clause, "cannot synthesize: {e}");
                     self.error(now, "voice", format!("cannot synthesize: {e}"));
@@ -1063,19 +1325,10 @@ impl Core {
     }
 
     fn start_generation(&mut self, now: u64, reply: ReplyId, history: Vec<Turn>) {
-        // Tool calls are in history for people; the model has its own
-        // record of them within a reply.
-        let messages = history
-            .iter()
-            .filter(|turn| turn.role != Role::Tool)
-            .map(|turn| match turn.role {
-                Role::User | Role::Tool => ChatMessage::user(turn.text.clone()),
-                Role::Assistant if turn.interrupted => {
-                    ChatMessage::assistant(format!("{}{INTERRUPTED_MARKER}", turn.text))
-                }
-                Role::Assistant => ChatMessage::assistant(turn.text.clone()),
-            })
-            .collect();
+        let messages = chat_messages(&history);
+        if self.adopt_prepared(now, reply, &messages) {
+            return;
+        }
         match self.workers.llm.start(reply, messages) {
             Ok(cancel) => self.generation = Some((reply, cancel)),
             Err(e) => {
@@ -1131,10 +1384,18 @@ impl Core {
                 };
                 // Reported before the asker hears back, so what it reads
                 // next (LastTurnLatencyMs) is already up to date.
+                let endpoint_ms = self
+                    .last_endpoint
+                    .filter(|(at, _)| Some(*at) == timings.speech_ended_ms)
+                    .map(|(at, heard)| heard.saturating_sub(at));
+                if self.prepared.as_ref().is_some_and(|p| p.adopted == Some(reply)) {
+                    self.prepared = None;
+                }
                 self.emit(
                     now,
                     SessionEvent::TurnFinished {
                         reply,
+                        endpoint_ms,
                         user_text: record.user_text.clone(),
                         text: text.clone(),
                         interrupted,
@@ -1150,6 +1411,22 @@ impl Core {
             }
         }
     }
+}
+
+/// History as the model reads it. Tool calls are in history for people;
+/// the model has its own record of them within a reply.
+fn chat_messages(history: &[Turn]) -> Vec<ChatMessage> {
+    history
+        .iter()
+        .filter(|turn| turn.role != Role::Tool)
+        .map(|turn| match turn.role {
+            Role::User | Role::Tool => ChatMessage::user(turn.text.clone()),
+            Role::Assistant if turn.interrupted => {
+                ChatMessage::assistant(format!("{}{INTERRUPTED_MARKER}", turn.text))
+            }
+            Role::Assistant => ChatMessage::assistant(turn.text.clone()),
+        })
+        .collect()
 }
 
 #[cfg(test)]

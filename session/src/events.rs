@@ -129,9 +129,11 @@ pub enum SessionEvent {
         spoken_part: String,
         cause: String,
     },
-    /// A reply ended; `text` is what was spoken.
+    /// A reply ended; `text` is what was spoken. `endpoint_ms`: from the
+    /// end of the user's speech to the decision that the turn was over.
     TurnFinished {
         reply: u64,
+        endpoint_ms: Option<u64>,
         /// The user's words it answered (empty for `Say`).
         user_text: String,
         text: String,
@@ -152,6 +154,26 @@ pub enum SessionEvent {
         transcript: String,
         answer: Option<String>,
     },
+    /// The user spoke again after a pause.
+    SpeechResumed { at_ms: u64 },
+    /// Smart Turn judged a pause; `complete`: it ended the turn.
+    TurnJudged {
+        speech_end_ms: u64,
+        probability: f32,
+        inference_ms: u64,
+        complete: bool,
+    },
+    /// A reply is being prepared for the pause after `speech_end_ms`
+    /// (nothing plays until the turn is judged over).
+    ReplyPrepared { speech_end_ms: u64, text: String },
+    /// The prepared reply became `reply`'s, with `tokens` already written.
+    ReplyAdopted {
+        reply: u64,
+        tokens: usize,
+        first_clause_ready: bool,
+    },
+    /// The prepared reply was not wanted (the user went on): forgotten.
+    ReplyDropped { speech_end_ms: u64, tokens: usize },
     /// The model called a tool while answering.
     ToolCall {
         name: String,

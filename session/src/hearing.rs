@@ -13,7 +13,10 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use std::sync::mpsc::{Receiver, SyncSender};
+
 use hark_aec::{AecError, EchoCanceller};
+use hark_endpoint::{EndpointConfig, TurnDetector};
 use hark_audio::vad::{Segmenter, SpeechClassifier, VadConfig, VadEvent};
 use hark_audio::{Frame, FrameSource, SAMPLE_RATE};
 
@@ -63,6 +66,17 @@ pub enum HearingEvent {
     SpeechPausing {
         speech_end_ms: u64,
         audio: Vec<f32>,
+    },
+    /// The user spoke again after a pause in the same utterance: a reply
+    /// prepared during the pause is not wanted.
+    SpeechResumed { at_ms: u64 },
+    /// Smart Turn judged the pause after `speech_end_ms`; `complete`: it
+    /// ended the utterance.
+    TurnJudged {
+        speech_end_ms: u64,
+        probability: f32,
+        inference_ms: u64,
+        complete: bool,
     },
     /// The ears switched to another input (the daemon's [`SwitchedInput`]).
     ///
@@ -274,6 +288,8 @@ struct SpeechInProgress {
     speculate_after: Option<u64>,
     /// Speech end of the last speculation.
     speculated: Option<u64>,
+    /// The utterance was pausing after the last frame.
+    was_pausing: bool,
 }
 
 impl SpeechInProgress {
@@ -286,16 +302,26 @@ impl SpeechInProgress {
             speculate_after: (u64::from(vad.end_silence_ms) > SPECULATE_AFTER_MS + 60)
                 .then(|| samples(SPECULATE_AFTER_MS)),
             speculated: None,
+            was_pausing: false,
         }
     }
 
     /// What to report after the segmenter took a frame.
-    fn poll<C: SpeechClassifier>(&mut self, segmenter: &Segmenter<C>) -> [Option<HearingEvent>; 2] {
+    /// `now`: the end of the frame just pushed (samples).
+    fn poll<C: SpeechClassifier>(
+        &mut self,
+        segmenter: &Segmenter<C>,
+        now: u64,
+    ) -> [Option<HearingEvent>; 3] {
         let Some(audio) = segmenter.speech_so_far() else {
             self.reported = 0;
-            return [None, None];
+            self.was_pausing = false;
+            return [None, None, None];
         };
         let pausing = segmenter.pausing();
+        let resumed = (self.was_pausing && pausing.is_none())
+            .then(|| HearingEvent::SpeechResumed { at_ms: ms(now) });
+        self.was_pausing = pausing.is_some();
         // A pause adds no words (and may be speculated on already).
         let partial = match self.partial_every {
             Some(every) if audio.len() >= self.reported + every && pausing.is_none() => {
@@ -318,7 +344,117 @@ impl SpeechInProgress {
             }
             _ => None,
         };
-        [partial, pause]
+        [partial, pause, resumed]
+    }
+}
+
+/// Smart Turn at the pauses, on a thread of its own ("hark-turn") so the
+/// ears never wait for it: the pause is judged after `first_check_ms` of
+/// silence and again every `check_every_ms` while it lasts; a complete
+/// turn ends the utterance at once.
+pub struct Endpointing {
+    pub detector: Box<dyn TurnDetector>,
+    pub config: EndpointConfig,
+}
+
+/// A judgement of the pause after `speech_end` (samples).
+struct Judged {
+    speech_end: u64,
+    probability: Result<f32, String>,
+    inference_ms: u64,
+}
+
+struct TurnJudge {
+    requests: SyncSender<(u64, Vec<f32>)>,
+    answers: Receiver<Judged>,
+    first_check: u64,
+    check_every: u64,
+    threshold: f32,
+    /// The pause last asked about, and how long it was then (samples).
+    asked: Option<(u64, u64)>,
+    in_flight: bool,
+    _thread: JoinHandle<()>,
+}
+
+impl TurnJudge {
+    fn spawn(endpointing: Endpointing) -> std::io::Result<Self> {
+        let Endpointing {
+            mut detector,
+            config,
+        } = endpointing;
+        let (requests, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<f32>)>(1);
+        let (tx, answers) = std::sync::mpsc::sync_channel(2);
+        let thread = std::thread::Builder::new()
+            .name("hark-turn".into())
+            .spawn(move || {
+                for (speech_end, audio) in rx {
+                    let started = Instant::now();
+                    let probability = detector.complete(&audio).map_err(|e| e.to_string());
+                    let judged = Judged {
+                        speech_end,
+                        probability,
+                        inference_ms: started.elapsed().as_millis() as u64,
+                    };
+                    if tx.send(judged).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        let samples = |ms: u32| u64::from(ms) * SAMPLE_RATE as u64 / 1000;
+        Ok(Self {
+            requests,
+            answers,
+            first_check: samples(config.first_check_ms),
+            check_every: samples(config.check_every_ms),
+            threshold: config.threshold as f32,
+            asked: None,
+            in_flight: false,
+            _thread: thread,
+        })
+    }
+
+    /// Reads answers (ending the utterance when one says complete) and
+    /// asks about the pause when it is due.
+    fn poll<C: SpeechClassifier>(&mut self, segmenter: &mut Segmenter<C>) -> Vec<HearingEvent> {
+        let mut events = Vec::new();
+        while let Ok(judged) = self.answers.try_recv() {
+            self.in_flight = false;
+            let probability = match judged.probability {
+                Ok(p) => p,
+                Err(message) => {
+                    // The silence rule still ends the turn.
+                    tracing::warn!("Smart Turn failed: {message}");
+                    continue;
+                }
+            };
+            let still_pausing = segmenter
+                .pausing()
+                .is_some_and(|(end, _)| end == judged.speech_end);
+            let complete = still_pausing && probability >= self.threshold;
+            events.push(HearingEvent::TurnJudged {
+                speech_end_ms: ms(judged.speech_end),
+                probability,
+                inference_ms: judged.inference_ms,
+                complete,
+            });
+            if complete {
+                events.extend(segmenter.end_now().map(to_hearing));
+            }
+        }
+        if let (false, Some((speech_end, silence))) = (self.in_flight, segmenter.pausing()) {
+            let due = match self.asked {
+                Some((end, at)) if end == speech_end => silence >= at + self.check_every,
+                _ => silence >= self.first_check,
+            };
+            if due {
+                let audio = segmenter.speech_so_far().unwrap_or_default().to_vec();
+                if self.requests.try_send((speech_end, audio)).is_ok() {
+                    self.asked = Some((speech_end, silence));
+                    self.in_flight = true;
+                }
+            }
+        }
+        events
     }
 }
 
@@ -333,10 +469,12 @@ pub fn spawn_hearing(
     vad: VadConfig,
     echo: Option<EchoCancellation>,
     partial_every_ms: Option<u32>,
+    endpointing: Option<Endpointing>,
     origin: Arc<OnceLock<Instant>>,
     stop: Arc<AtomicBool>,
     mut report: impl FnMut(HearingEvent) -> bool + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
+    let mut judge = endpointing.map(TurnJudge::spawn).transpose()?;
     std::thread::Builder::new()
         .name("hark-hear".into())
         .spawn(move || {
@@ -368,9 +506,17 @@ pub fn spawn_hearing(
                             return Ok(());
                         }
                     }
-                    for event in in_progress.poll(&segmenter).into_iter().flatten() {
+                    let now = frame.end_sample();
+                    for event in in_progress.poll(&segmenter, now).into_iter().flatten() {
                         if !report(event) {
                             return Ok(());
+                        }
+                    }
+                    if let Some(judge) = judge.as_mut() {
+                        for event in judge.poll(&mut segmenter) {
+                            if !report(event) {
+                                return Ok(());
+                            }
                         }
                     }
                 }
@@ -432,12 +578,17 @@ mod tests {
                 samples: vec![0.0; 160],
             };
             segmenter.push(&frame).unwrap();
-            for event in in_progress.poll(&segmenter).into_iter().flatten() {
+            for event in in_progress
+                .poll(&segmenter, ((k + 1) * 160) as u64)
+                .into_iter()
+                .flatten()
+            {
                 let name = match event {
                     HearingEvent::SpeechSoFar { .. } => "partial".to_owned(),
                     HearingEvent::SpeechPausing { speech_end_ms, .. } => {
                         format!("pause@{speech_end_ms}")
                     }
+                    HearingEvent::SpeechResumed { at_ms } => format!("resumed@{at_ms}"),
                     other => panic!("{other:?}"),
                 };
                 out.push((k, name));

@@ -25,6 +25,7 @@ pub mod events;
 pub mod hearing;
 pub mod input;
 pub mod listen;
+mod prepared;
 pub mod session;
 mod settings;
 pub mod speaker;

@@ -26,6 +26,7 @@ use hark_audio::vad::VadConfig;
 use hark_audio::wav::{Pacing, WavSampleFormat, WavSink, WavSource};
 use hark_audio::FrameSource;
 use hark_converse::turn::{Conversation, TurnConfig};
+use hark_endpoint::{Detector, EndpointConfig, TurnDetector};
 use hark_llm::{LlmWorker, TokenGenerator};
 use hark_skills::Skills;
 use hark_stt::{SpeechToText, SttWorker};
@@ -34,7 +35,7 @@ use hark_tts::{Voice, VoiceWorker};
 use crate::clock::{SystemClock, Timeline};
 use crate::core::{Core, CoreInput, Heartbeat, ListenMode, SessionOutcome, StopRules};
 use crate::events::Subscriber;
-use crate::hearing::{self, EchoCancellation, HearingEvent};
+use crate::hearing::{self, EchoCancellation, Endpointing, HearingEvent};
 use crate::input::{InputSwitch, SwitchedInput};
 use crate::settings::AudioConfig;
 use crate::speaker::{ClockedFileSink, DeviceSink, EchoReference, OutputTap, Speaker, SpeakerSink};
@@ -60,6 +61,8 @@ pub struct SessionConfig {
     pub partial_every_ms: u32,
     /// When Hark listens, at the start.
     pub mode: ListenMode,
+    /// What ends the user's turn (`[turn]`).
+    pub endpoint: EndpointConfig,
 }
 
 /// Where the user's voice comes from.
@@ -131,6 +134,9 @@ pub struct Models {
     pub stt: Box<dyn SpeechToText>,
     pub llm: Box<dyn TokenGenerator>,
     pub voice: Box<dyn Voice>,
+    /// Smart Turn, when `[turn] detector = "smart"` and it loaded; `None`:
+    /// the silence rule ends turns.
+    pub turn: Option<Box<dyn TurnDetector>>,
 }
 
 fn thread(name: &'static str) -> impl FnOnce(std::io::Error) -> SessionError {
@@ -260,11 +266,30 @@ pub fn run_session(
     };
     let to_core = post(&inbox);
     let partial_every_ms = (config.partial_every_ms > 0).then_some(config.partial_every_ms);
+    // With Smart Turn, the VAD's own silence rule only ends what the model
+    // never calls complete.
+    let mut vad = config.vad.clone();
+    let endpointing = match (config.endpoint.detector, models.turn) {
+        (Detector::Smart, Some(detector)) => {
+            vad.end_silence_ms = config.endpoint.max_silence_ms;
+            Some(Endpointing {
+                detector,
+                config: config.endpoint.clone(),
+            })
+        }
+        _ => None,
+    };
+    tracing::info!(
+        smart_turn = endpointing.is_some(),
+        end_silence_ms = vad.end_silence_ms,
+        "end of turn"
+    );
     let hearing_thread = hearing::spawn_hearing(
         source,
-        config.vad,
+        vad,
         echo,
         partial_every_ms,
+        endpointing,
         origin.clone(),
         stop.clone(),
         move |e: HearingEvent| to_core(CoreInput::Hearing(e)),
@@ -296,6 +321,7 @@ pub fn run_session(
         core.set_heartbeat(heartbeat);
     }
     core.set_mode(config.mode);
+    core.set_prepare_replies(config.endpoint.prepare_replies);
     if let Some(skills) = skills {
         core.set_skills(skills);
     }

@@ -781,13 +781,20 @@ fn an_empty_reply_is_answered_with_the_fallback() {
             t(100, token(1, " ** ")),
             t(200, ReplyFinished { reply: 1 }),
             t(300, synthesized(1)),
+            t(350, synthesized(2)),
             t(1500, finished(1)),
+            t(2500, finished(2)),
         ],
     );
     assert!(notices(&actions).contains(&Notice::FallbackReply));
     assert_eq!(
         commands(&actions)[1..],
-        [synth(1, "Sorry, I have no answer to that."), play(1)]
+        [
+            synth(1, "Sorry, I have no"),
+            synth(2, "answer to that."),
+            play(1),
+            play(2)
+        ]
     );
     assert_eq!(
         history(&conv),

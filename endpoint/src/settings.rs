@@ -1,0 +1,91 @@
+//! `[turn]`: how Hark decides that the user has finished.
+
+use hark_config::{check_range, doc, InvalidValue, KeyDoc, Section, Settings};
+use serde::{Deserialize, Serialize};
+
+/// What ends the user's turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Detector {
+    /// Smart Turn judges each pause; a long silence ends the turn anyway.
+    #[default]
+    Smart,
+    /// A fixed silence (`vad.end_silence_ms`) ends it, whatever was said.
+    Silence,
+}
+
+/// The `[turn]` section of Hark's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub detector: Detector,
+    /// Silence after speech before Smart Turn is first asked.
+    pub first_check_ms: u32,
+    /// While it says "not finished", it is asked again this often as the
+    /// silence grows.
+    pub check_every_ms: u32,
+    /// Probability from which a turn counts as finished.
+    pub threshold: f64,
+    /// A silence this long ends the turn whatever Smart Turn says.
+    pub max_silence_ms: u32,
+    /// Start answering during the pause, before the turn is judged over.
+    pub prepare_replies: bool,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            detector: Detector::Smart,
+            first_check_ms: 160,
+            check_every_ms: 250,
+            threshold: 0.5,
+            max_silence_ms: 2000,
+            prepare_replies: true,
+        }
+    }
+}
+
+impl Settings for EndpointConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        check_range("first_check_ms", self.first_check_ms, 30, 2000)?;
+        check_range("check_every_ms", self.check_every_ms, 50, 2000)?;
+        check_range("threshold", self.threshold, 0.0, 1.0)?;
+        check_range("max_silence_ms", self.max_silence_ms, self.first_check_ms.max(300), 10_000)
+    }
+}
+
+impl Section for EndpointConfig {
+    const DOC: &'static str = "When the user has finished. \"smart\": Smart Turn (a small model that \
+         hears whether a sentence is complete) is asked at each pause, so a finished \
+         question is answered after a short pause and a pause inside a sentence is \
+         waited through. \"silence\": a fixed silence, vad.end_silence_ms, ends the \
+         turn. Hark uses the silence rule, and says so, when the Smart Turn model is \
+         not installed.";
+    const KEYS: &'static [KeyDoc] = &[
+        doc("detector", "\"smart\" or \"silence\"."),
+        doc(
+            "first_check_ms",
+            "Silence after speech before Smart Turn is first asked, in ms. 30 to 2000.",
+        ),
+        doc(
+            "check_every_ms",
+            "While the sentence sounds unfinished, Smart Turn is asked again this often \
+             as the silence grows, in ms. 50 to 2000.",
+        ),
+        doc(
+            "threshold",
+            "How sure Smart Turn must be that the turn is complete. 0.0 to 1.0.",
+        ),
+        doc(
+            "max_silence_ms",
+            "A silence this long ends the turn whatever Smart Turn says, in ms. 300 to 10000.",
+        ),
+        doc(
+            "prepare_replies",
+            "Start the model (and the first words of the voice) on what was said as soon \
+             as the user pauses, so the answer is ready when the turn is judged over; \
+             dropped unheard if the user goes on. Costs CPU on pauses that were not the \
+             end. true or false.",
+        ),
+    ];
+}

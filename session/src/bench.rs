@@ -109,8 +109,8 @@ pub enum Kind {
     Interruption,
 }
 
-/// One line of a script. A line whose text has " … " in it is spoken in
-/// two parts with `pause_ms` of silence between them.
+/// One line of a script. A line whose text has " … " in it pauses there
+/// for `pause_ms` (see [`Line::speak`]).
 struct Say {
     text: &'static str,
     kind: Kind,
@@ -202,8 +202,11 @@ fn audible_span(audio: &[f32]) -> (usize, usize) {
 }
 
 impl Line {
-    /// Speaks `say` with `voice` (each part of a paused line separately,
-    /// joined by exactly `pause_ms` of silence between the words).
+    /// Speaks `say` with `voice`. A paused line is spoken as one sentence
+    /// with a comma where the pause goes, so the words before it keep the
+    /// rising, unfinished tone of a speaker who will go on (spoken alone
+    /// they would end like a sentence); the comma's silence is then made
+    /// exactly `pause_ms` long.
     fn speak(say: &Say, voice: &mut dyn Voice) -> Result<Self, BenchError> {
         let mut speak = |text: &str| -> Result<Vec<f32>, BenchError> {
             let pcm = voice
@@ -213,15 +216,15 @@ impl Line {
         };
         let (audio, pause) = match say.text.split_once(PAUSE_MARK) {
             Some((before, after)) => {
-                let first = speak(before)?;
-                let second = speak(after)?;
-                let (_, first_end) = audible_span(&first);
-                let (second_start, _) = audible_span(&second);
+                let spoken = speak(&format!("{before}, {after}"))?;
+                let (start, end) = longest_silence(&spoken).ok_or_else(|| {
+                    BenchError::UserVoice(format!("no pause heard in {:?}", say.text))
+                })?;
                 let gap = (say.pause_ms * SAMPLE_RATE as u64 / 1000) as usize;
-                let mut audio = first[..first_end].to_vec();
-                audio.resize(first_end + gap, 0.0);
-                audio.extend_from_slice(&second[second_start..]);
-                (audio, Some((first_end, first_end + gap)))
+                let mut audio = spoken[..start].to_vec();
+                audio.resize(start + gap, 0.0);
+                audio.extend_from_slice(&spoken[end..]);
+                (audio, Some((start, start + gap)))
             }
             None => (speak(say.text)?, None),
         };
@@ -233,6 +236,27 @@ impl Line {
             pause,
         })
     }
+}
+
+/// The longest run of inaudible samples between the first and the last
+/// audible one: a comma's pause, in a short spoken sentence.
+fn longest_silence(audio: &[f32]) -> Option<(usize, usize)> {
+    let (first, last) = audible_span(audio);
+    let mut longest: Option<(usize, usize)> = None;
+    let mut run_start = None;
+    for (i, s) in audio.iter().enumerate().take(last).skip(first) {
+        match (s.abs() > AUDIBLE, run_start) {
+            (false, None) => run_start = Some(i),
+            (true, Some(start)) => {
+                if longest.map_or(true, |(a, b)| i - start > b - a) {
+                    longest = Some((start, i));
+                }
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    longest
 }
 
 /// Hark's output as the benchmark sees it, written by the speaker thread.

@@ -622,8 +622,9 @@ mod tests {
             .filter(|(_, n)| n != "partial")
             .map(|(_, n)| n.as_str())
             .collect();
-        // The mid-sentence pause and the end, each once, 120 ms in.
-        assert_eq!(pauses, ["pause@1600", "pause@2800"], "{got:?}");
+        // The mid-sentence pause and the end, each once, 120 ms in; the
+        // speech resuming after the first.
+        assert_eq!(pauses, ["pause@1600", "resumed@1810", "pause@2800"], "{got:?}");
         let first_pause = got.iter().find(|(_, n)| n == "pause@1600").unwrap().0;
         assert_eq!(first_pause, 160 + 12 - 1);
     }

@@ -658,8 +658,11 @@ fn failing_workers_cost_one_turn_and_say_why() {
     // Nothing speakable: the fallback reply is spoken instead.
     assert!(events.contains(&SessionEvent::FallbackReply));
     let clauses = rig.synthesize_all(2700, 0.5);
-    assert_eq!(clauses[0].1, TurnConfig::default().fallback_reply);
-    rig.play_through(2800, clauses[0].0, 500);
+    let spoken: Vec<&str> = clauses.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(spoken.join(" "), TurnConfig::default().fallback_reply);
+    for (k, (clause, _)) in clauses.iter().enumerate() {
+        rig.play_through(2800 + 500 * k as u64, *clause, 500);
+    }
     assert_eq!(rig.finished_turns().len(), 1);
     // A voice failure skips the clause and says so.
     let reply = rig.question(10_000, "Again?");
@@ -952,4 +955,225 @@ fn louder_sets_the_speakers_gain() {
         calls.iter().any(|c| matches!(c, Call::Gain(g) if *g > 1.0)),
         "{calls:?}"
     );
+}
+
+/// The user pauses at `speech_end` (ms) after speaking from `from`: the
+/// ears ask for a speculative transcript, Whisper answers `text` at `at`.
+fn pause_transcribed(rig: &mut Rig, from: u64, speech_end: u64, at: u64, text: &str) {
+    rig.hear(from, HearingEvent::SpeechStarted { at_ms: from });
+    rig.tick_until(speech_end + 120);
+    rig.hear(
+        speech_end + 120,
+        HearingEvent::SpeechPausing {
+            speech_end_ms: speech_end,
+            audio: vec![0.0; ((speech_end - from) * 16) as usize],
+        },
+    );
+    assert!(
+        rig.take_calls().iter().any(|c| matches!(
+            c,
+            Call::Transcribe {
+                purpose: SttPurpose::Speculative { .. },
+                ..
+            }
+        )),
+        "the pause is transcribed on speculation"
+    );
+    rig.at(
+        at,
+        Some(CoreInput::Transcribed(SttResult {
+            utterance: 0,
+            purpose: SttPurpose::Speculative {
+                speech_end_ms: speech_end,
+            },
+            text: text.into(),
+            error: None,
+            transcribe_ms: 100,
+        })),
+    );
+}
+
+/// The provisional reply the core started on a pause.
+fn prepared_reply(rig: &mut Rig, expected: &str) -> u64 {
+    match rig.take_calls().as_slice() {
+        [Call::Generate { reply, history }] => {
+            assert!(*reply >= PROVISIONAL, "a provisional id: {reply}");
+            assert_eq!(history.last(), Some(&ChatMessage::user(expected)));
+            *reply
+        }
+        other => panic!("expected a prepared generation, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_reply_prepared_in_a_pause_the_user_goes_on_from_leaves_no_trace() {
+    let mut rig = Rig::new();
+    pause_transcribed(&mut rig, 1000, 1800, 1950, "I'd like to know.");
+    let provisional = prepared_reply(&mut rig, "I'd like to know.");
+    rig.tokens(2000, provisional, &["Sure,", " what would", " you like?"]);
+    // The first clause is synthesized ahead, under a provisional id.
+    let first = match rig.take_calls().as_slice() {
+        [Call::Synthesize { clause, text }] => {
+            assert!(*clause >= PROVISIONAL);
+            assert!(text.starts_with("Sure,"), "{text}");
+            *clause
+        }
+        other => panic!("expected the first clause synthesized, got {other:?}"),
+    };
+
+    // The user goes on: the preparation is cancelled at once.
+    rig.hear(2300, HearingEvent::SpeechResumed { at_ms: 2300 });
+    assert!(rig.cancels.lock().unwrap()[0].is_cancelled());
+    assert_eq!(rig.take_calls(), [Call::CancelSynthesis]);
+    // What was in flight arrives late and is thrown away.
+    rig.tokens(2350, provisional, &[" Anything"]);
+    rig.at(
+        2360,
+        Some(CoreInput::Synthesized(Synthesized {
+            clause: first,
+            audio: Ok(vec![0.1; 16_000]),
+            rate: 16_000,
+            synth_ms: 50,
+        })),
+    );
+    rig.at(
+        2370,
+        Some(CoreInput::Llm {
+            reply: provisional,
+            event: LlmEvent::Done(Generation::default()),
+        }),
+    );
+    assert_eq!(rig.take_calls(), [], "nothing plays, nothing more is asked");
+
+    // The whole sentence is answered as a new reply.
+    rig.tick_until(3300);
+    rig.hear(
+        3300,
+        HearingEvent::SpeechEnded {
+            start_ms: 1000,
+            at_ms: 3000,
+            audio: vec![0.0; 2000 * 16],
+        },
+    );
+    let utterance = rig.transcription_asked().expect("transcribed");
+    let sentence = "I'd like to know the capital of Spain.";
+    rig.transcribed(3450, utterance, sentence);
+    let reply = match rig.take_calls().as_slice() {
+        [Call::Generate { reply, history }] => {
+            assert!(*reply < PROVISIONAL);
+            assert_eq!(history, &[ChatMessage::user(sentence)]);
+            *reply
+        }
+        other => panic!("expected one generation, got {other:?}"),
+    };
+    rig.reply(3600, reply, &["Madrid."]);
+    let clauses = rig.synthesize_all(3700, 0.5);
+    assert_eq!(clauses.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(), ["Madrid."]);
+    rig.take_calls();
+    rig.play_through(3750, clauses[0].0, 500);
+
+    assert_eq!(
+        rig.history(),
+        [
+            (Role::User, sentence.into(), false),
+            (Role::Assistant, "Madrid.".into(), false),
+        ]
+    );
+    let events = rig.events();
+    let provisional_seen = events.iter().any(|e| match e {
+        SessionEvent::Token { reply, .. } | SessionEvent::GenerationFinished { reply, .. } => {
+            *reply >= PROVISIONAL
+        }
+        SessionEvent::Clause { text, .. } => text.starts_with("Sure"),
+        SessionEvent::Synthesized { clause, .. } | SessionEvent::PlaybackStarted { clause } => {
+            *clause >= PROVISIONAL
+        }
+        _ => false,
+    });
+    assert!(!provisional_seen, "{events:#?}");
+    assert!(events.contains(&SessionEvent::ReplyDropped {
+        speech_end_ms: 1800,
+        tokens: 3
+    }));
+    assert_eq!(rig.finished_turns(), [("Madrid.".to_owned(), false)]);
+}
+
+#[test]
+fn a_reply_prepared_in_the_pause_that_ends_the_turn_plays_at_once() {
+    let mut rig = Rig::new();
+    let question = "What is the capital of France?";
+    pause_transcribed(&mut rig, 1000, 2000, 2200, question);
+    let provisional = prepared_reply(&mut rig, question);
+    rig.reply(2300, provisional, &ANSWER);
+    let early = rig.synthesize_all(2400, 1.0);
+    assert_eq!(early.len(), 1, "only the first clause is prepared: {early:?}");
+    assert_eq!(rig.take_calls(), [], "nothing plays before the turn ends");
+
+    // The turn ends at that pause: the machine's reply adopts the prepared
+    // one, and its first clause plays without waiting for the model.
+    rig.hear(
+        2450,
+        HearingEvent::SpeechEnded {
+            start_ms: 1000,
+            at_ms: 2000,
+            audio: vec![0.0; 1000 * 16],
+        },
+    );
+    let calls = rig.take_calls();
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::Generate { .. })),
+        "no second generation: {calls:?}"
+    );
+    let first = calls
+        .iter()
+        .find_map(|c| match c {
+            Call::Play {
+                clause,
+                samples: 16_000,
+            } => Some(*clause),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the first clause is queued at once: {calls:?}"));
+    // The rest of the reply is synthesized as usual.
+    let rest: Vec<(u64, String)> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Synthesize { clause, text } => Some((*clause, text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(!rest.is_empty(), "{calls:?}");
+    for (clause, _) in &rest {
+        rig.at(
+            2455,
+            Some(CoreInput::Synthesized(Synthesized {
+                clause: *clause,
+                audio: Ok(vec![0.1; 16_000]),
+                rate: 16_000,
+                synth_ms: 50,
+            })),
+        );
+    }
+    let clauses: Vec<u64> = std::iter::once(first)
+        .chain(rest.iter().map(|(c, _)| *c))
+        .collect();
+    for (k, clause) in clauses.iter().enumerate() {
+        rig.play_through(2460 + 1000 * k as u64, *clause, 1000);
+    }
+    assert_eq!(
+        rig.history(),
+        [
+            (Role::User, question.into(), false),
+            (Role::Assistant, ANSWER.concat().trim().to_owned(), false),
+        ]
+    );
+    let events = rig.events();
+    assert!(events.iter().any(|e| matches!(e, SessionEvent::ReplyAdopted { first_clause_ready: true, .. })), "{events:#?}");
+    let v2v = events.iter().find_map(|e| match e {
+        SessionEvent::TurnFinished {
+            voice_to_voice_ms, ..
+        } => *voice_to_voice_ms,
+        _ => None,
+    });
+    assert_eq!(v2v, Some(460), "speech ended at 2.0 s, voice at 2.46 s");
 }

@@ -1,7 +1,10 @@
 //! `hark converse`, the whole loop, on the PulseAudio virtual microphone and
 //! speaker: a spoken question gets a spoken answer, speaking over Hark stops
 //! it, Hark does not interrupt itself when the speaker leaks into the
-//! microphone, and an empty reply still gets a spoken answer.
+//! microphone, and an empty reply still gets a spoken answer. The end of a
+//! turn is judged by Smart Turn: a pause in the middle of a sentence does
+//! not end it, a finished question is answered without waiting for the
+//! long silence, and without the model Hark ends turns on a fixed silence.
 //!
 //! Hark's own Whisper judges what was said on the speaker; the event log
 //! (`--events`) tells what Hark meant to say and what it remembers.
@@ -24,13 +27,17 @@ const LONG_REQUEST: &str = "Tell me a long story about a brave knight and a drag
 const INTERRUPTION: &str = "Stop please, tell me about the sea instead.";
 const FALLBACK: &str = "Sorry, I have no answer to that.";
 
-/// The log as JSON lines, for failure messages.
+/// The end of the log as JSON lines, for failure messages.
 fn dump(log: &Path) -> String {
-    events(log)
-        .iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
+    let lines: Vec<String> = events(log).iter().map(|e| e.to_string()).collect();
+    // The end tells what went wrong (and CI cuts long output short).
+    let tail = lines.len().saturating_sub(60);
+    format!(
+        "the last {} of {} events:\n{}",
+        lines.len() - tail,
+        lines.len(),
+        lines[tail..].join("\n")
+    )
 }
 
 /// Waits until the event log has `count` events called `name`.
@@ -433,4 +440,123 @@ fn a_broken_language_model_is_named_before_anything_runs() {
 fn samples_ms(wav: &Path) -> u64 {
     let reader = hound::WavReader::open(wav).unwrap();
     reader.duration() as u64 * 1000 / reader.spec().sample_rate as u64
+}
+
+/// JFK's "ask not what your country can do for you — ask what you can do
+/// for your country", from the pinned recording (16 kHz): his own pause in
+/// the middle (470 ms at 4.43 s) made exactly `pause_ms` long.
+fn jfk_with_a_pause(out: &Path, pause_ms: u32) {
+    let jfk = samples(&recording(testdata().join("jfk.wav")));
+    let at = |secs: f64| (secs * 16_000.0) as usize;
+    let mut pcm: Vec<f32> = jfk[at(3.20)..at(4.43)].to_vec();
+    pcm.resize(pcm.len() + (pause_ms * 16) as usize, 0.0);
+    pcm.extend_from_slice(&jfk[at(4.90)..]);
+    let pcm: Vec<i16> = pcm.iter().map(|s| (s * 32768.0) as i16).collect();
+    write_wav(out, &pcm);
+}
+
+#[test]
+fn a_pause_in_the_middle_of_a_sentence_does_not_end_the_turn() {
+    let rig = AudioRig::start();
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("jfk-pause.wav");
+    jfk_with_a_pause(&wav, 700);
+    let log_path = dir.path().join("events.jsonl");
+    let session = converse(&rig, &log_path, &["--max-turns", "1"]);
+    rig.play_into_mic(&wav);
+    finish(session, Duration::from_secs(90), &log_path);
+
+    let log = events(&log_path);
+    let heard = named(&log, "user_turn");
+    assert_eq!(heard.len(), 1, "one turn:\n{}", dump(&log_path));
+    let text = heard[0]["text"].as_str().unwrap().to_lowercase();
+    assert!(
+        text.contains("ask not") && text.contains("ask what you can do"),
+        "the whole sentence is one turn: {text:?}"
+    );
+    // Smart Turn heard the pause and judged it unfinished.
+    assert!(
+        named(&log, "turn_judged")
+            .iter()
+            .any(|e| e["complete"] == false && e["probability"].as_f64() < Some(0.5)),
+        "{}",
+        dump(&log_path)
+    );
+    assert_eq!(replies(&log).len(), 1, "{}", dump(&log_path));
+}
+
+#[test]
+fn a_finished_question_is_answered_without_waiting_for_the_long_silence() {
+    let rig = AudioRig::start();
+    let dir = tempfile::tempdir().unwrap();
+    let question = spoken(dir.path(), "question", QUESTION);
+    let log_path = dir.path().join("events.jsonl");
+    let session = converse(&rig, &log_path, &["--max-turns", "1"]);
+    rig.play_into_mic(&question);
+    let err = finish(session, Duration::from_secs(90), &log_path);
+
+    let log = events(&log_path);
+    let judged = named(&log, "turn_judged");
+    assert!(
+        judged.iter().any(|e| e["complete"] == true),
+        "Smart Turn ended the turn:\n{}",
+        dump(&log_path)
+    );
+    // Decided long before the 2 s of silence that would end it anyway.
+    let ended = named(&log, "speech_ended")[0];
+    let waited = ended["t_ms"].as_u64().unwrap() - ended["at_ms"].as_u64().unwrap();
+    assert!(waited < 1500, "waited {waited} ms after the speech");
+    assert!(err.contains("smart_turn="), "the log says how: {err}");
+    assert_eq!(replies(&log).len(), 1);
+}
+
+#[test]
+fn without_a_sound_smart_turn_model_turns_end_on_a_fixed_silence() {
+    let real = hark_models::store::ModelStore::from_env().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("models");
+    std::fs::create_dir(&store).unwrap();
+    for entry in std::fs::read_dir(real.root()).unwrap() {
+        let name = entry.unwrap().file_name();
+        if name != "smart-turn-v3.2-cpu.onnx" {
+            std::os::unix::fs::symlink(real.root().join(&name), store.join(&name)).unwrap();
+        }
+    }
+    let question = spoken(dir.path(), "question", QUESTION);
+    let input = dir.path().join("input.wav");
+    pad_with_silence(&question, &input, 0.5, 4.0);
+    let converse = |dir: &Path| {
+        let log = dir.join("events.jsonl");
+        let _ = std::fs::remove_file(&log);
+        let out = run(hark()
+            .env("HARK_MODELS_DIR", &store)
+            .env("XDG_CONFIG_HOME", dir)
+            .args(["converse", "-i"])
+            .arg(&input)
+            .arg("-o")
+            .arg(dir.join("hark.wav"))
+            .arg("--events")
+            .arg(&log));
+        assert!(out.status.success(), "{}", stderr(&out));
+        (stderr(&out), events(&log))
+    };
+    let model = store.join("smart-turn-v3.2-cpu.onnx");
+    for (problem, damage) in [
+        ("is not installed", None),
+        ("is corrupt", Some(&b"garbage"[..])),
+    ] {
+        if let Some(bytes) = damage {
+            std::fs::write(&model, bytes).unwrap();
+        }
+        let (err, log) = converse(dir.path());
+        assert!(
+            err.contains(&*model.to_string_lossy())
+                && err.contains(problem)
+                && err.contains("hark models fetch")
+                && err.contains("fixed silence"),
+            "{err}"
+        );
+        assert!(named(&log, "turn_judged").is_empty());
+        assert_eq!(replies(&log).len(), 1, "it still converses: {log:#?}");
+    }
 }

@@ -199,7 +199,8 @@ impl ClauseSplitter {
         // clause is synthesized while the first plays.
         let cap = match self.clauses_cut {
             0 => self.config.first_max_chars,
-            1 => (self.config.first_max_chars * 4).clamp(self.config.first_max_chars, self.config.max_chars),
+            1 => (self.config.first_max_chars * 4)
+                .clamp(self.config.first_max_chars, self.config.max_chars),
             _ => self.config.max_chars,
         };
         if chars.len() <= cap {

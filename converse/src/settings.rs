@@ -114,7 +114,8 @@ impl Section for TurnConfig {
         doc(
             "chunking.first_max_chars",
             "With no punctuation in sight the first clause ends at a word boundary \
-             before this many characters. 10 to max_chars.",
+             before this many characters (a few words, so the voice starts early); \
+             the second before four times as many (at most max_chars). 10 to max_chars.",
         ),
         doc(
             "chunking.long_clause_chars",
@@ -123,8 +124,8 @@ impl Section for TurnConfig {
         ),
         doc(
             "chunking.max_chars",
-            "With no punctuation in sight later clauses end at a word boundary before \
-             this many characters. 20 to 2000.",
+            "With no punctuation in sight the third and later clauses end at a word \
+             boundary before this many characters. 20 to 2000.",
         ),
     ];
 }

@@ -100,7 +100,9 @@ fn converse(
     };
     // The user's side is spoken by the same voice.
     let mut user_voice = crate::models::voice(&config.voice, store)?;
-    eprintln!("hark bench: running the conversation in real time (about three minutes for 16 turns)");
+    eprintln!(
+        "hark bench: running the conversation in real time (about three minutes for 16 turns)"
+    );
     let report = bench::converse(
         config.session(),
         &mut user_voice,

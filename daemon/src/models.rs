@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use std::time::Duration;
 
-use hark_llm::{LanguageModel, LlmBackend, LlmConfig, TokenGenerator};
 use hark_endpoint::{Detector, EndpointConfig, SmartTurn, TurnDetector};
+use hark_llm::{LanguageModel, LlmBackend, LlmConfig, TokenGenerator};
 use hark_models::store::{
     self, ModelSpec, ModelStore, Verification, ONNXRUNTIME, PIPER_JOE_MEDIUM, SMART_TURN,
     SMOLLM2_135M,
@@ -208,10 +208,7 @@ pub fn voice(config: &TtsConfig, store: &ModelStore) -> anyhow::Result<PiperVoic
 /// Smart Turn from the store, its hash checked (8 MB: a few ms), when
 /// `[turn]` asks for it. A model that is missing, corrupt or fails to load
 /// is not fatal: Hark says why and ends turns on silence instead.
-pub fn turn_detector(
-    config: &EndpointConfig,
-    store: &ModelStore,
-) -> Option<Box<dyn TurnDetector>> {
+pub fn turn_detector(config: &EndpointConfig, store: &ModelStore) -> Option<Box<dyn TurnDetector>> {
     if config.detector != Detector::Smart {
         return None;
     }

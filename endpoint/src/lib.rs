@@ -88,7 +88,11 @@ impl SmartTurn {
                 path: model.to_owned(),
                 message: format!(
                     "not a Smart Turn model: inputs {:?}, {} outputs",
-                    session.inputs().iter().map(|i| i.name()).collect::<Vec<_>>(),
+                    session
+                        .inputs()
+                        .iter()
+                        .map(|i| i.name())
+                        .collect::<Vec<_>>(),
                     session.outputs().len()
                 ),
             });
@@ -106,10 +110,14 @@ impl TurnDetector for SmartTurn {
     fn complete(&mut self, speech: &[f32]) -> Result<f32, EndpointError> {
         let infer_err = |e: hark_onnx::ort::Error| EndpointError::Inference(e.to_string());
         let features = self.features.compute(&last_window(speech));
-        let tensor = Tensor::from_array(([1usize, N_MELS, N_FRAMES], features)).map_err(infer_err)?;
+        let tensor =
+            Tensor::from_array(([1usize, N_MELS, N_FRAMES], features)).map_err(infer_err)?;
         let outputs = self
             .session
-            .run(vec![(self.input.as_str(), hark_onnx::ort::session::SessionInputValue::from(tensor))])
+            .run(vec![(
+                self.input.as_str(),
+                hark_onnx::ort::session::SessionInputValue::from(tensor),
+            )])
             .map_err(infer_err)?;
         let (_, data) = outputs[0].try_extract_tensor::<f32>().map_err(infer_err)?;
         let probability = data
@@ -117,7 +125,9 @@ impl TurnDetector for SmartTurn {
             .copied()
             .ok_or_else(|| EndpointError::Inference("the model returned nothing".into()))?;
         if !probability.is_finite() {
-            return Err(EndpointError::Inference(format!("the model returned {probability}")));
+            return Err(EndpointError::Inference(format!(
+                "the model returned {probability}"
+            )));
         }
         Ok(probability.clamp(0.0, 1.0))
     }

@@ -22,7 +22,9 @@ pub struct EndpointConfig {
     /// Silence after speech before Smart Turn is first asked.
     pub first_check_ms: u32,
     /// While it says "not finished", it is asked again this often as the
-    /// silence grows.
+    /// silence grows; 0: once per pause. Not sooner than a mid-sentence
+    /// pause lasts: the model hears more silence as more finished, whatever
+    /// the words.
     pub check_every_ms: u32,
     /// Probability from which a turn counts as finished.
     pub threshold: f64,
@@ -37,7 +39,7 @@ impl Default for EndpointConfig {
         Self {
             detector: Detector::Smart,
             first_check_ms: 160,
-            check_every_ms: 250,
+            check_every_ms: 1000,
             threshold: 0.5,
             max_silence_ms: 2000,
             prepare_replies: true,
@@ -48,14 +50,22 @@ impl Default for EndpointConfig {
 impl Settings for EndpointConfig {
     fn validate(&self) -> Result<(), InvalidValue> {
         check_range("first_check_ms", self.first_check_ms, 30, 2000)?;
-        check_range("check_every_ms", self.check_every_ms, 50, 2000)?;
+        if self.check_every_ms != 0 {
+            check_range("check_every_ms", self.check_every_ms, 50, 2000)?;
+        }
         check_range("threshold", self.threshold, 0.0, 1.0)?;
-        check_range("max_silence_ms", self.max_silence_ms, self.first_check_ms.max(300), 10_000)
+        check_range(
+            "max_silence_ms",
+            self.max_silence_ms,
+            self.first_check_ms.max(300),
+            10_000,
+        )
     }
 }
 
 impl Section for EndpointConfig {
-    const DOC: &'static str = "When the user has finished. \"smart\": Smart Turn (a small model that \
+    const DOC: &'static str =
+        "When the user has finished. \"smart\": Smart Turn (a small model that \
          hears whether a sentence is complete) is asked at each pause, so a finished \
          question is answered after a short pause and a pause inside a sentence is \
          waited through. \"silence\": a fixed silence, vad.end_silence_ms, ends the \
@@ -70,7 +80,10 @@ impl Section for EndpointConfig {
         doc(
             "check_every_ms",
             "While the sentence sounds unfinished, Smart Turn is asked again this often \
-             as the silence grows, in ms. 50 to 2000.",
+             as the silence grows, in ms, 50 to 2000; 0 asks once per pause. Keep it \
+             longer than people pause inside a sentence: the model takes a longer \
+             silence as a sign of a finished turn whatever the words (\"ask not\" is \
+             unfinished after 160 ms of silence, finished after 400).",
         ),
         doc(
             "threshold",

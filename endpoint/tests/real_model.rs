@@ -35,8 +35,12 @@ fn a_finished_question_is_complete_and_a_cut_sentence_is_not() {
     };
     let mut voice = Speaker(hark_tts::PiperVoice::load(&voice, &ort, 1).unwrap());
     let mut turn = SmartTurn::load(&model, &ort).unwrap();
-    let complete = turn.complete(&voice.say("What is the capital of France?")).unwrap();
-    let cut = turn.complete(&voice.say("I would like to know the")).unwrap();
+    let complete = turn
+        .complete(&voice.say("What is the capital of France?"))
+        .unwrap();
+    let cut = turn
+        .complete(&voice.say("I would like to know the"))
+        .unwrap();
     println!("complete {complete:.3}, cut {cut:.3}");
     assert!(complete > 0.5, "{complete}");
     assert!(cut < 0.5, "{cut}");
@@ -59,7 +63,10 @@ fn a_missing_or_corrupt_model_is_named() {
     };
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.onnx");
-    assert!(matches!(SmartTurn::load(&missing, &ort), Err(EndpointError::ModelMissing { .. })));
+    assert!(matches!(
+        SmartTurn::load(&missing, &ort),
+        Err(EndpointError::ModelMissing { .. })
+    ));
     let corrupt = dir.path().join("corrupt.onnx");
     std::fs::write(&corrupt, b"not a model at all").unwrap();
     let e = SmartTurn::load(&corrupt, &ort).err().unwrap().to_string();

@@ -134,4 +134,3 @@ pub fn ensure_runtime(lib: &Path) -> Result<(), OnnxError> {
     *loaded = Some(lib.to_path_buf());
     Ok(())
 }
-

@@ -248,7 +248,7 @@ fn longest_silence(audio: &[f32]) -> Option<(usize, usize)> {
         match (s.abs() > AUDIBLE, run_start) {
             (false, None) => run_start = Some(i),
             (true, Some(start)) => {
-                if longest.map_or(true, |(a, b)| i - start > b - a) {
+                if longest.is_none_or(|(a, b)| i - start > b - a) {
                     longest = Some((start, i));
                 }
                 run_start = None;
@@ -737,7 +737,10 @@ pub fn converse(
         barge_in_ms: summary(collect(&|t| t.barge_in_ms)),
         cut_off_rate,
         paused_lines: paused.len(),
-        cut_offs_elsewhere: turns.iter().filter(|t| t.pause_ms == 0 && t.cut_off).count(),
+        cut_offs_elsewhere: turns
+            .iter()
+            .filter(|t| t.pause_ms == 0 && t.cut_off)
+            .count(),
         replies_prepared: tally.prepared,
         replies_adopted: tally.adopted,
         false_early_replies: tally.dropped,

@@ -28,10 +28,10 @@ use hark_tts::Synthesized;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timeline;
-use crate::prepared::{FirstClause, Prepared, PROVISIONAL};
 use crate::events::{HistoryTurn, SessionEvent, Subscriber};
 use crate::hearing::HearingEvent;
 use crate::input::{ExternalInput, InputSwitch};
+use crate::prepared::{FirstClause, Prepared, PROVISIONAL};
 use crate::speaker::{PlaybackReport, SpeakerCommand};
 use crate::workers::{Refused, Workers};
 use crate::SessionError;
@@ -415,7 +415,11 @@ impl Core {
     /// The turn machine starts `reply` on `messages`: the prepared reply
     /// becomes it if it answers the same; otherwise it is dropped.
     fn adopt_prepared(&mut self, now: u64, reply: ReplyId, messages: &[ChatMessage]) -> bool {
-        if !self.prepared.as_ref().is_some_and(|p| p.adopted.is_none() && p.answers(messages)) {
+        if !self
+            .prepared
+            .as_ref()
+            .is_some_and(|p| p.adopted.is_none() && p.answers(messages))
+        {
             self.drop_prepared(now);
             return false;
         }
@@ -803,7 +807,13 @@ impl Core {
     /// Transcribes the speech so far on speculation that the pause at
     /// `speech_end_ms` ends the turn; replaces any older speculation.
     fn speculate(&mut self, speech_end_ms: u64, audio: Vec<f32>) {
-        if self.conversation.state() != State::UserSpeaking {
+        // An ended utterance still waits for the last speculation's text:
+        // keep it (this pause's turn, when it ends, is transcribed anew).
+        let owed = self
+            .speculation
+            .as_ref()
+            .is_some_and(|s| s.waiting.is_some());
+        if owed || self.conversation.state() != State::UserSpeaking {
             return;
         }
         let job = SttJob {
@@ -972,7 +982,11 @@ impl Core {
             } => {
                 self.emit(now, SessionEvent::SpeechEnded { start_ms, at_ms });
                 self.last_endpoint = Some((at_ms, now));
-                if self.prepared.as_ref().is_some_and(|p| p.speech_end_ms != at_ms) {
+                if self
+                    .prepared
+                    .as_ref()
+                    .is_some_and(|p| p.speech_end_ms != at_ms)
+                {
                     // The user went on after the pause it was made for.
                     self.drop_prepared(now);
                 }
@@ -1296,7 +1310,8 @@ impl Core {
             }
             return;
         }
-        self.speculation = None;
+        // Another utterance may still wait for its speculative text.
+        self.speculation.take_if(|s| s.waiting.is_none());
         let job = SttJob {
             utterance,
             audio: ended.audio,
@@ -1388,7 +1403,11 @@ impl Core {
                     .last_endpoint
                     .filter(|(at, _)| Some(*at) == timings.speech_ended_ms)
                     .map(|(at, heard)| heard.saturating_sub(at));
-                if self.prepared.as_ref().is_some_and(|p| p.adopted == Some(reply)) {
+                if self
+                    .prepared
+                    .as_ref()
+                    .is_some_and(|p| p.adopted == Some(reply))
+                {
                     self.prepared = None;
                 }
                 self.emit(

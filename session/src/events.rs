@@ -155,7 +155,9 @@ pub enum SessionEvent {
         answer: Option<String>,
     },
     /// The user spoke again after a pause.
-    SpeechResumed { at_ms: u64 },
+    SpeechResumed {
+        at_ms: u64,
+    },
     /// Smart Turn judged a pause; `complete`: it ended the turn.
     TurnJudged {
         speech_end_ms: u64,
@@ -165,7 +167,10 @@ pub enum SessionEvent {
     },
     /// A reply is being prepared for the pause after `speech_end_ms`
     /// (nothing plays until the turn is judged over).
-    ReplyPrepared { speech_end_ms: u64, text: String },
+    ReplyPrepared {
+        speech_end_ms: u64,
+        text: String,
+    },
     /// The prepared reply became `reply`'s, with `tokens` already written.
     ReplyAdopted {
         reply: u64,
@@ -173,7 +178,10 @@ pub enum SessionEvent {
         first_clause_ready: bool,
     },
     /// The prepared reply was not wanted (the user went on): forgotten.
-    ReplyDropped { speech_end_ms: u64, tokens: usize },
+    ReplyDropped {
+        speech_end_ms: u64,
+        tokens: usize,
+    },
     /// The model called a tool while answering.
     ToolCall {
         name: String,

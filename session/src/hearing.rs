@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use hark_aec::{AecError, EchoCanceller};
-use hark_endpoint::{EndpointConfig, TurnDetector};
 use hark_audio::vad::{Segmenter, SpeechClassifier, VadConfig, VadEvent};
 use hark_audio::{Frame, FrameSource, SAMPLE_RATE};
+use hark_endpoint::{EndpointConfig, TurnDetector};
 
 use crate::speaker::EchoReference;
 
@@ -41,6 +41,10 @@ const GATE_WARM_UP: usize = 50;
 /// conversation): if no speech follows, that transcript is the final one
 /// and the reply starts sooner.
 const SPECULATE_AFTER_MS: u64 = 120;
+/// The same with Smart Turn, sooner: its verdict comes about
+/// `first_check_ms` + one inference (~280 ms) into the pause, and a
+/// transcript that is there by then lets the reply be prepared meanwhile.
+const SPECULATE_BEFORE_SMART_TURN_MS: u64 = 60;
 
 /// What the ears report. Times are on the input timeline, in ms.
 #[derive(Debug)]
@@ -69,7 +73,9 @@ pub enum HearingEvent {
     },
     /// The user spoke again after a pause in the same utterance: a reply
     /// prepared during the pause is not wanted.
-    SpeechResumed { at_ms: u64 },
+    SpeechResumed {
+        at_ms: u64,
+    },
     /// Smart Turn judged the pause after `speech_end_ms`; `complete`: it
     /// ended the utterance.
     TurnJudged {
@@ -293,14 +299,14 @@ struct SpeechInProgress {
 }
 
 impl SpeechInProgress {
-    fn new(vad: &VadConfig, partial_every_ms: Option<u32>) -> Self {
+    fn new(vad: &VadConfig, partial_every_ms: Option<u32>, speculate_after_ms: u64) -> Self {
         let samples = |ms: u64| ms * SAMPLE_RATE as u64 / 1000;
         Self {
             partial_every: partial_every_ms.map(|ms| samples(ms.into()) as usize),
             reported: 0,
             // Only worth it where the turn ends well after the pause.
-            speculate_after: (u64::from(vad.end_silence_ms) > SPECULATE_AFTER_MS + 60)
-                .then(|| samples(SPECULATE_AFTER_MS)),
+            speculate_after: (u64::from(vad.end_silence_ms) > speculate_after_ms + 60)
+                .then(|| samples(speculate_after_ms)),
             speculated: None,
             was_pausing: false,
         }
@@ -350,8 +356,8 @@ impl SpeechInProgress {
 
 /// Smart Turn at the pauses, on a thread of its own ("hark-turn") so the
 /// ears never wait for it: the pause is judged after `first_check_ms` of
-/// silence and again every `check_every_ms` while it lasts; a complete
-/// turn ends the utterance at once.
+/// silence (and, if `check_every_ms` is set, again that often while it
+/// lasts); a complete turn ends the utterance at once.
 pub struct Endpointing {
     pub detector: Box<dyn TurnDetector>,
     pub config: EndpointConfig,
@@ -442,12 +448,20 @@ impl TurnJudge {
             }
         }
         if let (false, Some((speech_end, silence))) = (self.in_flight, segmenter.pausing()) {
+            let first = !matches!(self.asked, Some((end, _)) if end == speech_end);
             let due = match self.asked {
-                Some((end, at)) if end == speech_end => silence >= at + self.check_every,
-                _ => silence >= self.first_check,
+                _ if first => silence >= self.first_check,
+                Some((_, at)) => self.check_every > 0 && silence >= at + self.check_every,
+                None => false,
             };
             if due {
-                let audio = segmenter.speech_so_far().unwrap_or_default().to_vec();
+                let mut audio = segmenter.speech_so_far().unwrap_or_default().to_vec();
+                if first {
+                    // The pause as the model was trained to hear it: the
+                    // speech and a short silence, however late it is asked.
+                    let extra = silence.saturating_sub(self.first_check) as usize;
+                    audio.truncate(audio.len().saturating_sub(extra));
+                }
                 if self.requests.try_send((speech_end, audio)).is_ok() {
                     self.asked = Some((speech_end, silence));
                     self.in_flight = true;
@@ -464,6 +478,7 @@ impl TurnJudge {
 /// just now, not one that has queued seconds of audio). `partial_every_ms`:
 /// while the user talks, report the speech so far each time this much more
 /// has been heard. `report` returning false, or `stop`, ends the thread.
+#[allow(clippy::too_many_arguments)] // each is one part of the ears, named
 pub fn spawn_hearing(
     mut source: Box<dyn FrameSource>,
     vad: VadConfig,
@@ -474,6 +489,11 @@ pub fn spawn_hearing(
     stop: Arc<AtomicBool>,
     mut report: impl FnMut(HearingEvent) -> bool + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
+    let speculate_after_ms = if endpointing.is_some() {
+        SPECULATE_BEFORE_SMART_TURN_MS
+    } else {
+        SPECULATE_AFTER_MS
+    };
     let mut judge = endpointing.map(TurnJudge::spawn).transpose()?;
     std::thread::Builder::new()
         .name("hark-hear".into())
@@ -481,7 +501,8 @@ pub fn spawn_hearing(
             let mut aec = echo.map(Aec::new);
             let result = (|| -> Result<(), String> {
                 // WebRTC's VAD is not Send: it lives and dies on this thread.
-                let mut in_progress = SpeechInProgress::new(&vad, partial_every_ms);
+                let mut in_progress =
+                    SpeechInProgress::new(&vad, partial_every_ms, speculate_after_ms);
                 let mut segmenter = Segmenter::webrtc(vad).map_err(|e| e.to_string())?;
                 while !stop.load(Ordering::Relaxed) {
                     let Some(mut frame) = source
@@ -569,7 +590,7 @@ mod tests {
         partial_every_ms: Option<u32>,
         decisions: &[bool],
     ) -> Vec<(usize, String)> {
-        let mut in_progress = SpeechInProgress::new(&vad, partial_every_ms);
+        let mut in_progress = SpeechInProgress::new(&vad, partial_every_ms, SPECULATE_AFTER_MS);
         let mut segmenter = Segmenter::new(vad, Script(decisions.to_vec().into_iter())).unwrap();
         let mut out = Vec::new();
         for k in 0..decisions.len() + 50 {
@@ -624,7 +645,11 @@ mod tests {
             .collect();
         // The mid-sentence pause and the end, each once, 120 ms in; the
         // speech resuming after the first.
-        assert_eq!(pauses, ["pause@1600", "resumed@1810", "pause@2800"], "{got:?}");
+        assert_eq!(
+            pauses,
+            ["pause@1600", "resumed@1810", "pause@2800"],
+            "{got:?}"
+        );
         let first_pause = got.iter().find(|(_, n)| n == "pause@1600").unwrap().0;
         assert_eq!(first_pause, 160 + 12 - 1);
     }

@@ -11,8 +11,8 @@
 //! clause's audio answers the machine's `Synthesize` at once. If the user
 //! goes on speaking, the preparation is cancelled and forgotten.
 
-use hark_converse::chunk::ClauseSplitter;
 use hark_converse::chunk::ChunkConfig;
+use hark_converse::chunk::ClauseSplitter;
 use hark_converse::turn::{ClauseId, ReplyId};
 use hark_llm::{CancelHandle, ChatMessage, Generation};
 

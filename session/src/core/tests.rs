@@ -1068,7 +1068,10 @@ fn a_reply_prepared_in_a_pause_the_user_goes_on_from_leaves_no_trace() {
     };
     rig.reply(3600, reply, &["Madrid."]);
     let clauses = rig.synthesize_all(3700, 0.5);
-    assert_eq!(clauses.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(), ["Madrid."]);
+    assert_eq!(
+        clauses.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+        ["Madrid."]
+    );
     rig.take_calls();
     rig.play_through(3750, clauses[0].0, 500);
 
@@ -1106,7 +1109,11 @@ fn a_reply_prepared_in_the_pause_that_ends_the_turn_plays_at_once() {
     let provisional = prepared_reply(&mut rig, question);
     rig.reply(2300, provisional, &ANSWER);
     let early = rig.synthesize_all(2400, 1.0);
-    assert_eq!(early.len(), 1, "only the first clause is prepared: {early:?}");
+    assert_eq!(
+        early.len(),
+        1,
+        "only the first clause is prepared: {early:?}"
+    );
     assert_eq!(rig.take_calls(), [], "nothing plays before the turn ends");
 
     // The turn ends at that pause: the machine's reply adopts the prepared
@@ -1168,7 +1175,16 @@ fn a_reply_prepared_in_the_pause_that_ends_the_turn_plays_at_once() {
         ]
     );
     let events = rig.events();
-    assert!(events.iter().any(|e| matches!(e, SessionEvent::ReplyAdopted { first_clause_ready: true, .. })), "{events:#?}");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            SessionEvent::ReplyAdopted {
+                first_clause_ready: true,
+                ..
+            }
+        )),
+        "{events:#?}"
+    );
     let v2v = events.iter().find_map(|e| match e {
         SessionEvent::TurnFinished {
             voice_to_voice_ms, ..
@@ -1176,4 +1192,72 @@ fn a_reply_prepared_in_the_pause_that_ends_the_turn_plays_at_once() {
         _ => None,
     });
     assert_eq!(v2v, Some(460), "speech ended at 2.0 s, voice at 2.46 s");
+}
+
+#[test]
+fn a_slow_speculative_transcript_still_answers_its_utterance_after_the_user_goes_on() {
+    let mut rig = Rig::new();
+    // The first sentence pauses and ends before Whisper has its text.
+    rig.hear(1000, HearingEvent::SpeechStarted { at_ms: 1000 });
+    let pausing = |end: u64| HearingEvent::SpeechPausing {
+        speech_end_ms: end,
+        audio: vec![0.0; 16_000],
+    };
+    rig.hear(1660, pausing(1600));
+    rig.hear(
+        1900,
+        HearingEvent::SpeechEnded {
+            start_ms: 1000,
+            at_ms: 1600,
+            audio: vec![0.0; 600 * 16],
+        },
+    );
+    // The user goes on with a second one, which pauses and ends too.
+    rig.hear(2000, HearingEvent::SpeechStarted { at_ms: 2000 });
+    rig.hear(2860, pausing(2800));
+    rig.hear(
+        3100,
+        HearingEvent::SpeechEnded {
+            start_ms: 2000,
+            at_ms: 2800,
+            audio: vec![0.0; 800 * 16],
+        },
+    );
+    let transcriptions: Vec<SttPurpose> = rig
+        .take_calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Transcribe { purpose, .. } => Some(purpose),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        transcriptions,
+        [
+            SttPurpose::Speculative {
+                speech_end_ms: 1600
+            },
+            SttPurpose::Final
+        ],
+        "the first pause's speculation is kept for its utterance"
+    );
+    // Whisper answers in order: the first utterance's text is not lost.
+    rig.at(
+        3300,
+        Some(CoreInput::Transcribed(SttResult {
+            utterance: 0,
+            purpose: SttPurpose::Speculative {
+                speech_end_ms: 1600,
+            },
+            text: "I'd like to know.".into(),
+            error: None,
+            transcribe_ms: 1500,
+        })),
+    );
+    rig.transcribed(3500, 2, "The capital of Spain.");
+    let generated = rig
+        .take_calls()
+        .into_iter()
+        .any(|c| matches!(c, Call::Generate { reply, .. } if reply < PROVISIONAL));
+    assert!(generated, "the conversation goes on: {:#?}", rig.events());
 }

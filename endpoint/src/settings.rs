@@ -98,7 +98,8 @@ impl Section for EndpointConfig {
             "Start the model (and the first words of the voice) on what was said as soon \
              as the user pauses, so the answer is ready when the turn is judged over; \
              dropped unheard if the user goes on. Costs CPU on pauses that were not the \
-             end. true or false.",
+             end. Not with a model that calls tools (an OpenAI-compatible server): a \
+             tool's effect could not be taken back. true or false.",
         ),
     ];
 }

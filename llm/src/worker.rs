@@ -38,10 +38,12 @@ pub trait TokenGenerator: Send + 'static {
         cancel: &CancelHandle,
     ) -> Result<Generation, LlmError>;
 
-    /// Tools the model may call while it answers. Generators whose models
-    /// cannot call tools (the local one) ignore them.
-    fn offer_tools(&mut self, tools: Box<dyn ToolBox>) {
+    /// Tools the model may call while it answers; returns whether it will.
+    /// Generators whose models cannot call tools (the local one) ignore
+    /// them.
+    fn offer_tools(&mut self, tools: Box<dyn ToolBox>) -> bool {
         let _ = tools;
+        false
     }
 }
 
@@ -55,7 +57,7 @@ impl<T: TokenGenerator + ?Sized> TokenGenerator for Box<T> {
         (**self).generate(history, on_token, cancel)
     }
 
-    fn offer_tools(&mut self, tools: Box<dyn ToolBox>) {
+    fn offer_tools(&mut self, tools: Box<dyn ToolBox>) -> bool {
         (**self).offer_tools(tools)
     }
 }

@@ -543,8 +543,9 @@ impl TokenGenerator for OpenAiClient {
         result.map(|()| generation)
     }
 
-    fn offer_tools(&mut self, tools: Box<dyn ToolBox>) {
+    fn offer_tools(&mut self, tools: Box<dyn ToolBox>) -> bool {
         self.tools = Some(tools);
+        true
     }
 }
 

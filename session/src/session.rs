@@ -235,7 +235,7 @@ pub fn run_session(
     // Models that can call tools get the skills and the user's commands.
     let mut model = models.llm;
     let skill_tools = skills.as_ref().is_some_and(Skills::enabled);
-    model.offer_tools(Box::new(SessionTools::new(
+    let calls_tools = model.offer_tools(Box::new(SessionTools::new(
         inbox.clone(),
         skill_tools,
         tools,
@@ -321,7 +321,9 @@ pub fn run_session(
         core.set_heartbeat(heartbeat);
     }
     core.set_mode(config.mode);
-    core.set_prepare_replies(config.endpoint.prepare_replies);
+    // Not for a model that calls tools: a tool's effect (a timer set, a
+    // command run) could not be taken back with a dropped reply.
+    core.set_prepare_replies(config.endpoint.prepare_replies && !calls_tools);
     if let Some(skills) = skills {
         core.set_skills(skills);
     }

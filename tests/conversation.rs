@@ -62,6 +62,31 @@ fn wait_for(log: &Path, name: &str, count: usize, hark: &mut Child, limit: Durat
     }
 }
 
+/// Waits (90 s at most) for `first` (returns false) or `second` (true):
+/// each a name and how many of it.
+fn wait_for_either(
+    log: &Path,
+    first: (&str, usize),
+    second: (&str, usize),
+    hark: &mut Child,
+) -> bool {
+    let started = Instant::now();
+    loop {
+        let log_now = events(log);
+        if named(&log_now, first.0).len() >= first.1 {
+            return false;
+        }
+        if named(&log_now, second.0).len() >= second.1 {
+            return true;
+        }
+        if started.elapsed() > Duration::from_secs(90) || hark.try_wait().ok().flatten().is_some() {
+            let _ = hark.kill();
+            panic!("neither {first:?} nor {second:?}:\n{}", dump(log));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts `hark converse` on the rig's default devices. Its output goes to
 /// files beside the log (`.out`, `.err`): a pipe nobody reads would fill up
 /// and block it.
@@ -280,15 +305,35 @@ fn with_the_speaker_leaking_into_the_mic_hark_does_not_interrupt_itself() {
         &log_path,
         &["--max-turns", "12", "--max-tokens", "40"],
     );
+    let mut repeated = 0;
     for (i, wav) in wavs.iter().enumerate() {
         rig.play_into_mic(wav);
-        wait_for(
+        // A question Whisper makes nothing of (seen once in a while on a
+        // loaded machine, through the echo canceller) is said again, as a
+        // person would: this test is about Hark not interrupting itself.
+        let nothing = named(&events(&log_path), "nothing_heard").len();
+        if wait_for_either(
             &log_path,
-            "turn_finished",
-            i + 1,
+            ("turn_finished", i + 1),
+            ("nothing_heard", nothing + 1),
             &mut session,
-            Duration::from_secs(90),
-        );
+        ) {
+            repeated += 1;
+            assert!(
+                repeated <= 2,
+                "Hark heard nothing again:\n{}",
+                dump(&log_path)
+            );
+            std::thread::sleep(Duration::from_millis(700));
+            rig.play_into_mic(wav);
+            wait_for(
+                &log_path,
+                "turn_finished",
+                i + 1,
+                &mut session,
+                Duration::from_secs(90),
+            );
+        }
         std::thread::sleep(Duration::from_millis(700));
     }
     let log = events(&log_path);

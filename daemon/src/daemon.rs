@@ -15,7 +15,7 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::Args;
@@ -84,13 +84,15 @@ async fn serve(
     reload: Reload,
     store: hark_models::store::ModelStore,
 ) -> anyhow::Result<()> {
-    let inbox: Arc<OnceLock<SyncSender<CoreInput>>> = Arc::new(OnceLock::new());
+    // Calls made while the models load wait on this for the core's inbox.
+    let (inbox_tx, inbox) = tokio::sync::watch::channel::<Option<SyncSender<CoreInput>>>(None);
+    let first_state = if config.daemon.mode == ListenMode::Always {
+        State::Listening
+    } else {
+        State::Idle
+    };
     let mirror = Arc::new(Mutex::new(Mirror {
-        state: if config.daemon.mode == ListenMode::Always {
-            State::Listening
-        } else {
-            State::Idle
-        },
+        state: None,
         mode: config.daemon.mode,
         muted: false,
         input_device: config
@@ -139,7 +141,7 @@ async fn serve(
     ));
 
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let ready_inbox = inbox.clone();
+    let ready_mirror = mirror.clone();
     let mut setup = SessionSetup::new(
         config.session(),
         Input::Switched(Default::default()),
@@ -172,7 +174,9 @@ async fn serve(
         }),
     });
     setup.on_ready = Some(Box::new(move |sender| {
-        let _ = ready_inbox.set(sender);
+        // Before the core runs, so no state it reports can be overwritten.
+        ready_mirror.lock().unwrap_or_else(|p| p.into_inner()).state = Some(first_state);
+        inbox_tx.send_replace(Some(sender));
         let _ = ready_tx.send(());
     }));
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
@@ -195,6 +199,7 @@ async fn serve(
         ready = ready_rx => {
             if ready.is_ok() {
                 tracing::info!("ready: listening");
+                crate::service::announce_ready(&connection).await;
                 let _ = crate::notify::ready();
                 let _ = crate::notify::status("listening");
             }
@@ -207,7 +212,7 @@ async fn serve(
     let stop = |why: &str| {
         tracing::info!("{why}: finishing the current reply, then stopping");
         let _ = crate::notify::stopping();
-        if let Some(inbox) = inbox.get() {
+        if let Some(inbox) = inbox.borrow().as_ref() {
             let _ = inbox.try_send(CoreInput::Command(Command::Stop));
         }
     };
@@ -225,3 +230,4 @@ async fn serve(
     pump.abort();
     result
 }
+

@@ -9,7 +9,8 @@
 //! conversation state.
 
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use zbus::object_server::SignalEmitter;
 
@@ -26,6 +27,14 @@ pub const INTERFACE: &str = "dev.hark.Hark1";
 
 /// Longest text `Say` and `Ask` accept, in bytes.
 const MAX_TEXT: usize = 4096;
+
+/// How long a call made while the models load waits for them. D-Bus
+/// activation starts Hark on its first call, which must not fail for
+/// being early; a load this slow has gone wrong.
+pub const READY_WAIT: Duration = Duration::from_secs(60);
+
+/// The core's inbox, `None` until its models are loaded.
+pub type Inbox = tokio::sync::watch::Receiver<Option<SyncSender<CoreInput>>>;
 
 /// Errors sent back to D-Bus callers, named `dev.hark.Hark1.Error.*`.
 #[derive(Debug, zbus::DBusError)]
@@ -46,7 +55,8 @@ pub enum HarkError {
 /// What the properties show: the core's last word on each.
 #[derive(Debug, Clone)]
 pub struct Mirror {
-    pub state: State,
+    /// `None` while the models load (`State` reads `loading`).
+    pub state: Option<State>,
     pub mode: ListenMode,
     pub muted: bool,
     pub input_device: String,
@@ -61,15 +71,17 @@ pub struct Mirror {
 /// The object served at [`OBJECT_PATH`].
 pub struct HarkService {
     /// Set once the core runs.
-    inbox: Arc<OnceLock<SyncSender<CoreInput>>>,
+    inbox: Inbox,
     mirror: Arc<Mutex<Mirror>>,
     /// Where the configuration came from, for `Reload`.
     reload: Reload,
+    /// [`READY_WAIT`], shorter in tests.
+    ready_wait: Duration,
 }
 
 impl HarkService {
     pub fn new(
-        inbox: Arc<OnceLock<SyncSender<CoreInput>>>,
+        inbox: Inbox,
         mirror: Arc<Mutex<Mirror>>,
         reload: Reload,
     ) -> Self {
@@ -77,14 +89,30 @@ impl HarkService {
             inbox,
             mirror,
             reload,
+            ready_wait: READY_WAIT,
         }
     }
 
-    fn send(&self, command: Command) -> Result<(), HarkError> {
-        let inbox = self
-            .inbox
-            .get()
-            .ok_or_else(|| HarkError::NotReady("Hark is still loading its models".into()))?;
+    /// Forwards `command` to the core, waiting (at most [`READY_WAIT`])
+    /// for it to finish loading.
+    async fn send(&self, command: Command) -> Result<(), HarkError> {
+        let mut inbox = self.inbox.clone();
+        let inbox = match tokio::time::timeout(self.ready_wait, inbox.wait_for(Option::is_some))
+            .await
+        {
+            Ok(Ok(inbox)) => inbox.clone().expect("waited until it was set"),
+            Ok(Err(_)) => {
+                return Err(HarkError::NotReady(
+                    "the conversation stopped before its models were loaded".into(),
+                ))
+            }
+            Err(_) => {
+                return Err(HarkError::NotReady(format!(
+                    "Hark is still loading its models after {} s (see its log)",
+                    self.ready_wait.as_secs()
+                )))
+            }
+        };
         match inbox.try_send(CoreInput::Command(command)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(HarkError::Busy(
@@ -135,7 +163,7 @@ impl HarkService {
     /// Speaks `text` (replacing any reply in progress).
     async fn say(&self, text: String) -> Result<(), HarkError> {
         let text = checked_text("Say", text)?;
-        self.send(Command::Say(text))
+        self.send(Command::Say(text)).await
     }
 
     /// Answers `text` as if the user had said it, speaks the answer and
@@ -146,7 +174,7 @@ impl HarkService {
         self.send(Command::Ask {
             text,
             reply: Some(reply),
-        })?;
+        }).await?;
         answer
             .await
             .map_err(|_| HarkError::NotReady("the conversation stopped before answering".into()))
@@ -154,21 +182,21 @@ impl HarkService {
 
     /// Stops talking now.
     async fn interrupt(&self) -> Result<(), HarkError> {
-        self.send(Command::Interrupt)
+        self.send(Command::Interrupt).await
     }
 
     /// Push-to-talk pressed: listen (in `push-to-talk` mode).
     async fn start_listening(&self) -> Result<(), HarkError> {
-        self.send(Command::Listen(true))
+        self.send(Command::Listen(true)).await
     }
 
     /// Push-to-talk released.
     async fn stop_listening(&self) -> Result<(), HarkError> {
-        self.send(Command::Listen(false))
+        self.send(Command::Listen(false)).await
     }
 
     async fn set_muted(&self, muted: bool) -> Result<(), HarkError> {
-        self.send(Command::SetMuted(muted))
+        self.send(Command::SetMuted(muted)).await
     }
 
     /// `always`, `push-to-talk` or `off`.
@@ -176,18 +204,18 @@ impl HarkService {
         let parsed: ListenMode = mode
             .parse()
             .map_err(|e| HarkError::InvalidArgument(format!("SetMode: {e}")))?;
-        self.send(Command::SetMode(parsed))
+        self.send(Command::SetMode(parsed)).await
     }
 
     async fn clear_history(&self) -> Result<(), HarkError> {
-        self.send(Command::ClearHistory)
+        self.send(Command::ClearHistory).await
     }
 
     /// (role, text, Unix time in ms) per turn, oldest first; an interrupted
     /// reply holds only what was spoken.
     async fn get_history(&self) -> Result<Vec<(String, String, u64)>, HarkError> {
         let (reply, answer) = answer();
-        self.send(Command::GetHistory(reply))?;
+        self.send(Command::GetHistory(reply)).await?;
         let turns = answer
             .await
             .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?;
@@ -227,7 +255,7 @@ impl HarkService {
                 label: format!("stream from {caller}"),
             },
             reply,
-        })?;
+        }).await?;
         answer
             .await
             .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
@@ -250,7 +278,7 @@ impl HarkService {
             seconds,
             label,
             reply,
-        })?;
+        }).await?;
         let timer = answer
             .await
             .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
@@ -261,7 +289,7 @@ impl HarkService {
     /// Cancels the timer `id` (as `SetTimer` or `Timers` give it).
     async fn cancel_timer(&self, id: String) -> Result<(), HarkError> {
         let (reply, answer) = answer();
-        self.send(Command::CancelTimer { id, reply })?;
+        self.send(Command::CancelTimer { id, reply }).await?;
         answer
             .await
             .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
@@ -278,12 +306,14 @@ impl HarkService {
         self.send(Command::Reconfigure {
             turn: loaded.config.conversation,
             mode: loaded.config.daemon.mode,
-        })
+        }).await
     }
 
+    /// `loading` until the models are ready, then the turn state
+    /// (`listening`, `idle`, `thinking`, `speaking`, …).
     #[zbus(property)]
     async fn state(&self) -> String {
-        state_name(self.mirror().state).to_owned()
+        self.mirror().state.map_or("loading", state_name).to_owned()
     }
 
     #[zbus(property)]
@@ -430,7 +460,7 @@ pub async fn pump_signals(
         };
         let sent = match event {
             SessionEvent::State { to, .. } => {
-                update(&|m| m.state = to);
+                update(&|m| m.state = Some(to));
                 let _ = service.state_changed(emitter).await;
                 HarkService::state_changed_signal(emitter, state_name(to)).await
             }
@@ -503,5 +533,95 @@ pub async fn pump_signals(
         if let Err(e) = sent {
             tracing::warn!("cannot emit a D-Bus signal: {e}");
         }
+    }
+}
+
+/// Tells property watchers that `State` has left `loading`.
+pub async fn announce_ready(connection: &zbus::Connection) {
+    let Ok(iface) = connection
+        .object_server()
+        .interface::<_, HarkService>(OBJECT_PATH)
+        .await
+    else {
+        return;
+    };
+    let emitter = iface.signal_emitter();
+    let state = HarkService::state(&*iface.get().await).await;
+    let _ = iface.get().await.state_changed(emitter).await;
+    let _ = HarkService::state_changed_signal(emitter, &state).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(inbox: Inbox, ready_wait: Duration) -> HarkService {
+        let mirror = Mirror {
+            state: None,
+            mode: ListenMode::Always,
+            muted: false,
+            input_device: "default".into(),
+            output_device: "default".into(),
+            models: Vec::new(),
+            last_turn_latency_ms: 0,
+            timers: Vec::new(),
+        };
+        let reload = Reload {
+            config_file: None,
+            overrides: Vec::new(),
+        };
+        let mut service = HarkService::new(inbox, Arc::new(Mutex::new(mirror)), reload);
+        service.ready_wait = ready_wait;
+        service
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    #[test]
+    fn a_call_made_while_loading_is_delivered_once_the_core_is_ready() {
+        let (ready, inbox) = tokio::sync::watch::channel(None);
+        let service = service(inbox, Duration::from_secs(10));
+        let (core_tx, core_rx) = std::sync::mpsc::sync_channel(4);
+        block_on(async {
+            let loading = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                ready.send_replace(Some(core_tx));
+            });
+            assert_eq!(service.state().await, "loading");
+            service.send(Command::Interrupt).await.unwrap();
+            loading.await.unwrap();
+        });
+        assert!(matches!(
+            core_rx.try_recv(),
+            Ok(CoreInput::Command(Command::Interrupt))
+        ));
+    }
+
+    #[test]
+    fn a_load_that_never_ends_gives_a_clear_not_ready_error() {
+        let (_ready, inbox) = tokio::sync::watch::channel(None);
+        let service = service(inbox, Duration::from_millis(30));
+        let err = block_on(service.send(Command::Interrupt)).unwrap_err();
+        match err {
+            HarkError::NotReady(why) => assert!(why.contains("still loading"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_core_that_dies_while_loading_fails_the_waiting_call_at_once() {
+        let (ready, inbox) = tokio::sync::watch::channel(None);
+        let service = service(inbox, Duration::from_secs(60));
+        drop(ready);
+        let started = std::time::Instant::now();
+        let err = block_on(service.send(Command::Interrupt)).unwrap_err();
+        assert!(matches!(err, HarkError::NotReady(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

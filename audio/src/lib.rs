@@ -15,3 +15,15 @@ pub mod wav;
 
 pub use error::AudioError;
 pub use frame::{Frame, FrameSource, SAMPLE_RATE};
+
+/// A float sample from outside (a float WAV, an `f32le` stream) made safe
+/// for the resampler, whose FFT turns NaN, infinities and huge values into
+/// NaN everywhere (and panics): non-finite becomes silence, the rest is
+/// clipped to full scale, as a sound card would.
+pub(crate) fn full_scale(sample: f32) -> f32 {
+    if sample.is_finite() {
+        sample.clamp(-1.0, 1.0)
+    } else {
+        0.0
+    }
+}

@@ -249,7 +249,7 @@ impl<R: Read + Send> PcmStreamSource<R> {
             PcmEncoding::F32Le => self.decoded.extend(
                 self.bytes[..whole]
                     .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]).clamp(-1.0, 1.0)),
+                    .map(|b| crate::full_scale(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
             ),
         }
         self.bytes.copy_within(whole..available, 0);

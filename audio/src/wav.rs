@@ -98,7 +98,7 @@ impl WavDecoder {
                 .reader
                 .samples::<f32>()
                 .take(max_samples)
-                .try_for_each(|s| s.map(|s| out.push(s))),
+                .try_for_each(|s| s.map(|s| out.push(crate::full_scale(s)))),
             hound::SampleFormat::Int => {
                 // Full scale of a signed `bits`-bit integer maps to 1.0.
                 let scale = 1.0 / (1u64 << (self.spec.bits_per_sample - 1)) as f32;
@@ -305,7 +305,12 @@ pub fn read_wav_16k_mono(path: impl AsRef<Path>) -> Result<Vec<f32>, AudioError>
     let mut decoder = WavDecoder::open(path.as_ref())?;
     let spec = decoder.spec;
     let mut resampler = Resampler::new(spec.sample_rate, spec.channels)?;
-    let expected = decoder.reader.duration() as u64 * SAMPLE_RATE as u64 / spec.sample_rate as u64;
+    // The header's length, but never more than the file's bytes can hold:
+    // a corrupt header must not reserve gigabytes.
+    let file_frames = std::fs::metadata(path.as_ref()).map_or(0, |m| m.len())
+        / (spec.channels as u64 * (spec.bits_per_sample as u64).div_ceil(8)).max(1);
+    let frames = (decoder.reader.duration() as u64).min(file_frames);
+    let expected = frames * SAMPLE_RATE as u64 / spec.sample_rate as u64;
     let mut out = Vec::with_capacity(expected as usize + 1);
     let mut decoded = Vec::new();
     let block = decoder.block_len() * 50;
@@ -490,6 +495,23 @@ mod tests {
                 "{name}: stays ended"
             );
         }
+    }
+
+    #[test]
+    fn a_float_file_of_nan_and_huge_values_reads_as_clipped_finite_audio() {
+        // Found by the fuzz tests: the resampler's FFT panicked on these.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wild.wav");
+        let wild: Vec<f32> = [f32::NAN, f32::INFINITY, 3.0e38, -7.0, 0.25]
+            .iter()
+            .copied()
+            .cycle()
+            .take(44_100 / 10)
+            .collect();
+        write_float(&path, 44_100, 1, &wild);
+        let samples = read_wav_16k_mono(&path).unwrap();
+        assert_eq!(samples.len(), 1600);
+        assert!(samples.iter().all(|s| s.is_finite() && s.abs() <= 1.5));
     }
 
     #[test]

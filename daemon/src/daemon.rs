@@ -230,4 +230,3 @@ async fn serve(
     pump.abort();
     result
 }
-

@@ -10,6 +10,8 @@ mod config;
 mod converse;
 mod daemon;
 mod devices;
+#[cfg(test)]
+mod fuzz;
 mod listen;
 mod manpage;
 mod models;

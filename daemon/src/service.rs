@@ -80,11 +80,7 @@ pub struct HarkService {
 }
 
 impl HarkService {
-    pub fn new(
-        inbox: Inbox,
-        mirror: Arc<Mutex<Mirror>>,
-        reload: Reload,
-    ) -> Self {
+    pub fn new(inbox: Inbox, mirror: Arc<Mutex<Mirror>>, reload: Reload) -> Self {
         Self {
             inbox,
             mirror,
@@ -97,22 +93,21 @@ impl HarkService {
     /// for it to finish loading.
     async fn send(&self, command: Command) -> Result<(), HarkError> {
         let mut inbox = self.inbox.clone();
-        let inbox = match tokio::time::timeout(self.ready_wait, inbox.wait_for(Option::is_some))
-            .await
-        {
-            Ok(Ok(inbox)) => inbox.clone().expect("waited until it was set"),
-            Ok(Err(_)) => {
-                return Err(HarkError::NotReady(
-                    "the conversation stopped before its models were loaded".into(),
-                ))
-            }
-            Err(_) => {
-                return Err(HarkError::NotReady(format!(
-                    "Hark is still loading its models after {} s (see its log)",
-                    self.ready_wait.as_secs()
-                )))
-            }
-        };
+        let inbox =
+            match tokio::time::timeout(self.ready_wait, inbox.wait_for(Option::is_some)).await {
+                Ok(Ok(inbox)) => inbox.clone().expect("waited until it was set"),
+                Ok(Err(_)) => {
+                    return Err(HarkError::NotReady(
+                        "the conversation stopped before its models were loaded".into(),
+                    ))
+                }
+                Err(_) => {
+                    return Err(HarkError::NotReady(format!(
+                        "Hark is still loading its models after {} s (see its log)",
+                        self.ready_wait.as_secs()
+                    )))
+                }
+            };
         match inbox.try_send(CoreInput::Command(command)) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => Err(HarkError::Busy(
@@ -174,7 +169,8 @@ impl HarkService {
         self.send(Command::Ask {
             text,
             reply: Some(reply),
-        }).await?;
+        })
+        .await?;
         answer
             .await
             .map_err(|_| HarkError::NotReady("the conversation stopped before answering".into()))
@@ -255,7 +251,8 @@ impl HarkService {
                 label: format!("stream from {caller}"),
             },
             reply,
-        }).await?;
+        })
+        .await?;
         answer
             .await
             .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
@@ -278,7 +275,8 @@ impl HarkService {
             seconds,
             label,
             reply,
-        }).await?;
+        })
+        .await?;
         let timer = answer
             .await
             .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
@@ -306,7 +304,8 @@ impl HarkService {
         self.send(Command::Reconfigure {
             turn: loaded.config.conversation,
             mode: loaded.config.daemon.mode,
-        }).await
+        })
+        .await
     }
 
     /// `loading` until the models are ready, then the turn state

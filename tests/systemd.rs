@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Highest acceptable exposure from `systemd-analyze security`, in tenths
-/// (what `--threshold` takes). The unit scores 1.0 today.
-const MAX_EXPOSURE_TENTHS: u32 = 30;
+/// (what `--threshold` takes): 2.5, the ceiling Hark promises. The unit
+/// scores 1.0 today, 1.5 with the network drop-in.
+const MAX_EXPOSURE_TENTHS: u32 = 25;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

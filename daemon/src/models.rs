@@ -98,7 +98,7 @@ fn remote_llm(config: &LlmConfig) -> anyhow::Result<OpenAiClient> {
     let client = OpenAiClient::new(OpenAiConfig {
         url,
         model: config.model.clone(),
-        api_key: api_key(config)?,
+        api_key: api_key(config)?.map(hark_openai::ApiKey::new),
         system_prompt: config.system_prompt.clone(),
         temperature: config.temperature,
         max_tokens: config.max_tokens,

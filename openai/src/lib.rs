@@ -42,7 +42,7 @@ pub struct OpenAiConfig {
     /// The model name the server knows.
     pub model: String,
     /// Sent as `Authorization: Bearer …` when set.
-    pub api_key: Option<String>,
+    pub api_key: Option<ApiKey>,
     /// Prepended when the history has no system message.
     pub system_prompt: String,
     pub temperature: f64,
@@ -51,6 +51,46 @@ pub struct OpenAiConfig {
     /// Longest wait for the first piece of a reply, and then between
     /// pieces.
     pub first_token_timeout: Duration,
+}
+
+/// A secret sent to the server and shown nowhere else: `Debug` hides it,
+/// and a server's error message that quotes it (hosted services do, in
+/// part) has it cut out before it reaches a log or an `Error` signal.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// `text` with the key, and any 8 characters of it in a row, replaced.
+    fn redact(&self, text: String) -> String {
+        let key = self.0.as_str();
+        if key.len() < 8 || !key.is_ascii() {
+            return if key.is_empty() {
+                text
+            } else {
+                text.replace(key, "[API key]")
+            };
+        }
+        let mut text = text.replace(key, "[API key]");
+        // Services print a prefix and a suffix ("sk-abc***xyz"): any run of
+        // 8 characters of the key goes.
+        for start in 0..=key.len() - 8 {
+            let part = &key[start..start + 8];
+            if text.contains(part) {
+                text = text.replace(part, "[API key]");
+            }
+        }
+        text
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(hidden)")
+    }
 }
 
 /// Why the client could not be built.
@@ -187,9 +227,13 @@ impl OpenAiClient {
     }
 
     fn server_error(&self, message: impl Into<String>) -> LlmError {
+        let message = message.into();
         LlmError::Server {
             url: self.endpoint.clone(),
-            message: message.into(),
+            message: match &self.config.api_key {
+                Some(key) => key.redact(message),
+                None => message,
+            },
         }
     }
 
@@ -211,7 +255,7 @@ impl OpenAiClient {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(self.body(messages).to_string());
         if let Some(key) = &self.config.api_key {
-            request = request.bearer_auth(key);
+            request = request.bearer_auth(&key.0);
         }
         let mut round = Round::default();
         let mut poll = tokio::time::interval(CANCEL_POLL);

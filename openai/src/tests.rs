@@ -135,7 +135,7 @@ fn client(url: &str, timeout_ms: u64) -> OpenAiClient {
     OpenAiClient::new(OpenAiConfig {
         url: url.into(),
         model: "smollm2".into(),
-        api_key: Some("sekrit".into()),
+        api_key: Some(ApiKey::new(KEY)),
         system_prompt: "Be brief.".into(),
         temperature: 0.2,
         max_tokens: 50,
@@ -195,7 +195,8 @@ fn a_reply_split_anywhere_with_pings_streams_piece_by_piece() {
         seen.request
     );
     assert!(
-        seen.request.contains("authorization: Bearer sekrit"),
+        seen.request
+            .contains(&format!("authorization: Bearer {KEY}")),
         "{}",
         seen.request
     );
@@ -212,6 +213,30 @@ fn a_reply_split_anywhere_with_pings_streams_piece_by_piece() {
         body["messages"][1],
         json!({"role": "user", "content": "What is the capital of France?"})
     );
+}
+
+/// What the scripted servers are sent as the key.
+const KEY: &str = "sk-hark-test-0123456789";
+
+#[test]
+fn the_api_key_is_never_shown_even_when_the_server_quotes_it() {
+    let body = format!(
+        r#"{{"error": {{"message": "Incorrect API key provided: {KEY}, or sk-hark***6789 ({})"}}}}"#,
+        &KEY[3..15]
+    );
+    let (url, _server) = serve(vec![write(&format!(
+        "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    ))]);
+    assert_eq!(
+        format!("{:?}", Some(ApiKey::new(KEY))),
+        "Some(ApiKey(hidden))"
+    );
+    let mut client = client(&url, 5000);
+    let (_, result) = ask(&mut client, &CancelHandle::default());
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("Incorrect API key provided: [API key]"), "{e}");
+    assert!(!e.contains("0123456789") && !e.contains("hark-test"), "{e}");
 }
 
 #[test]

@@ -275,10 +275,21 @@ pub struct EventLog {
 
 impl EventLog {
     pub fn create(path: &Path) -> Result<Self, SessionError> {
-        let file = File::create(path).map_err(|source| SessionError::EventLog {
-            path: path.to_owned(),
-            source,
-        })?;
+        // What was said is private: readable by its owner only.
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| SessionError::EventLog {
+                path: path.to_owned(),
+                source,
+            })?;
+        // A file that was there keeps its mode through `open`.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
         Ok(Self {
             out: BufWriter::new(file),
             failed: false,
@@ -316,6 +327,19 @@ impl Subscriber for EventLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_log_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(EventLog::create(&path).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    }
 
     #[test]
     fn events_serialise_as_log_lines() {

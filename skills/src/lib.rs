@@ -430,7 +430,13 @@ fn save(path: &Path, state: &SkillState) -> Result<(), StateError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(failed)?;
+        // Timers' labels are the user's words: the directory is theirs.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(failed)?;
     }
     let partial = path.with_extension("json.partial");
     let text = serde_json::to_string_pretty(state).expect("the state serialises");

@@ -163,6 +163,11 @@ fn timers_and_gain_survive_a_restart_in_a_private_file() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    let dir_mode = std::fs::metadata(path.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
 
     let (mut again, problem) = Skills::new(SkillsConfig::default(), Some(path.clone()));
     assert!(problem.is_none());

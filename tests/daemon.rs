@@ -32,9 +32,28 @@ struct Daemon {
 }
 
 /// Starts a private session bus listening at `bus`; returns its pid.
-fn start_bus(bus: &std::path::Path) -> u32 {
-    let out = Command::new("dbus-daemon")
-        .args(["--session", "--fork", "--nopidfile", "--print-pid=1"])
+/// A `shared` bus also admits other users, as a system-wide bus would.
+fn start_bus(bus: &std::path::Path, shared: bool) -> u32 {
+    let mut cmd = Command::new("dbus-daemon");
+    if shared {
+        let config = bus.with_extension("conf");
+        std::fs::write(
+            &config,
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <include>/usr/share/dbus-1/session.conf</include>
+  <policy context="default"><allow user="*"/></policy>
+</busconfig>
+"#,
+        )
+        .unwrap();
+        cmd.arg(format!("--config-file={}", config.display()));
+    } else {
+        cmd.arg("--session");
+    }
+    let out = cmd
+        .args(["--fork", "--nopidfile", "--print-pid=1"])
         .arg(format!("--address=unix:path={}", bus.display()))
         .output()
         .expect("run dbus-daemon (package dbus; run scripts/setup)");
@@ -74,13 +93,18 @@ impl Daemon {
     /// `hark daemon ARGS` whose state directory starts with a copy of
     /// `state` (another daemon's state file).
     fn start_with_state(args: &[&str], state: Option<&std::path::Path>) -> Daemon {
+        Self::start_on(args, state, false)
+    }
+
+    /// On a bus that `shared` opens to every user.
+    fn start_on(args: &[&str], state: Option<&std::path::Path>, shared: bool) -> Daemon {
         let rig = AudioRig::start();
         let dir = tempfile::tempdir().unwrap();
         if let Some(state) = state {
             std::fs::create_dir_all(dir.path().join("state/hark")).unwrap();
             std::fs::copy(state, dir.path().join("state/hark/state.json")).unwrap();
         }
-        let bus_pid = start_bus(&dir.path().join("bus"));
+        let bus_pid = start_bus(&dir.path().join("bus"), shared);
         let notify = UnixDatagram::bind(dir.path().join("notify")).unwrap();
         notify
             .set_read_timeout(Some(Duration::from_millis(200)))
@@ -676,7 +700,7 @@ fn interface_xml(xml: &str) -> Option<String> {
 fn clients_say_plainly_when_no_daemon_runs() {
     let dir = tempfile::tempdir().unwrap();
     let bus = dir.path().join("bus");
-    let pid = start_bus(&bus).to_string();
+    let pid = start_bus(&bus, false).to_string();
     for args in [
         vec!["status"],
         vec!["say", "hello"],
@@ -853,6 +877,56 @@ fn without_its_microphone_the_daemon_stays_up_speaks_and_takes_a_stream() {
     stop(busctl);
     let seen = daemon.busctl_signals("busctl.txt");
     assert!(seen.iter().any(|s| s == "Error"), "busctl saw {seen:?}");
+}
+
+#[test]
+fn on_a_bus_shared_between_users_another_user_is_refused() {
+    // Only root can be another user here (CI runs as root).
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: cannot run as uid 65534 (setpriv needs root)");
+        return;
+    }
+    let daemon = Daemon::start_on(&[], None, true);
+    // The bus socket, not the rest of the test's files, is theirs to reach.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(daemon.path(""), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(daemon.path("bus"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let address = format!("--address=unix:path={}", daemon.path("bus").display());
+    let call = |as_nobody: bool, method: &str, args: &[&str]| {
+        let mut cmd = if as_nobody {
+            let mut cmd = Command::new("setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl"]);
+            cmd
+        } else {
+            Command::new("busctl")
+        };
+        cmd.arg(&address)
+            .args(["call", NAME, PATH, IFACE, method])
+            .args(args);
+        cmd.output().unwrap()
+    };
+    for (method, args) in [
+        ("GetHistory", &[][..]),
+        ("Say", &["s", "Hello."][..]),
+        ("SetMuted", &["b", "true"][..]),
+    ] {
+        let refused = call(true, method, args);
+        assert!(!refused.status.success(), "{method} as another user");
+        assert!(
+            stderr(&refused).contains("Hark serves uid"),
+            "{method}: {}",
+            stderr(&refused)
+        );
+    }
+    let history = call(false, "GetHistory", &[]);
+    assert!(history.status.success(), "{}", stderr(&history));
+    assert_eq!(daemon.property("Muted"), "b false");
+    assert!(daemon
+        .stderr()
+        .contains("refused a D-Bus caller of another user"));
 }
 
 #[test]

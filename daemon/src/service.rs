@@ -50,6 +50,8 @@ pub enum HarkError {
     NotReady(String),
     /// The configuration file has an error (`Reload`).
     Config(String),
+    /// The caller runs as another user.
+    AccessDenied(String),
 }
 
 /// What the properties show: the core's last word on each.
@@ -77,7 +79,15 @@ pub struct HarkService {
     reload: Reload,
     /// [`READY_WAIT`], shorter in tests.
     ready_wait: Duration,
+    /// The uid whose assistant this is (the daemon's own).
+    owner_uid: Option<u32>,
+    /// Callers already asked about: unique name → whether it is the owner.
+    callers: Mutex<std::collections::HashMap<String, bool>>,
 }
+
+/// Callers remembered before the list starts again (unique names are never
+/// reused, so it would only grow).
+const MAX_CALLERS: usize = 1024;
 
 impl HarkService {
     pub fn new(inbox: Inbox, mirror: Arc<Mutex<Mirror>>, reload: Reload) -> Self {
@@ -86,6 +96,10 @@ impl HarkService {
             mirror,
             reload,
             ready_wait: READY_WAIT,
+            owner_uid: std::fs::metadata("/proc/self")
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m)),
+            callers: Mutex::default(),
         }
     }
 
@@ -116,6 +130,53 @@ impl HarkService {
             Err(TrySendError::Disconnected(_)) => {
                 Err(HarkError::NotReady("the conversation has stopped".into()))
             }
+        }
+    }
+
+    /// Refuses a caller of another uid: the session bus admits only its
+    /// user, but a bus shared between users must not let one drive, or
+    /// read the history of, another's assistant.
+    async fn authorize(
+        &self,
+        header: &zbus::message::Header<'_>,
+        connection: &zbus::Connection,
+    ) -> Result<(), HarkError> {
+        // No sender: a direct connection, not a bus.
+        let (Some(sender), Some(owner)) = (header.sender(), self.owner_uid) else {
+            return Ok(());
+        };
+        let known = self
+            .callers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sender.as_str())
+            .copied();
+        let allowed = match known {
+            Some(allowed) => allowed,
+            None => {
+                let bus = zbus::fdo::DBusProxy::new(connection).await?;
+                let uid = bus
+                    .get_connection_unix_user(sender.clone().into())
+                    .await
+                    .map_err(zbus::Error::from)?;
+                let allowed = uid == owner;
+                if !allowed {
+                    tracing::warn!(%sender, uid, "refused a D-Bus caller of another user");
+                }
+                let mut callers = self.callers.lock().unwrap_or_else(|p| p.into_inner());
+                if callers.len() >= MAX_CALLERS {
+                    callers.clear();
+                }
+                callers.insert(sender.to_string(), allowed);
+                allowed
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(HarkError::AccessDenied(format!(
+                "Hark serves uid {owner} only"
+            )))
         }
     }
 
@@ -156,14 +217,26 @@ fn answer<T: Send + 'static>() -> (Reply<T>, tokio::sync::oneshot::Receiver<T>) 
 #[zbus::interface(name = "dev.hark.Hark1")]
 impl HarkService {
     /// Speaks `text` (replacing any reply in progress).
-    async fn say(&self, text: String) -> Result<(), HarkError> {
+    async fn say(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        text: String,
+    ) -> Result<(), HarkError> {
+        self.authorize(&header, connection).await?;
         let text = checked_text("Say", text)?;
         self.send(Command::Say(text)).await
     }
 
     /// Answers `text` as if the user had said it, speaks the answer and
     /// returns what was spoken (only the heard part if interrupted).
-    async fn ask(&self, text: String) -> Result<String, HarkError> {
+    async fn ask(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        text: String,
+    ) -> Result<String, HarkError> {
+        self.authorize(&header, connection).await?;
         let text = checked_text("Ask", text)?;
         let (reply, answer) = answer();
         self.send(Command::Ask {
@@ -177,39 +250,76 @@ impl HarkService {
     }
 
     /// Stops talking now.
-    async fn interrupt(&self) -> Result<(), HarkError> {
+    async fn interrupt(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<(), HarkError> {
+        self.authorize(&header, connection).await?;
         self.send(Command::Interrupt).await
     }
 
     /// Push-to-talk pressed: listen (in `push-to-talk` mode).
-    async fn start_listening(&self) -> Result<(), HarkError> {
+    async fn start_listening(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<(), HarkError> {
+        self.authorize(&header, connection).await?;
         self.send(Command::Listen(true)).await
     }
 
     /// Push-to-talk released.
-    async fn stop_listening(&self) -> Result<(), HarkError> {
+    async fn stop_listening(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<(), HarkError> {
+        self.authorize(&header, connection).await?;
         self.send(Command::Listen(false)).await
     }
 
-    async fn set_muted(&self, muted: bool) -> Result<(), HarkError> {
+    async fn set_muted(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        muted: bool,
+    ) -> Result<(), HarkError> {
+        self.authorize(&header, connection).await?;
         self.send(Command::SetMuted(muted)).await
     }
 
     /// `always`, `push-to-talk` or `off`.
-    async fn set_mode(&self, mode: String) -> Result<(), HarkError> {
+    async fn set_mode(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        mode: String,
+    ) -> Result<(), HarkError> {
+        self.authorize(&header, connection).await?;
         let parsed: ListenMode = mode
             .parse()
             .map_err(|e| HarkError::InvalidArgument(format!("SetMode: {e}")))?;
         self.send(Command::SetMode(parsed)).await
     }
 
-    async fn clear_history(&self) -> Result<(), HarkError> {
+    async fn clear_history(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<(), HarkError> {
+        self.authorize(&header, connection).await?;
         self.send(Command::ClearHistory).await
     }
 
     /// (role, text, Unix time in ms) per turn, oldest first; an interrupted
     /// reply holds only what was spoken.
-    async fn get_history(&self) -> Result<Vec<(String, String, u64)>, HarkError> {
+    async fn get_history(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<Vec<(String, String, u64)>, HarkError> {
+        self.authorize(&header, connection).await?;
         let (reply, answer) = answer();
         self.send(Command::GetHistory(reply)).await?;
         let turns = answer
@@ -229,8 +339,10 @@ impl HarkService {
     async fn open_audio_input(
         &self,
         #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
         format: String,
     ) -> Result<zbus::OwnedFd, HarkError> {
+        self.authorize(&header, connection).await?;
         let parsed: hark_audio::stream::PcmFormat = format
             .parse()
             .map_err(|e| HarkError::InvalidArgument(format!("OpenAudioInput: {e}")))?;
@@ -263,7 +375,14 @@ impl HarkService {
 
     /// Sets a timer of `seconds` that says `label` when it goes off (and
     /// sends `TimerFired`); returns its id. It survives a restart.
-    async fn set_timer(&self, seconds: u64, label: String) -> Result<String, HarkError> {
+    async fn set_timer(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        seconds: u64,
+        label: String,
+    ) -> Result<String, HarkError> {
+        self.authorize(&header, connection).await?;
         if label.len() > 200 {
             return Err(HarkError::InvalidArgument(format!(
                 "SetTimer: the label is {} bytes; at most 200 are accepted",
@@ -285,7 +404,13 @@ impl HarkService {
     }
 
     /// Cancels the timer `id` (as `SetTimer` or `Timers` give it).
-    async fn cancel_timer(&self, id: String) -> Result<(), HarkError> {
+    async fn cancel_timer(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        id: String,
+    ) -> Result<(), HarkError> {
+        self.authorize(&header, connection).await?;
         let (reply, answer) = answer();
         self.send(Command::CancelTimer { id, reply }).await?;
         answer
@@ -296,7 +421,12 @@ impl HarkService {
 
     /// Re-reads the configuration: the turn-taking rules and the listening
     /// mode change at once; devices and models only at the next start.
-    async fn reload(&self) -> Result<(), HarkError> {
+    async fn reload(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<(), HarkError> {
+        self.authorize(&header, connection).await?;
         let loaded =
             crate::config::load(self.reload.config_file.as_deref(), &self.reload.overrides)
                 .map_err(|e| HarkError::Config(e.to_string()))?;

@@ -31,6 +31,15 @@ struct Daemon {
     notes: Vec<String>,
 }
 
+/// How a test's daemon finds the world.
+#[derive(Default)]
+struct Setup {
+    /// A bus that admits every user.
+    shared_bus: bool,
+    /// No audio server when the daemon starts.
+    audio_server_down: bool,
+}
+
 /// Starts a private session bus listening at `bus`; returns its pid.
 /// A `shared` bus also admits other users, as a system-wide bus would.
 fn start_bus(bus: &std::path::Path, shared: bool) -> u32 {
@@ -93,12 +102,15 @@ impl Daemon {
     /// `hark daemon ARGS` whose state directory starts with a copy of
     /// `state` (another daemon's state file).
     fn start_with_state(args: &[&str], state: Option<&std::path::Path>) -> Daemon {
-        Self::start_on(args, state, false)
+        Self::start_on(args, state, Setup::default())
     }
 
-    /// On a bus that `shared` opens to every user.
-    fn start_on(args: &[&str], state: Option<&std::path::Path>, shared: bool) -> Daemon {
+    fn start_on(args: &[&str], state: Option<&std::path::Path>, setup: Setup) -> Daemon {
+        let shared = setup.shared_bus;
         let rig = AudioRig::start();
+        if setup.audio_server_down {
+            rig.stop_server();
+        }
         let dir = tempfile::tempdir().unwrap();
         if let Some(state) = state {
             std::fs::create_dir_all(dir.path().join("state/hark")).unwrap();
@@ -889,7 +901,14 @@ fn on_a_bus_shared_between_users_another_user_is_refused() {
         eprintln!("skipped: cannot run as uid 65534 (setpriv needs root)");
         return;
     }
-    let daemon = Daemon::start_on(&[], None, true);
+    let daemon = Daemon::start_on(
+        &[],
+        None,
+        Setup {
+            shared_bus: true,
+            ..Setup::default()
+        },
+    );
     // The bus socket, not the rest of the test's files, is theirs to reach.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(daemon.path(""), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -927,6 +946,56 @@ fn on_a_bus_shared_between_users_another_user_is_refused() {
     assert!(daemon
         .stderr()
         .contains("refused a D-Bus caller of another user"));
+}
+
+#[test]
+fn without_a_speaker_at_start_the_daemon_answers_in_text_and_speaks_once_one_appears() {
+    let daemon = Daemon::start_on(
+        &[],
+        None,
+        Setup {
+            audio_server_down: true,
+            ..Setup::default()
+        },
+    );
+    wait_property(&daemon, "OutputDevice", "s \"none\"");
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains("no speaker") && stderr.contains("as text"),
+        "{stderr}"
+    );
+    // It answers (the time: a skill, exact and quick) in text, in the
+    // time the words would take to say.
+    let answer = ok(&daemon.call("Ask", &["s", "What time is it?"]));
+    assert!(answer.contains(" AM") || answer.contains(" PM"), "{answer}");
+    assert_eq!(daemon.property("OutputDevice"), "s \"none\"");
+
+    // The audio server starts: within a retry or two Hark speaks on it.
+    let mut monitor = daemon.monitor("signals.jsonl");
+    daemon.rig.start_server();
+    let started = Instant::now();
+    while daemon.property("OutputDevice") == "s \"none\"" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the speaker was not found again: {}",
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let recording = daemon.path("speaker.wav");
+    let mut recorder = daemon.rig.record_speaker(&recording);
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&daemon.call("Say", &["s", "I can talk again."]));
+    daemon.wait_signal("signals.jsonl", "TurnFinished", 1, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("kill")
+        .args(["-INT", &recorder.id().to_string()])
+        .status();
+    let _ = recorder.wait();
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let heard = stdout(&run(hark().arg("transcribe").arg(&recording)));
+    assert!(wer("I can talk again.", &heard) <= 0.25, "{heard:?}");
 }
 
 #[test]

@@ -554,6 +554,7 @@ pub fn is_published(event: &SessionEvent) -> bool {
         | E::Muted { .. }
         | E::Mode { .. }
         | E::InputChanged { .. }
+        | E::OutputChanged { .. }
         | E::Timers { .. }
         | E::TimerFired { .. }
         | E::Error { .. } => true,
@@ -646,6 +647,10 @@ pub async fn pump_signals(
             SessionEvent::InputChanged { input, .. } => {
                 update(&|m| m.input_device = input.clone());
                 service.input_device_changed(emitter).await
+            }
+            SessionEvent::OutputChanged { output, .. } => {
+                update(&|m| m.output_device = output.clone());
+                service.output_device_changed(emitter).await
             }
             SessionEvent::Error { code, message } => {
                 HarkService::error(emitter, code, &message).await

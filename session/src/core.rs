@@ -946,6 +946,18 @@ impl Core {
                 PlaybackReport::Silenced { flushed } => {
                     self.emit(now, SessionEvent::PlaybackStopped { flushed });
                 }
+                PlaybackReport::OutputChanged { output, problem } => {
+                    self.emit(
+                        now,
+                        SessionEvent::OutputChanged {
+                            output,
+                            problem: problem.clone(),
+                        },
+                    );
+                    if let Some(message) = problem {
+                        self.error(now, "audio-output", message);
+                    }
+                }
                 PlaybackReport::Failed(_) => unreachable!("handled by the loop"),
             },
             CoreInput::Command(command) => self.command(now, command),

@@ -52,6 +52,12 @@ pub enum SessionEvent {
         input: String,
         problem: Option<String>,
     },
+    /// The speaker came or went; `output` is `none` without one, and
+    /// `problem` says why.
+    OutputChanged {
+        output: String,
+        problem: Option<String>,
+    },
     SpeculativeTranscript {
         speech_end_ms: u64,
         text: String,

@@ -25,6 +25,7 @@ pub mod events;
 pub mod hearing;
 pub mod input;
 pub mod listen;
+pub mod output;
 mod prepared;
 pub mod session;
 mod settings;

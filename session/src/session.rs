@@ -37,8 +37,11 @@ use crate::core::{Core, CoreInput, Heartbeat, ListenMode, SessionOutcome, StopRu
 use crate::events::Subscriber;
 use crate::hearing::{self, EchoCancellation, Endpointing, HearingEvent};
 use crate::input::{InputSwitch, SwitchedInput};
+use crate::output::ReconnectingSink;
 use crate::settings::AudioConfig;
-use crate::speaker::{ClockedFileSink, DeviceSink, EchoReference, OutputTap, Speaker, SpeakerSink};
+use crate::speaker::{
+    ClockedFileSink, EchoReference, OutputTap, PlaybackReport, Speaker, SpeakerSink,
+};
 use crate::tools::{SessionTools, ToolConfig};
 use crate::workers::{LlmReplies, Workers};
 use crate::{BoxError, SessionError};
@@ -186,28 +189,37 @@ pub fn run_session(
         && source.as_ref().is_none_or(|s| s.hears_local_playback()))
     .then_some(config.audio.echo_tail_ms);
     let origin: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
-    let device_sink = match &output {
-        Output::Speaker => Some(DeviceSink::open(config.audio.output_device.as_deref())?),
+    let (inbox, inputs) = std::sync::mpsc::sync_channel::<CoreInput>(INBOX);
+    let post = |inbox: &SyncSender<CoreInput>| {
+        let inbox = inbox.clone();
+        move |input: CoreInput| inbox.send(input).is_ok()
+    };
+    // A missing speaker is not fatal: the sink keeps time silently and
+    // tries again (the core hears of it as it runs).
+    let speaker_sink = match &output {
+        Output::Speaker => {
+            let to_core = post(&inbox);
+            Some(ReconnectingSink::open(
+                config.audio.output_device.as_deref(),
+                Box::new(move |output, problem| {
+                    to_core(CoreInput::Playback(PlaybackReport::OutputChanged {
+                        output,
+                        problem,
+                    }));
+                }),
+            ))
+        }
         Output::File { .. } => None,
     };
     let models = load().map_err(SessionError::Models)?;
-    let sink: Box<dyn SpeakerSink> = match (device_sink, output) {
-        (Some(device), _) => {
-            tracing::info!(device = device.name(), "speaking on");
-            Box::new(device)
-        }
+    let sink: Box<dyn SpeakerSink> = match (speaker_sink, output) {
+        (Some(speaker), _) => Box::new(speaker),
         (None, Output::File { path, tap }) => {
             let rate = models.voice.sample_rate();
             let wav = WavSink::create(path, rate, WavSampleFormat::Int16)?;
             Box::new(ClockedFileSink::new(wav, rate, origin.clone(), tap))
         }
         (None, Output::Speaker) => unreachable!("opened above"),
-    };
-
-    let (inbox, inputs) = std::sync::mpsc::sync_channel::<CoreInput>(INBOX);
-    let post = |inbox: &SyncSender<CoreInput>| {
-        let inbox = inbox.clone();
-        move |input: CoreInput| inbox.send(input).is_ok()
     };
 
     let reference = echo_tail_ms.map(|_| Arc::new(EchoReference::default()));

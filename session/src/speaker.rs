@@ -69,6 +69,12 @@ pub enum PlaybackReport {
         flushed: bool,
     },
     Failed(String),
+    /// The speaker came or went (`output` is `none` without one; `problem`
+    /// says why).
+    OutputChanged {
+        output: String,
+        problem: Option<String>,
+    },
 }
 
 /// Where the speaker's stream goes.

@@ -30,6 +30,29 @@ impl AudioRig {
         AudioRig { dir }
     }
 
+    /// Stops the audio server, as a crash would (the devices are gone).
+    pub fn stop_server(&self) {
+        self.script("stop");
+    }
+
+    /// Starts the audio server again, on the same socket and devices.
+    pub fn start_server(&self) {
+        self.script("start");
+    }
+
+    fn script(&self, command: &str) {
+        let out = Command::new(repo_root().join("scripts/audio-rig"))
+            .arg(command)
+            .env("HARK_RIG_DIR", self.dir.path())
+            .output()
+            .expect("run scripts/audio-rig");
+        assert!(
+            out.status.success(),
+            "audio-rig {command} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn env(&self, cmd: &mut Command) {
         let d = self.dir.path();
         cmd.env("XDG_RUNTIME_DIR", d)

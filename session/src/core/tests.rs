@@ -583,6 +583,46 @@ fn modes_decide_whether_speech_is_heard() {
 }
 
 #[test]
+fn a_missing_speaker_is_reported_and_the_conversation_goes_on() {
+    let mut rig = Rig::new();
+    let why = "no speaker (default): connection refused; replies go out as text only";
+    rig.playback(
+        100,
+        PlaybackReport::OutputChanged {
+            output: "none".into(),
+            problem: Some(why.into()),
+        },
+    );
+    let events = rig.events();
+    assert!(events.contains(&SessionEvent::OutputChanged {
+        output: "none".into(),
+        problem: Some(why.into())
+    }));
+    assert!(events.contains(&SessionEvent::Error {
+        code: "audio-output",
+        message: why.into()
+    }));
+    let reply = rig.question(1000, "Are you there?");
+    assert!(reply > 0);
+    // And when it comes back, only the change is news.
+    let errors = |rig: &Rig| {
+        rig.events()
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::Error { .. }))
+            .count()
+    };
+    let before = errors(&rig);
+    rig.playback(
+        9000,
+        PlaybackReport::OutputChanged {
+            output: "default".into(),
+            problem: None,
+        },
+    );
+    assert_eq!(errors(&rig), before);
+}
+
+#[test]
 fn a_lost_microphone_is_reported_and_the_conversation_goes_on() {
     let mut rig = Rig::new();
     rig.hear(

@@ -999,6 +999,74 @@ fn without_a_speaker_at_start_the_daemon_answers_in_text_and_speaks_once_one_app
 }
 
 #[test]
+fn the_audio_server_killed_mid_reply_and_restarted_leaves_hark_hearing_and_speaking() {
+    let daemon = Daemon::start();
+    let mut monitor = daemon.monitor("signals.jsonl");
+    ok(&daemon.call(
+        "Say",
+        &[
+            "s",
+            "This is a long sentence, said slowly, so that the audio server can be \
+             killed while Hark is still speaking it, and started again afterwards.",
+        ],
+    ));
+    daemon.wait_state("speaking", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    daemon.rig.stop_server();
+    let error = daemon.wait_signal("signals.jsonl", "Error", 1, Duration::from_secs(10));
+    assert!(
+        error["code"].as_str().unwrap().starts_with("audio-"),
+        "{error}"
+    );
+    // Both devices are seen to be gone; the reply goes on, as text.
+    wait_property(&daemon, "OutputDevice", "s \"none\"");
+    wait_property(&daemon, "InputDevice", "s \"none\"");
+    daemon.rig.start_server();
+    let back = Instant::now();
+    for device in ["OutputDevice", "InputDevice"] {
+        while daemon.property(device) == "s \"none\"" {
+            assert!(
+                back.elapsed() < Duration::from_secs(10),
+                "no {device} again: {}",
+                daemon.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Retries are every 2 s and opening takes a moment (1.8 s measured
+    // here); the bound leaves room for a loaded machine.
+    let took = back.elapsed();
+    eprintln!("both devices back {} ms after the server", took.as_millis());
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    // It hears: a question played into the microphone is transcribed.
+    let question = daemon.path("question.wav");
+    ok(&run(hark()
+        .args(["say", "--output"])
+        .arg(&question)
+        .arg("What is the capital of France?")));
+    let finals_before = daemon
+        .signals("signals.jsonl")
+        .iter()
+        .filter(|s| s["signal"] == "FinalTranscript")
+        .count();
+    daemon.rig.play_into_mic(&question);
+    let heard = daemon.wait_signal(
+        "signals.jsonl",
+        "FinalTranscript",
+        finals_before + 1,
+        Duration::from_secs(30),
+    );
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let text = heard["text"].as_str().unwrap();
+    assert!(
+        wer("What is the capital of France?", text) <= 0.25,
+        "{text:?}: {}",
+        daemon.stderr()
+    );
+}
+
+#[test]
 fn calling_the_name_starts_the_daemon_through_its_activation_file() {
     let rig = AudioRig::start();
     let dir = tempfile::tempdir().unwrap();

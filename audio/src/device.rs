@@ -1242,6 +1242,12 @@ impl DevicePlayer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether the stream still plays: an error once it has failed or
+    /// stopped calling back (the audio server went away).
+    pub fn health(&self) -> Result<(), AudioError> {
+        self.check_fault()
+    }
+
     fn check_fault(&self) -> Result<(), AudioError> {
         match self.shared.fault.failure() {
             None => Ok(()),

@@ -19,7 +19,7 @@ use hark_audio::stream::{PcmFormat, PcmStreamSource};
 use hark_audio::{AudioError, Frame, FrameSource, SAMPLE_RATE};
 
 /// How often a missing microphone is tried again.
-const MIC_RETRY: Duration = Duration::from_secs(5);
+const MIC_RETRY: Duration = Duration::from_secs(2);
 /// How long a read from a quiet stream waits before the gap counts.
 const STREAM_READ_TIMEOUT: Duration = Duration::from_millis(100);
 

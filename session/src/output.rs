@@ -182,6 +182,11 @@ impl SpeakerSink for ReconnectingSink {
     }
 
     fn wanted(&mut self) -> usize {
+        // A dead stream asks for nothing (its queue never drains): find out
+        // here, not only when a write fails.
+        if let Some(Err(e)) = self.attached.as_ref().map(|a| a.sink.health()) {
+            self.detach(&e);
+        }
         if self.attached.is_none() {
             self.try_attach();
         }

@@ -127,6 +127,11 @@ impl DeviceSink {
     pub fn name(&self) -> &str {
         self.player.name()
     }
+
+    /// An error once the device has failed or stopped taking audio.
+    pub fn health(&self) -> Result<(), AudioError> {
+        self.player.health()
+    }
 }
 
 impl SpeakerSink for DeviceSink {

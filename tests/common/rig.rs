@@ -17,38 +17,31 @@ impl AudioRig {
             .prefix("hark-rig-")
             .tempdir()
             .unwrap();
-        let out = Command::new(repo_root().join("scripts/audio-rig"))
-            .arg("start")
-            .env("HARK_RIG_DIR", dir.path())
-            .output()
-            .expect("run scripts/audio-rig (needs pulseaudio: run scripts/setup)");
-        assert!(
-            out.status.success(),
-            "audio rig did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        AudioRig { dir }
+        let rig = AudioRig { dir };
+        rig.script(&["start"]);
+        rig
     }
 
     /// Stops the audio server, as a crash would (the devices are gone).
     pub fn stop_server(&self) {
-        self.script("stop");
+        self.script(&["stop"]);
     }
 
     /// Starts the audio server again, on the same socket and devices.
     pub fn start_server(&self) {
-        self.script("start");
+        self.script(&["start"]);
     }
 
-    fn script(&self, command: &str) {
+    /// Runs `scripts/audio-rig ARGS` for this rig.
+    fn script(&self, args: &[&str]) {
         let out = Command::new(repo_root().join("scripts/audio-rig"))
-            .arg(command)
+            .args(args)
             .env("HARK_RIG_DIR", self.dir.path())
             .output()
-            .expect("run scripts/audio-rig");
+            .expect("run scripts/audio-rig (needs pulseaudio: run scripts/setup)");
         assert!(
             out.status.success(),
-            "audio-rig {command} failed: {}",
+            "audio-rig {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -64,17 +57,7 @@ impl AudioRig {
     /// Loops the speaker into the microphone at `db` (a speaker the
     /// microphone hears, as on a laptop).
     pub fn echo(&self, db: f64) {
-        let out = Command::new(repo_root().join("scripts/audio-rig"))
-            .arg("echo")
-            .arg(format!("{db}"))
-            .env("HARK_RIG_DIR", self.dir.path())
-            .output()
-            .expect("run scripts/audio-rig echo");
-        assert!(
-            out.status.success(),
-            "audio rig echo failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.script(&["echo", &format!("{db}")]);
     }
 
     pub fn play_into_mic(&self, wav: &Path) {

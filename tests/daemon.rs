@@ -38,6 +38,8 @@ struct Setup {
     shared_bus: bool,
     /// No audio server when the daemon starts.
     audio_server_down: bool,
+    /// More environment for the daemon.
+    env: Vec<(&'static str, String)>,
 }
 
 /// Starts a private session bus listening at `bus`; returns its pid.
@@ -143,6 +145,7 @@ impl Daemon {
                 std::fs::File::create(daemon.path("err")).unwrap(),
             ));
         daemon.env(&mut cmd);
+        cmd.envs(setup.env.iter().map(|(k, v)| (k, v)));
         daemon.child = Some(cmd.spawn().expect("start hark daemon"));
         daemon.wait_note("READY=1", Duration::from_secs(90));
         daemon
@@ -620,7 +623,9 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
         wer(
             "What is the capital of France?",
             heard["text"].as_str().unwrap()
-        ) <= 0.25
+        ) <= 0.25,
+        "heard {heard}; signals {signals:#?}\n{}",
+        daemon.stderr()
     );
     let partial = signals
         .iter()
@@ -889,6 +894,166 @@ fn without_its_microphone_the_daemon_stays_up_speaks_and_takes_a_stream() {
     stop(busctl);
     let seen = daemon.busctl_signals("busctl.txt");
     assert!(seen.iter().any(|s| s == "Error"), "busctl saw {seen:?}");
+}
+
+#[test]
+fn a_panic_in_each_engine_costs_one_turn_and_the_next_one_works() {
+    // The first call of each engine panics. Partial and speculative
+    // transcripts are off (no room to speculate before a 180 ms end of
+    // turn) so that the first Whisper call is the question's own; the
+    // core's unit tests cover a failed speculation.
+    let setup = Setup {
+        env: vec![("HARK_INJECT_PANIC", "tts:1,llm:1,stt:1".into())],
+        ..Setup::default()
+    };
+    let daemon = Daemon::start_on(
+        &[
+            "--set",
+            "stt.partial_every_ms=0",
+            "--set",
+            "turn.detector=\"silence\"",
+            "--set",
+            "vad.end_silence_ms=180",
+        ],
+        None,
+        setup,
+    );
+    let question = spoken(
+        daemon.dir.path(),
+        "question",
+        "What is the capital of France?",
+    );
+    let mut monitor = daemon.monitor("signals.jsonl");
+    // The first signal `pick` finds, waiting up to 60 s.
+    let wait_for = |what: &str, pick: &dyn Fn(&serde_json::Value) -> bool| {
+        let started = Instant::now();
+        loop {
+            let signals = daemon.signals("signals.jsonl");
+            if let Some(found) = signals.iter().find(|s| pick(s)) {
+                return found.clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no {what}: {signals:#?}\n{}",
+                daemon.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let error_of = |code: &str| {
+        let error = wait_for(code, &|s| s["signal"] == "Error" && s["code"] == code);
+        error["message"].as_str().unwrap().to_owned()
+    };
+    // The voice: that clause is lost and said to be; the next is spoken.
+    ok(&daemon.call("Say", &["s", "These words are lost."]));
+    assert!(error_of("voice").contains("the tts engine panicked"));
+    let recording = daemon.path("speaker.wav");
+    let mut recorder = daemon.rig.record_speaker(&recording);
+    ok(&daemon.call("Say", &["s", "I can still talk."]));
+    daemon.wait_state("speaking", Duration::from_secs(20));
+    daemon.wait_state("listening", Duration::from_secs(20));
+    let _ = Command::new("kill")
+        .args(["-INT", &recorder.id().to_string()])
+        .status();
+    let _ = recorder.wait();
+    let heard = stdout(&run(hark().arg("transcribe").arg(&recording)));
+    assert!(wer("I can still talk.", &heard) <= 0.25, "{heard:?}");
+    // The language model: the fallback is spoken, then a real answer.
+    let fallback = ok(&daemon.call("Ask", &["s", "Tell me about the sea."]));
+    assert!(
+        fallback.contains("Sorry, I have no answer to that."),
+        "{fallback}"
+    );
+    assert!(error_of("llm").contains("the llm engine panicked"));
+    let answer = ok(&daemon.call("Ask", &["s", "Tell me about the sea."]));
+    assert!(
+        answer.len() > 4 && !answer.contains("Sorry, I have no answer"),
+        "{answer}"
+    );
+    // Whisper: an apology instead of silence, then the question is heard.
+    daemon.rig.play_into_mic(&question);
+    assert!(error_of("speech-to-text").contains("the stt engine panicked"));
+    wait_for("the apology", &|s| {
+        s["signal"] == "TurnFinished" && s["text"].as_str().unwrap().contains("could not make out")
+    });
+    daemon.wait_state("listening", Duration::from_secs(30));
+    daemon.rig.play_into_mic(&question);
+    // (The `Ask`s were transcripts too.)
+    let transcript = wait_for("a transcript", &|s| {
+        let text = s["text"].as_str().unwrap_or_default();
+        s["signal"] == "FinalTranscript" && !text.is_empty() && !text.contains("the sea")
+    });
+    assert!(
+        wer(
+            "What is the capital of France?",
+            transcript["text"].as_str().unwrap()
+        ) <= 0.25,
+        "{transcript}"
+    );
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    assert!(
+        !daemon.stderr().contains("core stopped"),
+        "{}",
+        daemon.stderr()
+    );
+}
+
+#[test]
+fn a_model_damaged_before_reload_is_named_and_the_loaded_models_keep_serving() {
+    let models = tempfile::tempdir().unwrap();
+    let store = linked_store(models.path(), &[]);
+    let setup = Setup {
+        env: vec![("HARK_MODELS_DIR", store.display().to_string())],
+        ..Setup::default()
+    };
+    let daemon = Daemon::start_on(&[], None, setup);
+    let mut monitor = daemon.monitor("signals.jsonl");
+    let errors = || -> Vec<String> {
+        daemon
+            .signals("signals.jsonl")
+            .iter()
+            .filter(|s| s["signal"] == "Error")
+            .map(|s| format!("{}: {}", s["code"], s["message"]))
+            .collect()
+    };
+    // Sound files: nothing to say.
+    ok(&daemon.call("Reload", &[]));
+    // The voice damaged (a file where the link was), Whisper removed.
+    let voice = store.join("en_US-joe-medium.onnx");
+    let whisper = store.join("ggml-tiny.en.bin");
+    std::fs::remove_file(&voice).unwrap();
+    std::fs::write(&voice, b"not a voice").unwrap();
+    std::fs::remove_file(&whisper).unwrap();
+    ok(&daemon.call("Reload", &[]));
+    daemon.wait_signal("signals.jsonl", "Error", 2, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let errors = errors();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    for (file, problem) in [(&whisper, "is missing"), (&voice, "is corrupt")] {
+        let named = format!("file {} {problem}", file.display());
+        assert!(
+            errors.iter().any(|e| e.starts_with("\"models\"")
+                && e.contains(&named)
+                && e.contains("keep serving")
+                && e.contains("hark models fetch")),
+            "no error says {named:?}: {errors:#?}"
+        );
+    }
+    // The models loaded at start still serve: Hark speaks and answers.
+    let recording = daemon.path("speaker.wav");
+    let mut recorder = daemon.rig.record_speaker(&recording);
+    ok(&daemon.call("Say", &["s", "My voice is still here."]));
+    daemon.wait_state("speaking", Duration::from_secs(20));
+    daemon.wait_state("listening", Duration::from_secs(20));
+    let _ = Command::new("kill")
+        .args(["-INT", &recorder.id().to_string()])
+        .status();
+    let _ = recorder.wait();
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let heard = stdout(&run(hark().arg("transcribe").arg(&recording)));
+    assert!(wer("My voice is still here.", &heard) <= 0.25, "{heard:?}");
 }
 
 #[test]

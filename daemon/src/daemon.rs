@@ -67,6 +67,7 @@ pub fn run(args: DaemonArgs, globals: &Globals) -> anyhow::Result<()> {
     let reload = Reload {
         config_file: globals.config_file.clone(),
         overrides,
+        store: store.clone(),
     };
     runtime.block_on(serve(loaded.config, args.events, reload, store))
 }
@@ -76,6 +77,8 @@ pub fn run(args: DaemonArgs, globals: &Globals) -> anyhow::Result<()> {
 pub struct Reload {
     pub config_file: Option<PathBuf>,
     pub overrides: Vec<Override>,
+    /// Where the model files it checks are.
+    pub store: hark_models::store::ModelStore,
 }
 
 async fn serve(
@@ -152,6 +155,11 @@ async fn serve(
     tracing::info!(state = ?state_file, "skills state");
     setup.skills = Some(config.skills(state_file));
     setup.tools = config.tools.clone();
+    // Tests make the engines panic on chosen calls (see the README).
+    if let Some(spec) = std::env::var_os("HARK_INJECT_PANIC") {
+        setup.faults = hark_session::guard::Faults::parse(&spec.to_string_lossy())
+            .map_err(|e| anyhow::anyhow!("HARK_INJECT_PANIC: {e}"))?;
+    }
     // The D-Bus signals and systemd's status line follow the events; the
     // pump runs on the async runtime, so the core only queues for it.
     setup

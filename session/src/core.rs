@@ -43,6 +43,9 @@ const TICK: Duration = Duration::from_millis(20);
 const LINGER_MS: u64 = 800;
 /// Longest wait for a reply to finish after the input has ended.
 const LAST_REPLY_LIMIT_MS: u64 = 90_000;
+/// Spoken when Whisper failed on what the user said (rather than heard
+/// nothing), so a failure is never silence.
+const UNHEARD_REPLY: &str = "Sorry, I could not make out what you said.";
 
 /// Everything that can happen to the core.
 #[derive(Debug)]
@@ -1062,6 +1065,7 @@ impl Core {
                 let SttResult {
                     text,
                     transcribe_ms,
+                    error,
                     ..
                 } = result;
                 self.emit(
@@ -1076,9 +1080,11 @@ impl Core {
                     Some(s) if s.speech_end_ms == speech_end_ms => match s.waiting.take() {
                         Some(utterance) => {
                             self.speculation = None;
-                            let event = self.transcript(now, utterance, text, transcribe_ms, true);
-                            self.feed(now, event);
+                            self.final_transcript(now, utterance, text, transcribe_ms, true, error);
                         }
+                        // Failed while the pause goes on: forget it, so the
+                        // utterance gets a Whisper run of its own when it ends.
+                        None if error.is_some() => self.speculation = None,
                         None => {
                             s.text = Some((text.clone(), transcribe_ms));
                             // The pause goes on: start answering it.
@@ -1102,16 +1108,38 @@ impl Core {
                     },
                 );
             }
-            SttPurpose::Final => {
-                let event = self.transcript(
-                    now,
-                    result.utterance,
-                    result.text,
-                    result.transcribe_ms,
-                    false,
-                );
-                self.feed(now, event);
-            }
+            SttPurpose::Final => self.final_transcript(
+                now,
+                result.utterance,
+                result.text,
+                result.transcribe_ms,
+                false,
+                result.error,
+            ),
+        }
+    }
+
+    /// Hands an ended utterance's transcript to the state machine. When
+    /// Whisper failed on it, the user said something and is owed an
+    /// answer: an apology rather than silence.
+    fn final_transcript(
+        &mut self,
+        now: u64,
+        utterance: UtteranceId,
+        text: String,
+        transcribe_ms: u64,
+        speculative: bool,
+        error: Option<String>,
+    ) {
+        let event = self.transcript(now, utterance, text, transcribe_ms, speculative);
+        self.feed(now, event);
+        if error.is_some() {
+            self.feed(
+                now,
+                Event::Say {
+                    text: UNHEARD_REPLY.into(),
+                },
+            );
         }
     }
 

@@ -22,6 +22,7 @@ mod chime;
 pub mod clock;
 pub mod core;
 pub mod events;
+pub mod guard;
 pub mod hearing;
 pub mod input;
 pub mod listen;

@@ -35,6 +35,7 @@ use hark_tts::{Voice, VoiceWorker};
 use crate::clock::{SystemClock, Timeline};
 use crate::core::{Core, CoreInput, Heartbeat, ListenMode, SessionOutcome, StopRules};
 use crate::events::Subscriber;
+use crate::guard::{Faults, Guarded, Stage};
 use crate::hearing::{self, EchoCancellation, Endpointing, HearingEvent};
 use crate::input::{InputSwitch, SwitchedInput};
 use crate::output::ReconnectingSink;
@@ -112,6 +113,8 @@ pub struct SessionSetup {
     /// Commands the model may call as tools (`[[tools]]`), besides the
     /// skills.
     pub tools: Vec<ToolConfig>,
+    /// Calls of the engines that panic on purpose (tests only).
+    pub faults: Faults,
 }
 
 impl SessionSetup {
@@ -128,6 +131,7 @@ impl SessionSetup {
             on_ready: None,
             skills: None,
             tools: Vec::new(),
+            faults: Faults::default(),
         }
     }
 }
@@ -163,6 +167,7 @@ pub fn run_session(
         on_ready,
         skills,
         tools,
+        faults,
     } = setup;
     let frame_len = config.vad.frame_len();
     let microphone = config.audio.input_device.clone();
@@ -212,6 +217,19 @@ pub fn run_session(
         Output::File { .. } => None,
     };
     let models = load().map_err(SessionError::Models)?;
+    if !faults.is_empty() {
+        tracing::warn!(
+            ?faults,
+            "panics will be injected into the engines (HARK_INJECT_PANIC)"
+        );
+    }
+    // A panic in an engine fails its job, never its worker thread.
+    let models = Models {
+        stt: Box::new(Guarded::new(models.stt, Stage::Stt, &faults)),
+        llm: Box::new(Guarded::new(models.llm, Stage::Llm, &faults)),
+        voice: Box::new(Guarded::new(models.voice, Stage::Tts, &faults)),
+        turn: models.turn,
+    };
     let sink: Box<dyn SpeakerSink> = match (speaker_sink, output) {
         (Some(speaker), _) => Box::new(speaker),
         (None, Output::File { path, tap }) => {

@@ -724,6 +724,30 @@ fn failing_workers_cost_one_turn_and_say_why() {
         e,
         SessionEvent::Error { code: "voice", message } if message.contains("Piper inference failed")
     )));
+    // Whisper failing on what the user said: an apology, not silence.
+    let utterance = rig
+        .user_speaks(20_000, 21_500)
+        .expect("a transcription asked for");
+    rig.at(
+        22_000,
+        Some(CoreInput::Transcribed(SttResult {
+            utterance,
+            purpose: SttPurpose::Final,
+            text: String::new(),
+            error: Some("the stt engine panicked".into()),
+            transcribe_ms: 5,
+        })),
+    );
+    assert!(rig.events().iter().any(|e| matches!(
+        e,
+        SessionEvent::Error { code: "speech-to-text", message } if message.contains("panicked")
+    )));
+    let spoken: Vec<String> = rig
+        .synthesize_all(22_100, 0.5)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(spoken.join(" "), UNHEARD_REPLY);
 }
 
 #[test]
@@ -1300,4 +1324,70 @@ fn a_slow_speculative_transcript_still_answers_its_utterance_after_the_user_goes
         .into_iter()
         .any(|c| matches!(c, Call::Generate { reply, .. } if reply < PROVISIONAL));
     assert!(generated, "the conversation goes on: {:#?}", rig.events());
+}
+
+#[test]
+fn a_failed_speculative_transcript_costs_a_whisper_run_or_an_apology_never_the_turn() {
+    let failed = |speech_end_ms| {
+        CoreInput::Transcribed(SttResult {
+            utterance: 0,
+            purpose: SttPurpose::Speculative { speech_end_ms },
+            text: String::new(),
+            error: Some("the stt engine panicked".into()),
+            transcribe_ms: 5,
+        })
+    };
+    let ended = |at_ms| HearingEvent::SpeechEnded {
+        start_ms: 1000,
+        at_ms,
+        audio: vec![0.0; 16_000],
+    };
+    // Failed during the pause: the turn's end asks Whisper again.
+    let mut rig = Rig::new();
+    rig.hear(1000, HearingEvent::SpeechStarted { at_ms: 1000 });
+    rig.hear(
+        2120,
+        HearingEvent::SpeechPausing {
+            speech_end_ms: 2000,
+            audio: vec![0.0; 16_000],
+        },
+    );
+    rig.at(2200, Some(failed(2000)));
+    rig.take_calls();
+    rig.hear(2300, ended(2000));
+    let utterance = rig
+        .take_calls()
+        .into_iter()
+        .find_map(|c| match c {
+            Call::Transcribe {
+                utterance,
+                purpose: SttPurpose::Final,
+            } => Some(utterance),
+            _ => None,
+        })
+        .expect("a Whisper run of the utterance's own");
+    rig.transcribed(2500, utterance, "What is the capital of France?");
+    assert!(rig
+        .take_calls()
+        .iter()
+        .any(|c| matches!(c, Call::Generate { .. })));
+
+    // Failed while the ended utterance waited for it: an apology.
+    let mut rig = Rig::new();
+    rig.hear(1000, HearingEvent::SpeechStarted { at_ms: 1000 });
+    rig.hear(
+        2120,
+        HearingEvent::SpeechPausing {
+            speech_end_ms: 2000,
+            audio: vec![0.0; 16_000],
+        },
+    );
+    rig.hear(2300, ended(2000));
+    rig.at(2400, Some(failed(2000)));
+    let spoken: Vec<String> = rig
+        .synthesize_all(2500, 0.5)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(spoken.join(" "), UNHEARD_REPLY);
 }

@@ -557,16 +557,8 @@ fn a_finished_question_is_answered_without_waiting_for_the_long_silence() {
 
 #[test]
 fn without_a_sound_smart_turn_model_turns_end_on_a_fixed_silence() {
-    let real = hark_models::store::ModelStore::from_env().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("models");
-    std::fs::create_dir(&store).unwrap();
-    for entry in std::fs::read_dir(real.root()).unwrap() {
-        let name = entry.unwrap().file_name();
-        if name != "smart-turn-v3.2-cpu.onnx" {
-            std::os::unix::fs::symlink(real.root().join(&name), store.join(&name)).unwrap();
-        }
-    }
+    let store = linked_store(dir.path(), &["smart-turn-v3.2-cpu.onnx"]);
     let question = spoken(dir.path(), "question", QUESTION);
     let input = dir.path().join("input.wav");
     pad_with_silence(&question, &input, 0.5, 4.0);

@@ -241,6 +241,52 @@ fn smart_turn(store: &ModelStore) -> anyhow::Result<SmartTurn> {
     Ok(SmartTurn::load(&path, &ort_lib)?)
 }
 
+/// What is wrong with the model files `config` names, checked in full
+/// (size and sha256 for the catalogue's, existence for a user's own
+/// files): one message per damaged or missing file, naming it. `Reload`
+/// asks, so the user hears of a broken file while the models loaded at
+/// start still serve, not at the next start.
+pub fn problems(config: &HarkConfig, store: &ModelStore) -> Vec<String> {
+    let mut needed: Vec<(&str, Result<&'static ModelSpec, PathBuf>)> = Vec::new();
+    let by_name = |name: &str| store::spec_by_name(name).ok_or_else(|| PathBuf::from(name));
+    needed.push(("Whisper model", by_name(&config.stt.model)));
+    if config.llm.backend == LlmBackend::Local {
+        needed.push(("language model", by_name(&config.llm.model)));
+    }
+    needed.push(("Piper voice", by_name(&config.voice.voice)));
+    needed.push(("ONNX Runtime", Ok(&ONNXRUNTIME)));
+    if config.turn.detector == Detector::Smart {
+        needed.push(("Smart Turn model", Ok(&SMART_TURN)));
+    }
+    let advice = "the models loaded at start keep serving; run `hark models fetch` to reinstall it";
+    needed
+        .into_iter()
+        .filter_map(|(what, model)| match model {
+            Ok(spec) => {
+                let path = store.path_of(spec);
+                let problem = match store.verify(spec) {
+                    Ok(Verification::Verified) => return None,
+                    Ok(Verification::Missing) => "is missing".to_owned(),
+                    Ok(Verification::WrongSize { actual, expected }) => {
+                        format!("is corrupt ({actual} bytes, expected {expected})")
+                    }
+                    Ok(Verification::WrongHash) => "is corrupt (its sha256 does not match)".into(),
+                    Err(e) => format!("cannot be read: {e}"),
+                };
+                Some(format!(
+                    "{what} file {} {problem}; {advice}",
+                    path.display()
+                ))
+            }
+            Err(path) if path.is_file() => None,
+            Err(path) => Some(format!(
+                "{what} file {} is missing; the models loaded at start keep serving",
+                path.display()
+            )),
+        })
+        .collect()
+}
+
 /// Everything a conversation session runs.
 pub fn session(config: &HarkConfig, store: &ModelStore) -> anyhow::Result<Models> {
     Ok(Models {

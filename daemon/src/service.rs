@@ -420,17 +420,31 @@ impl HarkService {
     }
 
     /// Re-reads the configuration: the turn-taking rules and the listening
-    /// mode change at once; devices and models only at the next start.
+    /// mode change at once; devices and models only at the next start. The
+    /// model files the configuration names are checked now: a damaged or
+    /// missing one is named in an `Error` signal (code `models`), and the
+    /// models loaded at start keep serving.
     async fn reload(
         &self,
         #[zbus(header)] header: zbus::message::Header<'_>,
         #[zbus(connection)] connection: &zbus::Connection,
+        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> Result<(), HarkError> {
         self.authorize(&header, connection).await?;
         let loaded =
             crate::config::load(self.reload.config_file.as_deref(), &self.reload.overrides)
                 .map_err(|e| HarkError::Config(e.to_string()))?;
         tracing::info!(config = %loaded.source, "configuration reloaded");
+        // Hashing a few hundred MB takes a moment: off the bus's thread.
+        let (config, store) = (loaded.config.clone(), self.reload.store.clone());
+        let problems =
+            tokio::task::spawn_blocking(move || crate::models::problems(&config, &store))
+                .await
+                .unwrap_or_default();
+        for problem in &problems {
+            tracing::error!("{problem}");
+            Self::error(&emitter, "models", problem).await?;
+        }
         self.send(Command::Reconfigure {
             turn: loaded.config.conversation,
             mode: loaded.config.daemon.mode,
@@ -703,6 +717,7 @@ mod tests {
         let reload = Reload {
             config_file: None,
             overrides: Vec::new(),
+            store: hark_models::store::ModelStore::at("/nonexistent"),
         };
         let mut service = HarkService::new(inbox, Arc::new(Mutex::new(mirror)), reload);
         service.ready_wait = ready_wait;

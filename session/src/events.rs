@@ -26,7 +26,8 @@ pub enum SessionEvent {
     /// The input has no more audio (end of file).
     InputEnded,
     /// Something failed; `code` says which part (`audio-input`,
-    /// `audio-output`, `llm`, `voice`, `speech-to-text`).
+    /// `audio-output`, `llm`, `voice`, `speech-to-text`;
+    /// the daemon adds `models` for a damaged model file found by `Reload`).
     Error {
         code: &'static str,
         message: String,

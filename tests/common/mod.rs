@@ -19,6 +19,22 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A model store in `dir` of links to the real one's files, all but
+/// `except`, so a test can remove or damage a model without touching the
+/// store other tests use.
+pub fn linked_store(dir: &Path, except: &[&str]) -> PathBuf {
+    let real = hark_models::store::ModelStore::from_env().unwrap();
+    let store = dir.join("models");
+    std::fs::create_dir(&store).unwrap();
+    for entry in std::fs::read_dir(real.root()).unwrap() {
+        let name = entry.unwrap().file_name();
+        if !except.iter().any(|e| name == *e) {
+            std::os::unix::fs::symlink(real.root().join(&name), store.join(&name)).unwrap();
+        }
+    }
+    store
+}
+
 /// Where `scripts/setup` puts downloaded recordings (jfk.wav).
 pub fn testdata() -> PathBuf {
     std::env::var_os("HARK_TESTDATA")

@@ -291,6 +291,18 @@ impl Daemon {
         }
     }
 
+    /// Has Hark `Say` `text` while the speaker is recorded; returns what
+    /// Whisper hears in the recording.
+    fn say_and_hear(&self, text: &str) -> String {
+        let recording = self.path("speaker.wav");
+        let recorder = self.rig.record_speaker(&recording);
+        ok(&self.call("Say", &["s", text]));
+        self.wait_state("speaking", Duration::from_secs(20));
+        self.wait_state("listening", Duration::from_secs(20));
+        finish_recording(recorder);
+        stdout(&run(hark().arg("transcribe").arg(&recording)))
+    }
+
     fn address(&self) -> String {
         format!("unix:path={}", self.path("bus").display())
     }
@@ -462,6 +474,62 @@ fn every_method_and_property_through_busctl() {
 }
 
 #[test]
+fn wrong_empty_huge_and_odd_arguments_are_refused_plainly() {
+    let daemon = Daemon::start();
+    let address = daemon.address();
+    let huge = "a".repeat(1 << 20);
+    // Valid UTF-8 (D-Bus allows nothing else) that looks like anything but
+    // text: replacement characters, control characters, bidi overrides.
+    let odd = "\u{fffd}\u{1}\u{7f}\u{202e}\u{fffe}ÿ\u{10ffff}";
+    let refusals = block_on(async move {
+        let proxy = connect(&address).await.unwrap();
+        let mut refusals = Vec::new();
+        for method in ["Say", "Ask", "SetMode", "OpenAudioInput", "CancelTimer"] {
+            for (what, text) in [("empty", ""), ("huge", huge.as_str()), ("odd", odd)] {
+                let answer: zbus::Result<zbus::message::Message> =
+                    proxy.call_method(method, &(text,)).await;
+                // Speaking odd text is fine; refusing it is too.
+                let refused = answer.err().map(|e| e.to_string());
+                if refused.is_none() && what == "odd" && matches!(method, "Say" | "Ask") {
+                    continue;
+                }
+                refusals.push((format!("{method} {what}"), refused));
+            }
+            // The wrong type.
+            let answer: zbus::Result<zbus::message::Message> =
+                proxy.call_method(method, &(42i32,)).await;
+            refusals.push((format!("{method} i32"), answer.err().map(|e| e.to_string())));
+        }
+        for (what, args) in [
+            ("zero", (0u64, "tea")),
+            ("absurd", (u64::MAX, "tea")),
+            ("huge label", (60u64, huge.as_str())),
+        ] {
+            let answer: zbus::Result<zbus::message::Message> =
+                proxy.call_method("SetTimer", &args).await;
+            refusals.push((
+                format!("SetTimer {what}"),
+                answer.err().map(|e| e.to_string()),
+            ));
+        }
+        refusals
+    });
+    for (call, refusal) in &refusals {
+        let Some(refusal) = refusal else {
+            panic!("{call} was accepted");
+        };
+        assert!(
+            refusal.contains("InvalidArgument") || refusal.contains("InvalidArgs"),
+            "{call}: {refusal}"
+        );
+        // Said in a line, not echoed back a megabyte long.
+        assert!(refusal.len() < 500, "{call}: {} bytes", refusal.len());
+    }
+    assert_eq!(daemon.property("State"), "s \"listening\"");
+    assert!(!daemon.stderr().contains("panicked"), "{}", daemon.stderr());
+}
+
+#[test]
 fn every_method_and_property_through_zbus() {
     let daemon = Daemon::start();
     let address = daemon.address();
@@ -524,11 +592,7 @@ fn say_is_heard_on_the_speaker_and_interrupt_silences_it() {
     ok(&daemon.call("Interrupt", &[]));
     daemon.wait_state("listening", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(1500));
-    let _ = Command::new("kill")
-        .args(["-INT", &recorder.id().to_string()])
-        .status();
-    let mut recorder = recorder;
-    let _ = recorder.wait();
+    finish_recording(recorder);
     let _ = monitor.kill();
     let _ = monitor.wait();
 
@@ -566,12 +630,17 @@ fn say_is_heard_on_the_speaker_and_interrupt_silences_it() {
 
 #[test]
 fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() {
+    // Piper's voice varies from run to run, and in "What is the capital
+    // of France?" it sometimes leaves a gap after "capital" long enough for
+    // Smart Turn to judge "What is the capital?" finished (rightly: it is
+    // a question). This one has no gap over 70 ms.
+    const QUESTION: &str = "Why is the sky blue?";
     let daemon = Daemon::start();
     let question = daemon.path("question.wav");
     ok(&run(hark()
         .args(["say", "--output"])
         .arg(&question)
-        .arg("What is the capital of France?")));
+        .arg(QUESTION)));
     let mut monitor = daemon.monitor("signals.jsonl");
     let busctl = daemon.busctl_monitor("busctl.txt");
     daemon.rig.play_into_mic(&question);
@@ -610,7 +679,7 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
         speech < transcript && transcript < chunk && chunk < finished,
         "{names:?}"
     );
-    // About 2 s of speech: at least one partial (every 1 s by default)
+    // About 1.6 s of speech: at least one partial (every 1 s by default)
     // while the user was still talking.
     let partial = first("PartialTranscript").expect("a PartialTranscript");
     assert!(speech < partial && partial < transcript, "{names:?}");
@@ -620,10 +689,7 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
         .find(|s| s["signal"] == "FinalTranscript")
         .unwrap();
     assert!(
-        wer(
-            "What is the capital of France?",
-            heard["text"].as_str().unwrap()
-        ) <= 0.25,
+        wer(QUESTION, heard["text"].as_str().unwrap()) <= 0.25,
         "heard {heard}; signals {signals:#?}\n{}",
         daemon.stderr()
     );
@@ -632,7 +698,7 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
         .find(|s| s["signal"] == "PartialTranscript")
         .unwrap();
     let partial = normalize(partial["text"].as_str().unwrap());
-    let question = normalize("What is the capital of France?");
+    let question = normalize(QUESTION);
     assert!(
         !partial.is_empty() && partial.iter().any(|w| question.contains(w)),
         "partial {partial:?}"
@@ -647,6 +713,15 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
 #[test]
 fn fifty_clients_at_once_for_thirty_seconds() {
     let daemon = Daemon::start();
+    // Two watchers that never read what they subscribed to: a bus monitor
+    // and a client with match rules for Hark's signals, both stopped.
+    let stalled = [
+        daemon.busctl_monitor("stalled-busctl.txt"),
+        daemon.monitor("stalled-hark.jsonl"),
+    ];
+    for watcher in &stalled {
+        signal(watcher, "-STOP");
+    }
     let address = daemon.address();
     let calls = block_on(async move {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -679,7 +754,30 @@ fn fifty_clients_at_once_for_thirty_seconds() {
     assert_eq!(ok(&daemon.call("Interrupt", &[])).trim(), "");
     daemon.property("State");
     assert!(asked.elapsed() < Duration::from_secs(2));
-    assert!(!daemon.stderr().contains("panicked"), "{}", daemon.stderr());
+    // The microphone kept its timing throughout: nothing was dropped.
+    let log = daemon.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+    assert!(!log.contains("capture overrun"), "{log}");
+    for mut watcher in stalled {
+        signal(&watcher, "-CONT");
+        let _ = watcher.kill();
+        let _ = watcher.wait();
+    }
+}
+
+/// Stops a `parecord` so that it finishes its file.
+fn finish_recording(mut recorder: Child) {
+    signal(&recorder, "-INT");
+    let _ = recorder.wait();
+}
+
+/// Sends `signal` (e.g. "-STOP") to a child process.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal}");
 }
 
 #[test]
@@ -868,14 +966,11 @@ fn without_its_microphone_the_daemon_stays_up_speaks_and_takes_a_stream() {
         "{stderr}"
     );
     let recording = daemon.path("speaker.wav");
-    let mut recorder = daemon.rig.record_speaker(&recording);
+    let recorder = daemon.rig.record_speaker(&recording);
     ok(&daemon.call("Say", &["s", "I can still talk."]));
     daemon.wait_state("speaking", Duration::from_secs(20));
     daemon.wait_state("idle", Duration::from_secs(20));
-    let _ = Command::new("kill")
-        .args(["-INT", &recorder.id().to_string()])
-        .status();
-    let _ = recorder.wait();
+    finish_recording(recorder);
     let heard = stdout(&run(hark().arg("transcribe").arg(&recording)));
     assert!(wer("I can still talk.", &heard) <= 0.25, "{heard:?}");
     let mut monitor = daemon.monitor("signals.jsonl");
@@ -918,11 +1013,9 @@ fn a_panic_in_each_engine_costs_one_turn_and_the_next_one_works() {
         None,
         setup,
     );
-    let question = spoken(
-        daemon.dir.path(),
-        "question",
-        "What is the capital of France?",
-    );
+    // A question without long gaps between its words (see
+    // a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order).
+    let question = spoken(daemon.dir.path(), "question", "Why is the sky blue?");
     let mut monitor = daemon.monitor("signals.jsonl");
     // The first signal `pick` finds, waiting up to 60 s.
     let wait_for = |what: &str, pick: &dyn Fn(&serde_json::Value) -> bool| {
@@ -947,16 +1040,7 @@ fn a_panic_in_each_engine_costs_one_turn_and_the_next_one_works() {
     // The voice: that clause is lost and said to be; the next is spoken.
     ok(&daemon.call("Say", &["s", "These words are lost."]));
     assert!(error_of("voice").contains("the tts engine panicked"));
-    let recording = daemon.path("speaker.wav");
-    let mut recorder = daemon.rig.record_speaker(&recording);
-    ok(&daemon.call("Say", &["s", "I can still talk."]));
-    daemon.wait_state("speaking", Duration::from_secs(20));
-    daemon.wait_state("listening", Duration::from_secs(20));
-    let _ = Command::new("kill")
-        .args(["-INT", &recorder.id().to_string()])
-        .status();
-    let _ = recorder.wait();
-    let heard = stdout(&run(hark().arg("transcribe").arg(&recording)));
+    let heard = daemon.say_and_hear("I can still talk.");
     assert!(wer("I can still talk.", &heard) <= 0.25, "{heard:?}");
     // The language model: the fallback is spoken, then a real answer.
     let fallback = ok(&daemon.call("Ask", &["s", "Tell me about the sea."]));
@@ -984,10 +1068,7 @@ fn a_panic_in_each_engine_costs_one_turn_and_the_next_one_works() {
         s["signal"] == "FinalTranscript" && !text.is_empty() && !text.contains("the sea")
     });
     assert!(
-        wer(
-            "What is the capital of France?",
-            transcript["text"].as_str().unwrap()
-        ) <= 0.25,
+        wer("Why is the sky blue?", transcript["text"].as_str().unwrap()) <= 0.25,
         "{transcript}"
     );
     let _ = monitor.kill();
@@ -1041,19 +1122,10 @@ fn a_model_damaged_before_reload_is_named_and_the_loaded_models_keep_serving() {
         );
     }
     // The models loaded at start still serve: Hark speaks and answers.
-    let recording = daemon.path("speaker.wav");
-    let mut recorder = daemon.rig.record_speaker(&recording);
-    ok(&daemon.call("Say", &["s", "My voice is still here."]));
-    daemon.wait_state("speaking", Duration::from_secs(20));
-    daemon.wait_state("listening", Duration::from_secs(20));
-    let _ = Command::new("kill")
-        .args(["-INT", &recorder.id().to_string()])
-        .status();
-    let _ = recorder.wait();
+    let heard = daemon.say_and_hear("My voice is still here.");
+    assert!(wer("My voice is still here.", &heard) <= 0.25, "{heard:?}");
     let _ = monitor.kill();
     let _ = monitor.wait();
-    let heard = stdout(&run(hark().arg("transcribe").arg(&recording)));
-    assert!(wer("My voice is still here.", &heard) <= 0.25, "{heard:?}");
 }
 
 #[test]
@@ -1148,15 +1220,12 @@ fn without_a_speaker_at_start_the_daemon_answers_in_text_and_speaks_once_one_app
         std::thread::sleep(Duration::from_millis(100));
     }
     let recording = daemon.path("speaker.wav");
-    let mut recorder = daemon.rig.record_speaker(&recording);
+    let recorder = daemon.rig.record_speaker(&recording);
     std::thread::sleep(Duration::from_millis(300));
     ok(&daemon.call("Say", &["s", "I can talk again."]));
     daemon.wait_signal("signals.jsonl", "TurnFinished", 1, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(300));
-    let _ = Command::new("kill")
-        .args(["-INT", &recorder.id().to_string()])
-        .status();
-    let _ = recorder.wait();
+    finish_recording(recorder);
     let _ = monitor.kill();
     let _ = monitor.wait();
     let heard = stdout(&run(hark().arg("transcribe").arg(&recording)));

@@ -188,6 +188,23 @@ impl HarkService {
     }
 }
 
+/// Longest refusal sent back, in bytes: a message that quotes a huge
+/// argument is cut, so a caller never gets its megabyte back.
+const MAX_REFUSAL: usize = 300;
+
+/// `Error.InvalidArgument` with `message`, cut to [`MAX_REFUSAL`].
+fn invalid(mut message: String) -> HarkError {
+    if message.len() > MAX_REFUSAL {
+        let mut end = MAX_REFUSAL;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    HarkError::InvalidArgument(message)
+}
+
 fn checked_text(what: &str, text: String) -> Result<String, HarkError> {
     if text.trim().is_empty() {
         return Err(HarkError::InvalidArgument(format!(
@@ -297,9 +314,7 @@ impl HarkService {
         mode: String,
     ) -> Result<(), HarkError> {
         self.authorize(&header, connection).await?;
-        let parsed: ListenMode = mode
-            .parse()
-            .map_err(|e| HarkError::InvalidArgument(format!("SetMode: {e}")))?;
+        let parsed: ListenMode = mode.parse().map_err(|e| invalid(format!("SetMode: {e}")))?;
         self.send(Command::SetMode(parsed)).await
     }
 
@@ -345,7 +360,7 @@ impl HarkService {
         self.authorize(&header, connection).await?;
         let parsed: hark_audio::stream::PcmFormat = format
             .parse()
-            .map_err(|e| HarkError::InvalidArgument(format!("OpenAudioInput: {e}")))?;
+            .map_err(|e| invalid(format!("OpenAudioInput: {e}")))?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| {
             HarkError::NotReady(format!("OpenAudioInput: cannot make a socket: {e}"))
         })?;
@@ -399,7 +414,7 @@ impl HarkService {
         let timer = answer
             .await
             .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
-            .map_err(|why| HarkError::InvalidArgument(format!("SetTimer: {why}")))?;
+            .map_err(|why| invalid(format!("SetTimer: {why}")))?;
         Ok(timer.id)
     }
 
@@ -416,7 +431,7 @@ impl HarkService {
         answer
             .await
             .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
-            .map_err(|why| HarkError::InvalidArgument(format!("CancelTimer: {why}")))
+            .map_err(|why| invalid(format!("CancelTimer: {why}")))
     }
 
     /// Re-reads the configuration: the turn-taking rules and the listening
@@ -772,5 +787,23 @@ mod tests {
         let err = block_on(service.send(Command::Interrupt)).unwrap_err();
         assert!(matches!(err, HarkError::NotReady(_)), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_refusal_quoting_a_huge_argument_is_cut() {
+        let HarkError::InvalidArgument(message) = invalid(format!("SetMode: {}", "é".repeat(1000)))
+        else {
+            unreachable!()
+        };
+        assert!(
+            message.len() <= MAX_REFUSAL + '…'.len_utf8(),
+            "{}",
+            message.len()
+        );
+        assert!(message.starts_with("SetMode: éé") && message.ends_with('…'));
+        let HarkError::InvalidArgument(short) = invalid("SetMode: no".into()) else {
+            unreachable!()
+        };
+        assert_eq!(short, "SetMode: no");
     }
 }

@@ -16,8 +16,14 @@ use std::time::{Duration, Instant};
 
 use crate::{ChatMessage, Generation, LlmError};
 
-/// Requests waiting behind the running one before `ask` reports busy.
-const REQUEST_QUEUE: usize = 2;
+/// Requests waiting behind the running one before `ask` reports busy. A
+/// conversation cancels its last request before it makes the next, so
+/// what waits is cancelled requests (served at once, at no cost) plus the
+/// newest; but a model reading a long prompt cannot stop until it has read
+/// it, and replies prepared at each pause of a halting speaker, dropped
+/// one after the other, queued up behind it: with room for two, the real
+/// turn then found the model "busy" (seen in `hark bench soak`).
+const REQUEST_QUEUE: usize = 8;
 /// Token events buffered ahead of the consumer.
 const EVENT_QUEUE: usize = 64;
 /// How long a cancelled request's final event waits for a reader that has
@@ -347,5 +353,38 @@ mod tests {
         let start = Instant::now();
         assert!(matches!(rx.recv().unwrap(), LlmEvent::Token(_)));
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn requests_cancelled_behind_a_long_prompt_leave_room_for_the_next() {
+        /// Reads its "prompt" until released, deaf to cancels meanwhile.
+        struct Prefill(Receiver<()>);
+        impl TokenGenerator for Prefill {
+            fn generate(
+                &mut self,
+                _: &[ChatMessage],
+                on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+                cancel: &CancelHandle,
+            ) -> Result<Generation, LlmError> {
+                let _ = self.0.recv();
+                if !cancel.is_cancelled() {
+                    let _ = on_token("answer");
+                }
+                Ok(Generation::default())
+            }
+        }
+        let (release, released) = mpsc::channel();
+        let w = LlmWorker::spawn(Prefill(released));
+        // A halting speaker: a reply prepared at each of six pauses and
+        // dropped, then the real one.
+        for _ in 0..7 {
+            let (_, cancel) = ask(&w);
+            cancel.cancel();
+        }
+        let (rx, _) = ask(&w);
+        for _ in 0..8 {
+            release.send(()).unwrap();
+        }
+        assert_eq!(rx.recv().unwrap(), LlmEvent::Token("answer".into()));
     }
 }

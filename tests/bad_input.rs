@@ -12,6 +12,11 @@ fn assert_clean_failure(out: &std::process::Output, must_mention: &[&str]) {
         "expected failure, got success: {err}"
     );
     assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(
+        out.status.code().is_some(),
+        "killed ({}): {err}",
+        out.status
+    );
     for needle in must_mention {
         assert!(
             err.contains(needle),
@@ -66,6 +71,43 @@ fn truncated_model_is_reported_as_corrupt() {
         .args(["models", "list"]));
     assert_clean_failure(&out, &["hark models fetch"]);
     assert!(stdout(&out).contains("CORRUPT"), "{}", stdout(&out));
+}
+
+#[test]
+fn bit_flipped_models_of_the_right_size_are_refused_before_loading() {
+    // whisper.cpp aborts the whole process on some flipped header bytes
+    // ("Rust cannot catch foreign exceptions"): the hash must stop them.
+    let dir = tempfile::tempdir().unwrap();
+    let jfk = recording(testdata().join("jfk.wav"));
+    for (file, command) in [
+        (
+            "ggml-tiny.en.bin",
+            vec!["transcribe", jfk.to_str().unwrap()],
+        ),
+        (
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            vec!["ask", "--local", "Hello?"],
+        ),
+        (
+            "en_US-joe-medium.onnx",
+            vec!["say", "--output", "/dev/null", "Hello."],
+        ),
+    ] {
+        let store = dir.path().join(file).with_extension("store");
+        std::fs::create_dir(&store).unwrap();
+        let linked = linked_store(&store, &[file]);
+        let real = hark_models::store::ModelStore::from_env().unwrap();
+        let mut bytes = std::fs::read(real.root().join(file)).unwrap();
+        for i in (8..200).step_by(7) {
+            bytes[i] ^= 0xff;
+        }
+        std::fs::write(linked.join(file), &bytes).unwrap();
+        let out = run(hark()
+            .env("HARK_MODELS_DIR", &linked)
+            .env("XDG_CONFIG_HOME", dir.path())
+            .args(&command));
+        assert_clean_failure(&out, &[file, "corrupt", "sha256", "hark models fetch"]);
+    }
 }
 
 #[test]

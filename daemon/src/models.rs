@@ -20,33 +20,53 @@ use hark_tts::{PiperVoice, TtsConfig};
 
 use crate::config::HarkConfig;
 
-/// The store's file for `spec`, checked to exist and to have the right size
-/// (free, and it catches the usual damage, an interrupted copy, before a
-/// loader reads garbage; the full hash is `hark models list`'s job). `what`
+/// What is wrong with the store's copy of `spec`, checked in full: size,
+/// then sha256 (about a gigabyte a second here), companions included.
+/// `None`: sound. A loader must never read a damaged file: whisper.cpp
+/// aborts the process on some bit flips.
+fn damage(store: &ModelStore, spec: &ModelSpec) -> anyhow::Result<Option<Verification>> {
+    Ok(match store.verify(spec)? {
+        Verification::Verified => None,
+        damaged => Some(damaged),
+    })
+}
+
+/// How a damaged file is described.
+fn describe(damage: Verification) -> String {
+    match damage {
+        Verification::Verified => "is sound".into(),
+        Verification::Missing => "is missing (or a file that comes with it)".into(),
+        Verification::WrongSize { actual, expected } => {
+            format!("is corrupt ({actual} bytes, expected {expected})")
+        }
+        Verification::WrongHash => "is corrupt (its sha256 does not match)".into(),
+    }
+}
+
+/// The store's file for `spec`, checked to be there and sound. `what`
 /// names the kind of model in messages ("Whisper model", "Piper voice").
 pub fn installed(store: &ModelStore, spec: &ModelSpec, what: &str) -> anyhow::Result<PathBuf> {
     let path = store.path_of(spec);
-    let Ok(meta) = std::fs::metadata(&path) else {
-        let extra = if spec.default {
-            String::new()
-        } else {
-            format!(" {}", spec.name)
-        };
-        bail!(
-            "{what} {} is not installed (expected {}); run `hark models fetch`{extra}",
-            spec.name,
-            path.display()
-        );
-    };
-    if meta.len() != spec.size {
-        bail!(
-            "{what} file {} is corrupt: {} bytes, expected {}; run `hark models fetch` to reinstall it",
+    match damage(store, spec)? {
+        None => Ok(path),
+        Some(Verification::Missing) if !path.exists() => {
+            let extra = if spec.default {
+                String::new()
+            } else {
+                format!(" {}", spec.name)
+            };
+            bail!(
+                "{what} {} is not installed (expected {}); run `hark models fetch`{extra}",
+                spec.name,
+                path.display()
+            )
+        }
+        Some(damaged) => bail!(
+            "{what} file {} {}; run `hark models fetch` to reinstall it",
             path.display(),
-            meta.len(),
-            spec.size
-        );
+            describe(damaged)
+        ),
     }
-    Ok(path)
 }
 
 /// The file a Whisper model name names: a catalogue entry in the store, or
@@ -226,12 +246,11 @@ pub fn turn_detector(config: &EndpointConfig, store: &ModelStore) -> Option<Box<
 
 fn smart_turn(store: &ModelStore) -> anyhow::Result<SmartTurn> {
     let path = store.path_of(&SMART_TURN);
-    let problem = match store.verify(&SMART_TURN)? {
-        Verification::Verified => None,
-        Verification::Missing => Some("is not installed"),
-        Verification::WrongSize { .. } | Verification::WrongHash => Some("is corrupt"),
-    };
-    if let Some(problem) = problem {
+    if let Some(damaged) = damage(store, &SMART_TURN)? {
+        let problem = match damaged {
+            Verification::Missing => "is not installed".into(),
+            damaged => describe(damaged),
+        };
         bail!(
             "the Smart Turn model {} {problem} (run `hark models fetch` to install it)",
             path.display()
@@ -263,16 +282,12 @@ pub fn problems(config: &HarkConfig, store: &ModelStore) -> Vec<String> {
         .into_iter()
         .filter_map(|(what, model)| match model {
             Ok(spec) => {
-                let path = store.path_of(spec);
-                let problem = match store.verify(spec) {
-                    Ok(Verification::Verified) => return None,
-                    Ok(Verification::Missing) => "is missing".to_owned(),
-                    Ok(Verification::WrongSize { actual, expected }) => {
-                        format!("is corrupt ({actual} bytes, expected {expected})")
-                    }
-                    Ok(Verification::WrongHash) => "is corrupt (its sha256 does not match)".into(),
-                    Err(e) => format!("cannot be read: {e}"),
+                let problem = match damage(store, spec) {
+                    Ok(None) => return None,
+                    Ok(Some(damaged)) => describe(damaged),
+                    Err(e) => format!("cannot be read: {e:#}"),
                 };
+                let path = store.path_of(spec);
                 Some(format!(
                     "{what} file {} {problem}; {advice}",
                     path.display()

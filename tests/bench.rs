@@ -116,3 +116,56 @@ fn bench_converse_measures_the_skills_path() {
     );
     assert!(r["answer_ms"]["n"].as_u64().unwrap() >= 1, "{r:#}");
 }
+
+#[test]
+fn bench_soak_plays_the_script_faster_than_real_time_and_reports_growth() {
+    let dir = tempfile::tempdir().unwrap();
+    let jfk = recording(testdata().join("jfk.wav"));
+    // 40 s of audio at 4x: the first lines of the script (JFK is woven in
+    // after the fourth).
+    let out = run(hark()
+        .env("XDG_CONFIG_HOME", dir.path())
+        .args([
+            "bench",
+            "soak",
+            "--hours",
+            "0.011",
+            "--speed",
+            "4",
+            "--max-tokens",
+            "30",
+        ])
+        .arg(&jfk));
+    let r = report(&out);
+    for key in [
+        "turns",
+        "errors",
+        "panics",
+        "rss_start_kb",
+        "rss_end_kb",
+        "rss_peak_kb",
+        "rss_growth_percent",
+        "fd_growth",
+        "thread_growth",
+    ] {
+        assert!(r[key].is_number(), "{key}: {r:#}");
+    }
+    assert!(r["turns"].as_u64().unwrap() >= 1, "{r:#}");
+    assert_eq!(r["errors"], 0, "{r:#}");
+    assert_eq!(r["panics"], 0, "{r:#}");
+    let audio_secs = r["audio_hours"].as_f64().unwrap() * 3600.0;
+    assert!(audio_secs >= 39.0, "{r:#}");
+    assert!(
+        r["rss_peak_kb"].as_u64() >= r["rss_end_kb"].as_u64(),
+        "{r:#}"
+    );
+    assert_eq!(r["speed"], 4.0, "{r:#}");
+    // A bad speed is refused before anything loads.
+    let out = run(hark().args(["bench", "soak", "--speed", "0"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a number above 0"),
+        "{}",
+        stderr(&out)
+    );
+}

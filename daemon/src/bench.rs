@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use hark_models::store::ModelStore;
+use hark_session::bench::soak::SoakOptions;
 use hark_session::bench::stt::SttOptions;
 use hark_session::bench::{self, ConverseOptions};
 use hark_stt::SttConfig;
@@ -22,6 +23,12 @@ pub enum BenchCommand {
     /// (and the flags) say: compare the end-of-turn rules with
     /// `--set turn.detector=silence`.
     Converse(ConverseBenchArgs),
+    /// Hours of audio through the whole pipeline, faster than real time:
+    /// the conversation script with recordings of other voices and of
+    /// noise woven in, over and over, while the process's memory,
+    /// descriptors and threads are read every half second. Prints turns,
+    /// errors, panics and growth after warm-up as JSON.
+    Soak(SoakArgs),
     /// Whisper speed per file, 3 s utterance latency, idle listening CPU,
     /// for the configured Whisper model (stt.model, stt.threads).
     Stt {
@@ -65,10 +72,44 @@ pub struct ConverseBenchArgs {
     pub session: SessionArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct SoakArgs {
+    /// Hours of audio to play through.
+    #[arg(long, value_name = "H", default_value_t = 1.0, value_parser = positive)]
+    pub hours: f64,
+
+    /// How many times faster than real time (the script, Hark's output
+    /// and the session's clock; inference keeps its real speed).
+    #[arg(long, value_name = "X", default_value_t = 4.0, value_parser = positive)]
+    pub speed: f64,
+
+    /// Recordings of other voices and noise to weave into the script
+    /// (default: the test recordings in $HARK_TESTDATA and the Debian
+    /// packages, and the ALSA noise sample).
+    pub recordings: Vec<PathBuf>,
+
+    /// How far into Hark's reply each interruption starts, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub interrupt_after_ms: u64,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+fn positive(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 1000.0 => Ok(x),
+        _ => Err(format!(
+            "{text:?} is not a number above 0 (and at most 1000)"
+        )),
+    }
+}
+
 pub fn run(cmd: BenchCommand, globals: &Globals) -> anyhow::Result<()> {
     let store = globals.store()?;
     let json = match cmd {
         BenchCommand::Converse(args) => converse(args, globals, &store)?,
+        BenchCommand::Soak(args) => soak(args, globals, &store)?,
         BenchCommand::Stt {
             files,
             runs,
@@ -104,6 +145,42 @@ fn converse(
         "hark bench: running the conversation in real time (about three minutes for 16 turns)"
     );
     let report = bench::converse(
+        config.session(),
+        &mut user_voice,
+        || Ok(crate::models::session(&config, store)?),
+        &options,
+        |setup| {
+            setup.skills = Some(config.skills(None));
+            setup.tools = config.tools.clone();
+        },
+    )?;
+    Ok(serde_json::to_string_pretty(&report)?)
+}
+
+fn soak(args: SoakArgs, globals: &Globals, store: &ModelStore) -> anyhow::Result<String> {
+    let config = globals.config(&args.session.overrides())?;
+    let recordings = if args.recordings.is_empty() {
+        let mut files = default_files();
+        files.push(PathBuf::from("/usr/share/sounds/alsa/Noise.wav"));
+        files.retain(|f| f.is_file());
+        files
+    } else {
+        args.recordings
+    };
+    let options = SoakOptions {
+        hours: args.hours,
+        speed: args.speed,
+        recordings,
+        interrupt_after_ms: args.interrupt_after_ms,
+    };
+    let mut user_voice = crate::models::voice(&config.voice, store)?;
+    eprintln!(
+        "hark bench: soaking {} h of audio at {}x (about {:.0} min)",
+        args.hours,
+        args.speed,
+        args.hours * 60.0 / args.speed
+    );
+    let report = bench::soak::soak(
         config.session(),
         &mut user_voice,
         || Ok(crate::models::session(&config, store)?),

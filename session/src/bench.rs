@@ -34,12 +34,14 @@ use hark_audio::{AudioError, Frame, FrameSource, SAMPLE_RATE};
 use hark_tts::Voice;
 use serde::Serialize;
 
+use crate::clock::{Clock, SystemClock};
 use crate::events::SessionEvent;
 use crate::speaker::OutputTap;
 use crate::{
     run_session, BoxError, Input, Models, Output, SessionConfig, SessionError, SessionSetup,
 };
 
+pub mod soak;
 pub mod stt;
 
 /// A sample louder than this is Hark's voice.
@@ -182,7 +184,7 @@ pub const MAX_LINES: usize = SCRIPT.len();
 
 /// One scripted utterance at 16 kHz with where its speech really is.
 struct Line {
-    text: &'static str,
+    text: String,
     kind: Kind,
     audio: Vec<f32>,
     /// First and one-past-last sample louder than [`AUDIBLE`].
@@ -229,7 +231,7 @@ impl Line {
             None => (speak(say.text)?, None),
         };
         Ok(Self {
-            text: say.text,
+            text: say.text.to_owned(),
             kind: say.kind,
             speech: audible_span(&audio),
             audio,
@@ -262,8 +264,10 @@ fn longest_silence(audio: &[f32]) -> Option<(usize, usize)> {
 /// Hark's output as the benchmark sees it, written by the speaker thread.
 #[derive(Default)]
 struct Observed {
-    /// Every output sample, in order from the input's zero.
+    /// Every output sample, in order from the input's zero (unless
+    /// `forget_samples`: a soak keeps hours of output in no memory).
     samples: Vec<f32>,
+    forget_samples: bool,
     rate: u32,
     /// Last audible sample, in ms.
     last_audible_ms: Option<u64>,
@@ -284,7 +288,9 @@ impl OutputTap for Watch {
     fn written(&self, position: u64, samples: &[f32], rate: u32) {
         let mut o = self.lock();
         o.rate = rate;
-        o.samples.extend_from_slice(samples);
+        if !o.forget_samples {
+            o.samples.extend_from_slice(samples);
+        }
         if let Some(k) = samples.iter().rposition(|s| s.abs() > AUDIBLE) {
             let at_ms = (position + k as u64) * 1000 / rate as u64;
             let first_ms = (position
@@ -302,14 +308,19 @@ impl OutputTap for Watch {
     }
 }
 
-/// Plays the script into the pipeline at real-time pace.
+/// Plays the script into the pipeline at real-time pace (on `clock`).
 struct ScriptSource {
     lines: Vec<Arc<Line>>,
     next_line: usize,
     playing: Option<(Arc<Line>, usize)>,
     watch: Arc<Watch>,
     frame_len: usize,
+    clock: Arc<dyn Clock>,
     origin: Option<Instant>,
+    /// Play the script again from the top until this many samples have
+    /// been played, and end after the line that reaches it (a soak);
+    /// `None`: once.
+    repeat_until: Option<u64>,
     position: u64,
     /// When the last line finished, in samples.
     last_end: u64,
@@ -331,7 +342,7 @@ impl ScriptSource {
     fn due(&self, line: &Line) -> bool {
         let now = self.now_ms();
         let since_last_end = now.saturating_sub(self.last_end * 1000 / SAMPLE_RATE as u64);
-        if self.next_line == 0 {
+        if self.last_end == 0 {
             return now >= 1000;
         }
         if since_last_end >= TRIGGER_TIMEOUT.as_millis() as u64 {
@@ -357,7 +368,8 @@ impl ScriptSource {
 
 impl FrameSource for ScriptSource {
     fn next_frame(&mut self) -> Result<Option<Frame>, AudioError> {
-        let origin = *self.origin.get_or_insert_with(Instant::now);
+        let clock = &self.clock;
+        let origin = *self.origin.get_or_insert_with(|| clock.now());
         if let Some(end) = self.ended_at {
             if self.position >= end {
                 return Ok(None);
@@ -384,8 +396,13 @@ impl FrameSource for ScriptSource {
                     if *at == line.audio.len() {
                         self.playing = None;
                         self.last_end = self.position + samples.len() as u64;
-                        if self.next_line == self.lines.len() {
-                            self.ended_at = Some(self.last_end + self.tail);
+                        let enough = self.repeat_until.is_some_and(|u| self.last_end >= u);
+                        if enough || self.next_line == self.lines.len() {
+                            if self.repeat_until.is_some() && !enough {
+                                self.next_line = 0;
+                            } else {
+                                self.ended_at = Some(self.last_end + self.tail);
+                            }
                         }
                     }
                 }
@@ -398,9 +415,7 @@ impl FrameSource for ScriptSource {
         };
         self.position = frame.end_sample();
         let due = origin + Duration::from_secs_f64(self.position as f64 / SAMPLE_RATE as f64);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
+        self.clock.sleep_until(due);
         Ok(Some(frame))
     }
 
@@ -446,7 +461,7 @@ pub struct Stages {
 pub struct TurnResult {
     pub index: usize,
     pub kind: Kind,
-    pub said: &'static str,
+    pub said: String,
     pub user_onset_ms: u64,
     pub user_end_ms: u64,
     /// Hark was audible when the interruption began.
@@ -582,7 +597,9 @@ pub fn converse(
         playing: None,
         watch: watch.clone(),
         frame_len: config.vad.frame_len(),
+        clock: Arc::new(SystemClock),
         origin: None,
+        repeat_until: None,
         position: 0,
         last_end: 0,
         starts: starts.clone(),
@@ -700,7 +717,7 @@ pub fn converse(
         turns.push(TurnResult {
             index: index + 1,
             kind: line.kind,
-            said: line.text,
+            said: line.text.clone(),
             user_onset_ms: onset,
             user_end_ms: end,
             hark_was_speaking,

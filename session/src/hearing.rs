@@ -9,7 +9,7 @@
 //! rest of the delay (device buffers, the room), up to its tail length.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use hark_audio::vad::{Segmenter, SpeechClassifier, VadConfig, VadEvent};
 use hark_audio::{Frame, FrameSource, SAMPLE_RATE};
 use hark_endpoint::{EndpointConfig, TurnDetector};
 
+use crate::clock::Timeline;
 use crate::speaker::EchoReference;
 
 /// Echo canceller block: 10 ms, what speexdsp is tuned for.
@@ -495,9 +496,9 @@ impl TurnJudge {
     }
 }
 
-/// Starts "hark-hear". `origin` is set when the first frame arrives, to
-/// the wall time of its sample 0: the input timeline's zero, which every
-/// other thread measures from. The source must be fresh (a device opened
+/// Starts "hark-hear". The `timeline`'s zero is set when the first frame
+/// arrives, to the time of its sample 0, which every other thread measures
+/// from. The source must be fresh (a device opened
 /// just now, not one that has queued seconds of audio). `partial_every_ms`:
 /// while the user talks, report the speech so far each time this much more
 /// has been heard. `report` returning false, or `stop`, ends the thread.
@@ -508,7 +509,7 @@ pub fn spawn_hearing(
     echo: Option<EchoCancellation>,
     partial_every_ms: Option<u32>,
     endpointing: Option<Endpointing>,
-    origin: Arc<OnceLock<Instant>>,
+    timeline: Timeline,
     stop: Arc<AtomicBool>,
     mut report: impl FnMut(HearingEvent) -> bool + Send + 'static,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -536,11 +537,9 @@ pub fn spawn_hearing(
                     };
                     // The first frame has just arrived, so its last sample
                     // was captured about now.
-                    let zero = *origin.get_or_init(|| {
-                        let age =
-                            Duration::from_secs_f64(frame.end_sample() as f64 / SAMPLE_RATE as f64);
-                        Instant::now().checked_sub(age).unwrap_or_else(Instant::now)
-                    });
+                    let zero = timeline.start(Duration::from_secs_f64(
+                        frame.end_sample() as f64 / SAMPLE_RATE as f64,
+                    ));
                     if let Some(aec) = aec.as_mut().filter(|_| source.hears_local_playback()) {
                         aec.clean(&mut frame, zero)
                             .map_err(|e| format!("echo cancellation: {e}"))?;

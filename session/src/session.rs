@@ -19,7 +19,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use hark_audio::resample::resample_mono;
 use hark_audio::vad::VadConfig;
@@ -32,7 +31,7 @@ use hark_skills::Skills;
 use hark_stt::{SpeechToText, SttWorker};
 use hark_tts::{Voice, VoiceWorker};
 
-use crate::clock::{SystemClock, Timeline};
+use crate::clock::{Clock, SystemClock, Timeline};
 use crate::core::{Core, CoreInput, Heartbeat, ListenMode, SessionOutcome, StopRules};
 use crate::events::Subscriber;
 use crate::guard::{Faults, Guarded, Stage};
@@ -115,6 +114,10 @@ pub struct SessionSetup {
     pub tools: Vec<ToolConfig>,
     /// Calls of the engines that panic on purpose (tests only).
     pub faults: Faults,
+    /// The time the session runs on: the machine's, or a faster one
+    /// ([`crate::clock::ScaledClock`]) for a soak whose input and output
+    /// are paced by it (a benchmark script and a file; not devices).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl SessionSetup {
@@ -132,6 +135,7 @@ impl SessionSetup {
             skills: None,
             tools: Vec::new(),
             faults: Faults::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -168,6 +172,7 @@ pub fn run_session(
         skills,
         tools,
         faults,
+        clock,
     } = setup;
     let frame_len = config.vad.frame_len();
     let microphone = config.audio.input_device.clone();
@@ -193,7 +198,8 @@ pub fn run_session(
     let echo_tail_ms = (config.audio.echo_cancellation
         && source.as_ref().is_none_or(|s| s.hears_local_playback()))
     .then_some(config.audio.echo_tail_ms);
-    let origin: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    // Sample 0 of the input is set by the ears when the first frame comes.
+    let timeline = Timeline::new(clock, Arc::new(OnceLock::new()));
     let (inbox, inputs) = std::sync::mpsc::sync_channel::<CoreInput>(INBOX);
     let post = |inbox: &SyncSender<CoreInput>| {
         let inbox = inbox.clone();
@@ -235,7 +241,7 @@ pub fn run_session(
         (None, Output::File { path, tap }) => {
             let rate = models.voice.sample_rate();
             let wav = WavSink::create(path, rate, WavSampleFormat::Int16)?;
-            Box::new(ClockedFileSink::new(wav, rate, origin.clone(), tap))
+            Box::new(ClockedFileSink::new(wav, rate, timeline.clone(), tap))
         }
         (None, Output::Speaker) => unreachable!("opened above"),
     };
@@ -320,7 +326,7 @@ pub fn run_session(
         echo,
         partial_every_ms,
         endpointing,
-        origin.clone(),
+        timeline.clone(),
         stop.clone(),
         move |e: HearingEvent| to_core(CoreInput::Hearing(e)),
     )
@@ -342,7 +348,6 @@ pub fn run_session(
     // The core holds no sender of its own inbox: once every worker is gone
     // the channel closes.
     drop(inbox);
-    let timeline = Timeline::new(Arc::new(SystemClock), origin);
     let mut core = Core::new(Conversation::new(config.turn), inputs, workers, timeline);
     for subscriber in subscribers {
         core.subscribe(subscriber);

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,8 @@ use hark_audio::resample::Resampler;
 use hark_audio::wav::WavSink;
 use hark_audio::{AudioError, SAMPLE_RATE};
 use hark_converse::turn::ClauseId;
+
+use crate::clock::Timeline;
 
 /// How often the thread wakes to top up the sink and report progress.
 const TICK: Duration = Duration::from_millis(10);
@@ -186,11 +188,11 @@ pub trait OutputTap: Send + Sync {
 
 /// A WAV file written at real-time pace on the input's timeline: sample `n`
 /// of the file is what Hark was saying `n / rate` seconds after the input
-/// started (`origin`), so the two files line up.
+/// started, so the two files line up.
 pub struct ClockedFileSink {
     sink: WavSink,
     rate: u32,
-    origin: Arc<OnceLock<Instant>>,
+    timeline: Timeline,
     written: u64,
     tap: Option<Arc<dyn OutputTap>>,
     /// Written since the last `take_heard` (a file hears at once).
@@ -201,13 +203,13 @@ impl ClockedFileSink {
     pub fn new(
         sink: WavSink,
         rate: u32,
-        origin: Arc<OnceLock<Instant>>,
+        timeline: Timeline,
         tap: Option<Arc<dyn OutputTap>>,
     ) -> Self {
         Self {
             sink,
             rate,
-            origin,
+            timeline,
             written: 0,
             tap,
             heard: Vec::new(),
@@ -220,10 +222,10 @@ impl SpeakerSink for ClockedFileSink {
         self.rate
     }
     fn wanted(&mut self) -> usize {
-        let Some(origin) = self.origin.get() else {
+        let Some(elapsed) = self.timeline.elapsed() else {
             return 0;
         };
-        let due = (origin.elapsed().as_secs_f64() * self.rate as f64) as u64;
+        let due = (elapsed.as_secs_f64() * self.rate as f64) as u64;
         due.saturating_sub(self.written) as usize
     }
     fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
@@ -559,11 +561,13 @@ impl SpeakerState {
 
     /// Moves what the listener heard into the echo reference.
     fn feed_reference(&mut self) -> Result<(), AudioError> {
+        // Drained even with no echo canceller to feed: a sink keeps what
+        // was heard until asked (a clocked file kept hours of it).
+        self.heard.clear();
+        self.sink.take_heard(&mut self.heard);
         let Some((reference, resampler)) = &mut self.reference else {
             return Ok(());
         };
-        self.heard.clear();
-        self.sink.take_heard(&mut self.heard);
         if self.heard.is_empty() {
             return Ok(());
         }
@@ -625,6 +629,8 @@ mod tests {
     struct FakeDevice {
         pending: VecDeque<f32>,
         heard: Vec<f32>,
+        /// Heard and not yet taken by the speaker (`take_heard`).
+        untaken: Vec<f32>,
     }
 
     impl FakeDevice {
@@ -632,6 +638,7 @@ mod tests {
             for _ in 0..n {
                 let s = self.pending.pop_front().unwrap_or(0.0);
                 self.heard.push(s);
+                self.untaken.push(s);
             }
         }
     }
@@ -656,7 +663,9 @@ mod tests {
         fn gaps(&self) -> u64 {
             0
         }
-        fn take_heard(&mut self, _: &mut Vec<f32>) {}
+        fn take_heard(&mut self, out: &mut Vec<f32>) {
+            out.append(&mut self.device.lock().unwrap().untaken);
+        }
         fn finish(self: Box<Self>) -> Result<(), AudioError> {
             Ok(())
         }
@@ -819,5 +828,18 @@ mod tests {
         let mut out = [9.0; 5];
         r.read(-1, &mut out);
         assert_eq!(out, [0.0, 1.0, 2.0, 3.0, 0.0]);
+    }
+
+    #[test]
+    fn what_was_heard_is_taken_even_with_no_echo_canceller_to_feed() {
+        // A sink keeps what was heard until the speaker takes it; without
+        // a reference to feed it was never taken (hours of a clocked file).
+        let mut rig = Rig::new(50);
+        rig.play(1, vec![0.5; 500]);
+        for _ in 0..40 {
+            rig.step(20);
+        }
+        assert_eq!(rig.heard().len(), 800);
+        assert!(rig.device.lock().unwrap().untaken.len() <= 20);
     }
 }

@@ -11,7 +11,10 @@ use hark_session::bench::stt::SttOptions;
 use hark_session::bench::{self, ConverseOptions};
 use hark_stt::SttConfig;
 
+use hark_session::SessionSetup;
+
 use crate::args::{SessionArgs, WhisperArgs};
+use crate::config::HarkConfig;
 use crate::Globals;
 
 #[derive(Subcommand, Debug)]
@@ -149,12 +152,18 @@ fn converse(
         &mut user_voice,
         || Ok(crate::models::session(&config, store)?),
         &options,
-        |setup| {
-            setup.skills = Some(config.skills(None));
-            setup.tools = config.tools.clone();
-        },
+        skills_and_tools(&config),
     )?;
     Ok(serde_json::to_string_pretty(&report)?)
+}
+
+/// The skills (their timers kept in no state file) and the user's tools,
+/// as the daemon has them.
+fn skills_and_tools(config: &HarkConfig) -> impl FnOnce(&mut SessionSetup) + '_ {
+    |setup| {
+        setup.skills = Some(config.skills(None));
+        setup.tools = config.tools.clone();
+    }
 }
 
 fn soak(args: SoakArgs, globals: &Globals, store: &ModelStore) -> anyhow::Result<String> {
@@ -185,10 +194,7 @@ fn soak(args: SoakArgs, globals: &Globals, store: &ModelStore) -> anyhow::Result
         &mut user_voice,
         || Ok(crate::models::session(&config, store)?),
         &options,
-        |setup| {
-            setup.skills = Some(config.skills(None));
-            setup.tools = config.tools.clone();
-        },
+        skills_and_tools(&config),
     )?;
     Ok(serde_json::to_string_pretty(&report)?)
 }

@@ -334,6 +334,34 @@ struct ScriptSource {
 }
 
 impl ScriptSource {
+    /// Plays `lines` once, watching Hark through `watch`, recording where
+    /// each line starts in `starts`.
+    fn new(
+        lines: Vec<Arc<Line>>,
+        watch: Arc<Watch>,
+        frame_len: usize,
+        clock: Arc<dyn Clock>,
+        starts: Arc<Mutex<Vec<u64>>>,
+        interrupt_after_ms: u64,
+    ) -> Self {
+        Self {
+            lines,
+            next_line: 0,
+            playing: None,
+            watch,
+            frame_len,
+            clock,
+            origin: None,
+            repeat_until: None,
+            position: 0,
+            last_end: 0,
+            starts,
+            tail: SAMPLE_RATE as u64 * 2,
+            interrupt_after_ms,
+            ended_at: None,
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.position * 1000 / SAMPLE_RATE as u64
     }
@@ -591,22 +619,14 @@ pub fn converse(
 
     let watch = Arc::new(Watch::default());
     let starts = Arc::new(Mutex::new(Vec::new()));
-    let script = ScriptSource {
-        lines: lines.clone(),
-        next_line: 0,
-        playing: None,
-        watch: watch.clone(),
-        frame_len: config.vad.frame_len(),
-        clock: Arc::new(SystemClock),
-        origin: None,
-        repeat_until: None,
-        position: 0,
-        last_end: 0,
-        starts: starts.clone(),
-        tail: SAMPLE_RATE as u64 * 2,
-        interrupt_after_ms: options.interrupt_after_ms,
-        ended_at: None,
-    };
+    let script = ScriptSource::new(
+        lines.clone(),
+        watch.clone(),
+        config.vad.frame_len(),
+        Arc::new(SystemClock),
+        starts.clone(),
+        options.interrupt_after_ms,
+    );
     let tally = Arc::new(Mutex::new(Tally::default()));
     let seen = tally.clone();
     let mut setup = SessionSetup::new(

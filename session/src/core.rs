@@ -1080,7 +1080,15 @@ impl Core {
                     Some(s) if s.speech_end_ms == speech_end_ms => match s.waiting.take() {
                         Some(utterance) => {
                             self.speculation = None;
-                            self.final_transcript(now, utterance, text, transcribe_ms, true, error);
+                            let failed = error.is_some();
+                            self.final_transcript(
+                                now,
+                                utterance,
+                                text,
+                                transcribe_ms,
+                                true,
+                                failed,
+                            );
                         }
                         // Failed while the pause goes on: forget it, so the
                         // utterance gets a Whisper run of its own when it ends.
@@ -1114,7 +1122,7 @@ impl Core {
                 result.text,
                 result.transcribe_ms,
                 false,
-                result.error,
+                result.error.is_some(),
             ),
         }
     }
@@ -1129,11 +1137,11 @@ impl Core {
         text: String,
         transcribe_ms: u64,
         speculative: bool,
-        error: Option<String>,
+        failed: bool,
     ) {
         let event = self.transcript(now, utterance, text, transcribe_ms, speculative);
         self.feed(now, event);
-        if error.is_some() {
+        if failed {
             self.feed(
                 now,
                 Event::Say {

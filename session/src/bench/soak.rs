@@ -205,23 +205,17 @@ pub fn soak(
     let watch = Arc::new(Watch::default());
     watch.lock().forget_samples = true;
     let starts = Arc::new(Mutex::new(Vec::new()));
+    let mut script = ScriptSource::new(
+        lines,
+        watch.clone(),
+        config.vad.frame_len(),
+        clock.clone(),
+        starts.clone(),
+        options.interrupt_after_ms,
+    );
+    script.repeat_until = Some(total);
     let source = Counted {
-        inner: ScriptSource {
-            lines,
-            next_line: 0,
-            playing: None,
-            watch: watch.clone(),
-            frame_len: config.vad.frame_len(),
-            clock: clock.clone(),
-            origin: None,
-            repeat_until: Some(total),
-            position: 0,
-            last_end: 0,
-            starts: starts.clone(),
-            tail: SAMPLE_RATE as u64 * 2,
-            interrupt_after_ms: options.interrupt_after_ms,
-            ended_at: None,
-        },
+        inner: script,
         played: played.clone(),
     };
     let gathered = Arc::new(Mutex::new(Gathered::default()));

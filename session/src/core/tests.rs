@@ -1342,16 +1342,21 @@ fn a_failed_speculative_transcript_costs_a_whisper_run_or_an_apology_never_the_t
         at_ms,
         audio: vec![0.0; 16_000],
     };
+    // The user talks from 1 s and pauses at 2 s.
+    let pausing = || {
+        let mut rig = Rig::new();
+        rig.hear(1000, HearingEvent::SpeechStarted { at_ms: 1000 });
+        rig.hear(
+            2120,
+            HearingEvent::SpeechPausing {
+                speech_end_ms: 2000,
+                audio: vec![0.0; 16_000],
+            },
+        );
+        rig
+    };
     // Failed during the pause: the turn's end asks Whisper again.
-    let mut rig = Rig::new();
-    rig.hear(1000, HearingEvent::SpeechStarted { at_ms: 1000 });
-    rig.hear(
-        2120,
-        HearingEvent::SpeechPausing {
-            speech_end_ms: 2000,
-            audio: vec![0.0; 16_000],
-        },
-    );
+    let mut rig = pausing();
     rig.at(2200, Some(failed(2000)));
     rig.take_calls();
     rig.hear(2300, ended(2000));
@@ -1373,15 +1378,7 @@ fn a_failed_speculative_transcript_costs_a_whisper_run_or_an_apology_never_the_t
         .any(|c| matches!(c, Call::Generate { .. })));
 
     // Failed while the ended utterance waited for it: an apology.
-    let mut rig = Rig::new();
-    rig.hear(1000, HearingEvent::SpeechStarted { at_ms: 1000 });
-    rig.hear(
-        2120,
-        HearingEvent::SpeechPausing {
-            speech_end_ms: 2000,
-            audio: vec![0.0; 16_000],
-        },
-    );
+    let mut rig = pausing();
     rig.hear(2300, ended(2000));
     rig.at(2400, Some(failed(2000)));
     let spoken: Vec<String> = rig

@@ -443,7 +443,16 @@ impl Core {
                     .is_some_and(|c| c.audio.is_some()),
             },
         );
+        // Its tokens so far are the reply's now: logged as any reply's are
+        // (a short reply may have been written whole before adoption).
         for text in tokens {
+            self.emit(
+                now,
+                SessionEvent::Token {
+                    reply,
+                    text: text.clone(),
+                },
+            );
             self.owed.push_back(Event::ReplyToken { reply, text });
         }
         match finished {

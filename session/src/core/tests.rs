@@ -1249,6 +1249,18 @@ fn a_reply_prepared_in_the_pause_that_ends_the_turn_plays_at_once() {
         )),
         "{events:#?}"
     );
+    let logged: String = events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Token { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        logged,
+        ANSWER.concat(),
+        "the adopted reply's tokens are logged"
+    );
     let v2v = events.iter().find_map(|e| match e {
         SessionEvent::TurnFinished {
             voice_to_voice_ms, ..

@@ -10,11 +10,14 @@
 //! - [`features`]: the Whisper-style log-mel input, in Rust.
 //! - [`SmartTurn`]: the model on ONNX Runtime (`hark-onnx`), behind the
 //!   [`TurnDetector`] seam (tests use fakes).
+//! - [`sounds_unfinished`]: the words' side: a transcript that stops on
+//!   "the" or "tell me" is unfinished however final the pause sounded.
 //! - [`EndpointConfig`]: the `[turn]` section: which detector, and when to
 //!   ask it.
 
 pub mod features;
 mod settings;
+mod words;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -23,6 +26,7 @@ use hark_onnx::ort::session::Session;
 use hark_onnx::ort::value::Tensor;
 
 pub use settings::{Detector, EndpointConfig};
+pub use words::sounds_unfinished;
 
 use features::{last_window, LogMel, N_FRAMES, N_MELS};
 

@@ -30,6 +30,9 @@ pub struct EndpointConfig {
     pub threshold: f64,
     /// A silence this long ends the turn whatever Smart Turn says.
     pub max_silence_ms: u32,
+    /// At the first check of a pause, a transcript that stops where a
+    /// request cannot ([`crate::sounds_unfinished`]) overrules a "complete".
+    pub read_words: bool,
     /// Start answering during the pause, before the turn is judged over.
     pub prepare_replies: bool,
 }
@@ -42,6 +45,7 @@ impl Default for EndpointConfig {
             check_every_ms: 1000,
             threshold: 0.5,
             max_silence_ms: 2000,
+            read_words: true,
             prepare_replies: true,
         }
     }
@@ -92,6 +96,13 @@ impl Section for EndpointConfig {
         doc(
             "max_silence_ms",
             "A silence this long ends the turn whatever Smart Turn says, in ms. 300 to 10000.",
+        ),
+        doc(
+            "read_words",
+            "Also read the words: when Smart Turn first calls a pause the end but the \
+             transcript so far stops where a request cannot (\"the\", \"and\", \"tell \
+             me\", \"I'd like to know\", a trailing comma), keep listening; Smart Turn's \
+             next check or max_silence_ms ends it if nothing follows. true or false.",
         ),
         doc(
             "prepare_replies",

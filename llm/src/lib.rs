@@ -242,6 +242,8 @@ pub struct Generation {
     pub tokens: usize,
     /// Prompt length after trimming the history to fit the context.
     pub prompt_tokens: usize,
+    /// Of those, how many a cached state already held (not run again).
+    pub reused_tokens: usize,
     /// True when the callback asked to stop.
     pub cancelled: bool,
     /// From the call to the first sampled token (prompt processing included).

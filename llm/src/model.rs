@@ -9,8 +9,12 @@
 //! be cut back, but a model state is cheap to clone (weights are shared
 //! `Arc`s; the cache is a pair of tensors per layer). So the model keeps
 //! [`PrefixState`]s, clones whose caches hold exactly known tokens: the
-//! system prompt (computed at load), the last prompt, and wherever the last
-//! generation ended.
+//! system prompt (computed at load), the conversation up to the last
+//! prompt's newest message, the last prompt, and wherever the last
+//! generation ended. The newest message's own state is what lets a reply
+//! prepared during a pause and dropped (the user went on: the same
+//! conversation, a longer last message) cost the next one only that
+//! message.
 //! A prompt that starts with one of them resumes from the longest; anything
 //! else (trimmed history, a rewritten interrupted reply) falls back to a full
 //! pass. Token ids are compared, not text, so a reuse is always exact.
@@ -97,6 +101,8 @@ pub struct LanguageModel {
     /// was interrupted is rewritten in history, so only its prompt is still
     /// a prefix), and where the last generation ended.
     system_state: Option<PrefixState>,
+    /// The last prompt up to where its newest message's text starts.
+    turn_state: Option<PrefixState>,
     prompt_state: Option<PrefixState>,
     last_state: Option<PrefixState>,
     tokenizer: GgufTokenizer,
@@ -272,6 +278,7 @@ impl LanguageModel {
         let mut model = Self {
             weights,
             system_state: None,
+            turn_state: None,
             prompt_state: None,
             last_state: None,
             tokenizer,
@@ -331,6 +338,7 @@ impl LanguageModel {
         let best = [
             self.last_state.as_ref(),
             self.prompt_state.as_ref(),
+            self.turn_state.as_ref(),
             self.system_state.as_ref(),
         ]
         .into_iter()
@@ -396,13 +404,27 @@ impl LanguageModel {
         // Whatever happens below, the cache no longer matches `last_state`'s
         // tokens until it is recorded again.
         let mut fed = prompt.clone();
+        let newest_message = self.newest_message_start(history, &prompt);
         let reused = self.resume_from_longest_prefix(&prompt);
         self.last_state = None;
         self.prompt_state = None;
-        let input = Tensor::new(&prompt[reused..], &self.device)
+        let mut done = reused;
+        if newest_message > reused {
+            let input = Tensor::new(&prompt[reused..newest_message], &self.device)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(infer)?;
+            self.turn_state = None;
+            self.weights.forward(&input, reused).map_err(infer)?;
+            self.turn_state = self.weights.snapshot().map(|weights| PrefixState {
+                tokens: prompt[..newest_message].to_vec(),
+                weights,
+            });
+            done = newest_message;
+        }
+        let input = Tensor::new(&prompt[done..], &self.device)
             .and_then(|t| t.unsqueeze(0))
             .map_err(infer)?;
-        let mut logits = self.weights.forward(&input, reused).map_err(infer)?;
+        let mut logits = self.weights.forward(&input, done).map_err(infer)?;
         self.prompt_state = self.weights.snapshot().map(|weights| PrefixState {
             tokens: prompt.clone(),
             weights,
@@ -410,6 +432,7 @@ impl LanguageModel {
 
         let mut result = Generation {
             prompt_tokens,
+            reused_tokens: reused,
             ..Generation::default()
         };
         let mut generated: Vec<u32> = Vec::new();
@@ -472,6 +495,34 @@ impl LanguageModel {
 
     /// Tokenizes the conversation, dropping the oldest turns (never the system
     /// prompt, never the newest message) until prompt + reply budget fit.
+    /// Where the text of `history`'s newest message starts in `prompt` (its
+    /// tokens): the prompt's common prefix with the same history ending in
+    /// another message. 0 when unknown.
+    fn newest_message_start(&self, history: &[ChatMessage], prompt: &[u32]) -> usize {
+        let Some((newest, earlier)) = history.split_last() else {
+            return 0;
+        };
+        let mut other = earlier.to_vec();
+        other.push(ChatMessage {
+            content: if newest.content.starts_with('#') {
+                "%"
+            } else {
+                "#"
+            }
+            .to_owned(),
+            ..newest.clone()
+        });
+        match self.prompt_tokens(&other) {
+            Ok(tokens) => tokens
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count(),
+            Err(_) => 0,
+        }
+        .min(prompt.len().saturating_sub(1))
+    }
+
     fn prompt_tokens(&self, history: &[ChatMessage]) -> Result<Vec<u32>, LlmError> {
         let available = self
             .context_tokens

@@ -181,10 +181,36 @@ fn reusing_the_kv_cache_changes_nothing() {
     history.push(ChatMessage::assistant(format!("{cut} …")));
     history.push(ChatMessage::user("What colour is it?"));
     let third = reply(&mut warm, &history);
+    // A reply prepared during a pause and dropped when the user went on:
+    // the same conversation, a longer newest message. Only that message is
+    // run again.
+    history.push(ChatMessage::assistant(third.text.clone()));
+    history.push(ChatMessage::user("Tell me"));
+    let mut tokens = 0;
+    warm.generate(&history, &mut |_| {
+        tokens += 1;
+        if tokens < 3 {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    })
+    .expect("generate");
+    history.pop();
+    history.push(ChatMessage::user("Tell me the name of a big river."));
+    let after_drop = reply(&mut warm, &history);
+    let newest = warm.count_tokens("Tell me the name of a big river.");
+    assert!(
+        after_drop.reused_tokens + newest + 8 >= after_drop.prompt_tokens,
+        "after a dropped reply only the newest message runs again: reused {} of {} tokens",
+        after_drop.reused_tokens,
+        after_drop.prompt_tokens
+    );
 
-    for (n, (history_len, warm_text)) in [(3, &second.text), (5, &third.text)]
-        .into_iter()
-        .enumerate()
+    for (n, (history_len, warm_text)) in
+        [(3, &second.text), (5, &third.text), (7, &after_drop.text)]
+            .into_iter()
+            .enumerate()
     {
         let mut cold = LanguageModel::load(&path, config.clone()).expect("load model");
         let fresh = reply(&mut cold, &history[..history_len]);

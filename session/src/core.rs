@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timeline;
 use crate::events::{HistoryTurn, SessionEvent, Subscriber};
-use crate::hearing::HearingEvent;
+use crate::hearing::{HearingEvent, PauseWords};
 use crate::input::{ExternalInput, InputSwitch};
 use crate::prepared::{FirstClause, Prepared, PROVISIONAL};
 use crate::speaker::{PlaybackReport, SpeakerCommand};
@@ -286,6 +286,9 @@ pub struct Core {
     prepared: Option<Prepared>,
     /// Prepare replies during pauses at all (`[turn] prepare_replies`).
     prepare_replies: bool,
+    /// Where the pauses' transcripts are read for the turn judge (with
+    /// Smart Turn).
+    pause_words: Option<Arc<PauseWords>>,
     next_provisional: u64,
     /// The latest end of speech and when the core heard of it (ms): the
     /// endpoint decision's time for the turn it ends.
@@ -334,6 +337,7 @@ impl Core {
             last_transcript: String::new(),
             prepared: None,
             prepare_replies: true,
+            pause_words: None,
             next_provisional: PROVISIONAL,
             last_endpoint: None,
         }
@@ -344,9 +348,22 @@ impl Core {
         self.prepare_replies = on;
     }
 
+    /// Tells the turn judge what each pause's transcript says (before `run`).
+    pub fn set_pause_words(&mut self, words: Arc<PauseWords>) {
+        self.pause_words = Some(words);
+    }
+
     fn provisional_id(&mut self) -> u64 {
         self.next_provisional += 1;
         self.next_provisional
+    }
+
+    /// Tells the turn judge whether the words before the pause after
+    /// `speech_end_ms` stop where a request cannot (no words: they do not).
+    fn read_pause_words(&self, speech_end_ms: u64, text: &str) {
+        if let Some(words) = &self.pause_words {
+            words.heard(speech_end_ms, hark_endpoint::sounds_unfinished(text));
+        }
     }
 
     /// Starts the model on a speculative transcript while the user pauses.
@@ -1048,6 +1065,7 @@ impl Core {
                 probability,
                 inference_ms,
                 complete,
+                unfinished_words,
             } => self.emit(
                 now,
                 SessionEvent::TurnJudged {
@@ -1055,6 +1073,7 @@ impl Core {
                     probability,
                     inference_ms,
                     complete,
+                    unfinished_words,
                 },
             ),
             HearingEvent::SpeechPausing {
@@ -1101,9 +1120,13 @@ impl Core {
                         }
                         // Failed while the pause goes on: forget it, so the
                         // utterance gets a Whisper run of its own when it ends.
-                        None if error.is_some() => self.speculation = None,
+                        None if error.is_some() => {
+                            self.speculation = None;
+                            self.read_pause_words(speech_end_ms, "");
+                        }
                         None => {
                             s.text = Some((text.clone(), transcribe_ms));
+                            self.read_pause_words(speech_end_ms, &text);
                             // The pause goes on: start answering it.
                             self.prepare(now, speech_end_ms, &text);
                         }

@@ -166,11 +166,16 @@ pub enum SessionEvent {
         at_ms: u64,
     },
     /// Smart Turn judged a pause; `complete`: it ended the turn.
+    /// `unfinished_words`: whether the pause's transcript stopped where a
+    /// request cannot, when it was read (`[turn] read_words`); `true` kept
+    /// the turn open against a "complete".
     TurnJudged {
         speech_end_ms: u64,
         probability: f32,
         inference_ms: u64,
         complete: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unfinished_words: Option<bool>,
     },
     /// A reply is being prepared for the pause after `speech_end_ms`
     /// (nothing plays until the turn is judged over).

@@ -78,12 +78,14 @@ pub enum HearingEvent {
         at_ms: u64,
     },
     /// Smart Turn judged the pause after `speech_end_ms`; `complete`: it
-    /// ended the utterance.
+    /// ended the utterance. `unfinished_words`: what the pause's transcript
+    /// said when it was read (`Some(true)`: it kept the turn open).
     TurnJudged {
         speech_end_ms: u64,
         probability: f32,
         inference_ms: u64,
         complete: bool,
+        unfinished_words: Option<bool>,
     },
     /// The ears switched to another input (the daemon's [`SwitchedInput`]).
     ///
@@ -362,7 +364,37 @@ impl SpeechInProgress {
 pub struct Endpointing {
     pub detector: Box<dyn TurnDetector>,
     pub config: EndpointConfig,
+    /// What the pause's transcript says, from the core (`[turn] read_words`).
+    pub words: Arc<PauseWords>,
 }
+
+/// Whether the transcript of the speech before a pause reads unfinished
+/// ([`hark_endpoint::sounds_unfinished`]): written by the core when the
+/// pause's speculative transcript arrives, read by the turn judge before it
+/// ends a turn Smart Turn called complete.
+#[derive(Default)]
+pub struct PauseWords(std::sync::Mutex<Option<(u64, bool)>>);
+
+impl PauseWords {
+    /// The pause after `speech_end_ms` was transcribed; `unfinished`: the
+    /// words stop where a request cannot.
+    pub fn heard(&self, speech_end_ms: u64, unfinished: bool) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((speech_end_ms, unfinished));
+    }
+
+    /// What the words of the pause after `speech_end_ms` say, once heard.
+    fn unfinished(&self, speech_end_ms: u64) -> Option<bool> {
+        match *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((end, unfinished)) if end == speech_end_ms => Some(unfinished),
+            _ => None,
+        }
+    }
+}
+
+/// How long after Smart Turn called a pause complete the judge waits for
+/// the pause's transcript before ending the turn without it (the final
+/// transcript would take as long: this costs the reply nothing).
+const WORDS_WAIT_MS: u64 = 500;
 
 /// Silence Smart Turn hears after the speech when a pause is first judged:
 /// what the VAD of pipecat, whose data it was trained on, leaves it.
@@ -393,18 +425,46 @@ fn trim_for_turn(audio: &mut Vec<f32>) {
 /// A judgement of the pause after `speech_end` (samples).
 struct Judged {
     speech_end: u64,
+    /// The pause's first check.
+    first: bool,
     probability: Result<f32, String>,
     inference_ms: u64,
 }
 
+impl Judged {
+    fn verdict(
+        &self,
+        probability: f32,
+        complete: bool,
+        unfinished_words: Option<bool>,
+    ) -> HearingEvent {
+        HearingEvent::TurnJudged {
+            speech_end_ms: ms(self.speech_end),
+            probability,
+            inference_ms: self.inference_ms,
+            complete,
+            unfinished_words,
+        }
+    }
+}
+
+fn samples(ms: u64) -> u64 {
+    ms * SAMPLE_RATE as u64 / 1000
+}
+
 struct TurnJudge {
-    requests: SyncSender<(u64, Vec<f32>)>,
+    requests: SyncSender<(u64, bool, Vec<f32>)>,
     answers: Receiver<Judged>,
     first_check: u64,
     check_every: u64,
     threshold: f32,
+    /// `None` when `[turn] read_words` is off.
+    words: Option<Arc<PauseWords>>,
     /// The pause last asked about, and how long it was then (samples).
     asked: Option<(u64, u64)>,
+    /// A first "complete" waiting for the pause's words: the judgement,
+    /// and the silence (samples) after which it ends the turn regardless.
+    held: Option<(Judged, u64)>,
     in_flight: bool,
     _thread: JoinHandle<()>,
 }
@@ -414,17 +474,19 @@ impl TurnJudge {
         let Endpointing {
             mut detector,
             config,
+            words,
         } = endpointing;
-        let (requests, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<f32>)>(1);
+        let (requests, rx) = std::sync::mpsc::sync_channel::<(u64, bool, Vec<f32>)>(1);
         let (tx, answers) = std::sync::mpsc::sync_channel(2);
         let thread = std::thread::Builder::new()
             .name("hark-turn".into())
             .spawn(move || {
-                for (speech_end, audio) in rx {
+                for (speech_end, first, audio) in rx {
                     let started = Instant::now();
                     let probability = detector.complete(&audio).map_err(|e| e.to_string());
                     let judged = Judged {
                         speech_end,
+                        first,
                         probability,
                         inference_ms: started.elapsed().as_millis() as u64,
                     };
@@ -440,7 +502,9 @@ impl TurnJudge {
             first_check: samples(config.first_check_ms),
             check_every: samples(config.check_every_ms),
             threshold: config.threshold as f32,
+            words: config.read_words.then_some(words),
             asked: None,
+            held: None,
             in_flight: false,
             _thread: thread,
         })
@@ -452,26 +516,49 @@ impl TurnJudge {
         let mut events = Vec::new();
         while let Ok(judged) = self.answers.try_recv() {
             self.in_flight = false;
-            let probability = match judged.probability {
-                Ok(p) => p,
+            let probability = match &judged.probability {
+                Ok(p) => *p,
                 Err(message) => {
                     // The silence rule still ends the turn.
                     tracing::warn!("Smart Turn failed: {message}");
                     continue;
                 }
             };
-            let still_pausing = segmenter
-                .pausing()
-                .is_some_and(|(end, _)| end == judged.speech_end);
-            let complete = still_pausing && probability >= self.threshold;
-            events.push(HearingEvent::TurnJudged {
-                speech_end_ms: ms(judged.speech_end),
-                probability,
-                inference_ms: judged.inference_ms,
-                complete,
-            });
-            if complete {
-                events.extend(segmenter.end_now().map(to_hearing));
+            let Some((end, silence)) = segmenter.pausing() else {
+                continue;
+            };
+            if end != judged.speech_end || probability < self.threshold {
+                events.push(judged.verdict(probability, false, None));
+                continue;
+            }
+            // Complete. On the pause's first check, the words may overrule.
+            match self.words.as_ref().filter(|_| judged.first) {
+                Some(_) => self.held = Some((judged, silence + samples(WORDS_WAIT_MS))),
+                None => {
+                    events.push(judged.verdict(probability, true, None));
+                    events.extend(segmenter.end_now().map(to_hearing));
+                }
+            }
+        }
+        if let Some((judged, deadline)) = self.held.take() {
+            let words = self.words.as_ref().expect("held only when words are read");
+            match segmenter.pausing() {
+                Some((end, silence)) if end == judged.speech_end => {
+                    let probability = *judged.probability.as_ref().expect("held when complete");
+                    match words.unfinished(ms(end)) {
+                        Some(true) => events.push(judged.verdict(probability, false, Some(true))),
+                        unfinished @ Some(false) => {
+                            events.push(judged.verdict(probability, true, unfinished));
+                            events.extend(segmenter.end_now().map(to_hearing));
+                        }
+                        None if silence >= deadline => {
+                            events.push(judged.verdict(probability, true, None));
+                            events.extend(segmenter.end_now().map(to_hearing));
+                        }
+                        None => self.held = Some((judged, deadline)),
+                    }
+                }
+                _ => {} // the user went on: nothing to end
             }
         }
         if let (false, Some((speech_end, silence))) = (self.in_flight, segmenter.pausing()) {
@@ -486,7 +573,7 @@ impl TurnJudge {
                 if first {
                     trim_for_turn(&mut audio);
                 }
-                if self.requests.try_send((speech_end, audio)).is_ok() {
+                if self.requests.try_send((speech_end, first, audio)).is_ok() {
                     self.asked = Some((speech_end, silence));
                     self.in_flight = true;
                 }
@@ -685,6 +772,85 @@ mod tests {
             ..conversation_vad()
         };
         assert_eq!(reports(quick_end, None, &decisions), []);
+    }
+
+    /// Smart Turn, sure every time that the turn is complete.
+    struct AlwaysComplete;
+
+    impl TurnDetector for AlwaysComplete {
+        fn complete(&mut self, _: &[f32]) -> Result<f32, hark_endpoint::EndpointError> {
+            Ok(0.9)
+        }
+    }
+
+    /// 1.5 s of speech then silence, judged by [`AlwaysComplete`]; the
+    /// pause's words are read (`unfinished`) `words_after_ms` into the
+    /// silence, or never. Returns the silence (ms) at which the turn ended.
+    fn turn_ended_after(words: Option<(u64, bool)>) -> Option<u64> {
+        let config = EndpointConfig {
+            first_check_ms: 160,
+            check_every_ms: 1000,
+            ..EndpointConfig::default()
+        };
+        let pause_words = Arc::new(PauseWords::default());
+        let mut judge = TurnJudge::spawn(Endpointing {
+            detector: Box::new(AlwaysComplete),
+            config,
+            words: pause_words.clone(),
+        })
+        .unwrap();
+        let mut decisions = vec![false; 10];
+        decisions.extend([true; 150]);
+        let vad = VadConfig {
+            end_silence_ms: 2000,
+            ..conversation_vad()
+        };
+        let mut segmenter = Segmenter::new(vad, Script(decisions.clone().into_iter())).unwrap();
+        for k in 0..decisions.len() + 300 {
+            let frame = Frame {
+                start_sample: (k * 160) as u64,
+                samples: vec![0.0; 160],
+            };
+            let mut events: Vec<HearingEvent> = segmenter
+                .push(&frame)
+                .unwrap()
+                .into_iter()
+                .map(to_hearing)
+                .collect();
+            let silence_ms = (k + 1).saturating_sub(decisions.len()) as u64 * 10;
+            if let (Some((after, unfinished)), Some((end, _))) = (words, segmenter.pausing()) {
+                if silence_ms == after {
+                    pause_words.heard(ms(end), unfinished);
+                }
+            }
+            loop {
+                events.extend(judge.poll(&mut segmenter));
+                if !judge.in_flight {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if events
+                .iter()
+                .any(|e| matches!(e, HearingEvent::SpeechEnded { .. }))
+            {
+                return Some(silence_ms);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn words_that_stop_where_a_request_cannot_keep_the_turn_open() {
+        // Finished words: Smart Turn's first "complete" ends the turn.
+        assert_eq!(turn_ended_after(Some((100, false))), Some(160));
+        // Unfinished words: only its next check, 1 s later, ends it.
+        assert_eq!(turn_ended_after(Some((100, true))), Some(1160));
+        // Words read after the verdict: the turn ends when they come.
+        assert_eq!(turn_ended_after(Some((300, false))), Some(300));
+        assert_eq!(turn_ended_after(Some((300, true))), Some(1160));
+        // No words at all: it ends WORDS_WAIT_MS after the verdict.
+        assert_eq!(turn_ended_after(None), Some(160 + WORDS_WAIT_MS));
     }
 
     #[test]

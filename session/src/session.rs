@@ -35,7 +35,7 @@ use crate::clock::{Clock, SystemClock, Timeline};
 use crate::core::{Core, CoreInput, Heartbeat, ListenMode, SessionOutcome, StopRules};
 use crate::events::Subscriber;
 use crate::guard::{Faults, Guarded, Stage};
-use crate::hearing::{self, EchoCancellation, Endpointing, HearingEvent};
+use crate::hearing::{self, EchoCancellation, Endpointing, HearingEvent, PauseWords};
 use crate::input::{InputSwitch, SwitchedInput};
 use crate::output::ReconnectingSink;
 use crate::settings::AudioConfig;
@@ -305,18 +305,21 @@ pub fn run_session(
     // With Smart Turn, the VAD's own silence rule only ends what the model
     // never calls complete.
     let mut vad = config.vad.clone();
+    let pause_words = Arc::new(PauseWords::default());
     let endpointing = match (config.endpoint.detector, models.turn) {
         (Detector::Smart, Some(detector)) => {
             vad.end_silence_ms = config.endpoint.max_silence_ms;
             Some(Endpointing {
                 detector,
                 config: config.endpoint.clone(),
+                words: pause_words.clone(),
             })
         }
         _ => None,
     };
+    let smart_turn = endpointing.is_some();
     tracing::info!(
-        smart_turn = endpointing.is_some(),
+        smart_turn,
         end_silence_ms = vad.end_silence_ms,
         "end of turn"
     );
@@ -359,6 +362,9 @@ pub fn run_session(
     // Not for a model that calls tools: a tool's effect (a timer set, a
     // command run) could not be taken back with a dropped reply.
     core.set_prepare_replies(config.endpoint.prepare_replies && !calls_tools);
+    if smart_turn {
+        core.set_pause_words(pause_words);
+    }
     if let Some(skills) = skills {
         core.set_skills(skills);
     }

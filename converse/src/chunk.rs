@@ -51,7 +51,7 @@ impl Default for ChunkConfig {
             // Three or four words: about 100 ms of tokens and of synthesis
             // before Hark's voice starts; the next, longer clause is
             // synthesized while these words play.
-            first_max_chars: 20,
+            first_max_chars: 12,
             long_clause_chars: 80,
             max_chars: 200,
         }
@@ -277,7 +277,11 @@ mod tests {
 
     /// Feeds `text` one character at a time, as the worst possible tokeniser.
     fn split_streamed(text: &str) -> Vec<String> {
-        let mut splitter = ClauseSplitter::new(ChunkConfig::default());
+        split_streamed_with(ChunkConfig::default(), text)
+    }
+
+    fn split_streamed_with(config: ChunkConfig, text: &str) -> Vec<String> {
+        let mut splitter = ClauseSplitter::new(config);
         let mut clauses = Vec::new();
         for c in text.chars() {
             clauses.extend(splitter.push(&c.to_string()));
@@ -369,8 +373,14 @@ mod tests {
             "and finally we eat it!",
             "Enjoy it.",
         ];
-        assert_eq!(split(text), expected);
-        assert_eq!(split_streamed(text), expected);
+        // A first clause long enough to reach the colon, which a whole text
+        // shows at once and a stream only later.
+        let config = ChunkConfig {
+            first_max_chars: 24,
+            ..ChunkConfig::default()
+        };
+        assert_eq!(ClauseSplitter::split(config.clone(), text), expected);
+        assert_eq!(split_streamed_with(config, text), expected);
     }
 
     #[test]

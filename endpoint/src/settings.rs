@@ -28,6 +28,11 @@ pub struct EndpointConfig {
     pub check_every_ms: u32,
     /// Probability from which a turn counts as finished.
     pub threshold: f64,
+    /// From this probability (below `threshold`) Smart Turn is unsure...
+    pub unsure_from: f64,
+    /// ...and, if the words read finished, asked again this much later
+    /// instead of after `check_every_ms` (once per pause; 0: never).
+    pub unsure_recheck_ms: u32,
     /// A silence this long ends the turn whatever Smart Turn says.
     pub max_silence_ms: u32,
     /// At the first check of a pause, a transcript that stops where a
@@ -41,9 +46,11 @@ impl Default for EndpointConfig {
     fn default() -> Self {
         Self {
             detector: Detector::Smart,
-            first_check_ms: 160,
+            first_check_ms: 100,
             check_every_ms: 1000,
             threshold: 0.5,
+            unsure_from: 0.1,
+            unsure_recheck_ms: 300,
             max_silence_ms: 2000,
             read_words: true,
             prepare_replies: true,
@@ -58,6 +65,10 @@ impl Settings for EndpointConfig {
             check_range("check_every_ms", self.check_every_ms, 50, 2000)?;
         }
         check_range("threshold", self.threshold, 0.0, 1.0)?;
+        check_range("unsure_from", self.unsure_from, 0.0, self.threshold)?;
+        if self.unsure_recheck_ms != 0 {
+            check_range("unsure_recheck_ms", self.unsure_recheck_ms, 50, 2000)?;
+        }
         check_range(
             "max_silence_ms",
             self.max_silence_ms,
@@ -92,6 +103,20 @@ impl Section for EndpointConfig {
         doc(
             "threshold",
             "How sure Smart Turn must be that the turn is complete. 0.0 to 1.0.",
+        ),
+        doc(
+            "unsure_from",
+            "Smart Turn is unsure from this probability up to threshold. 0.0 to \
+             threshold.",
+        ),
+        doc(
+            "unsure_recheck_ms",
+            "When Smart Turn is unsure at a pause's first check but the words read \
+             finished (read_words), it is asked again this much later rather than after \
+             check_every_ms, once per pause, in ms; 50 to 2000, 0: never. (Smart Turn often \
+             scores a finished question from a flat or synthetic voice 0.1 to 0.5 after a \
+             short silence and above 0.9 after a longer one; a real pause inside a \
+             sentence usually scores below 0.1.)",
         ),
         doc(
             "max_silence_ms",

@@ -9,11 +9,11 @@
 //! be cut back, but a model state is cheap to clone (weights are shared
 //! `Arc`s; the cache is a pair of tensors per layer). So the model keeps
 //! [`PrefixState`]s, clones whose caches hold exactly known tokens: the
-//! system prompt (computed at load), the conversation up to the last
-//! prompt's newest message, the last prompt, and wherever the last
-//! generation ended. The newest message's own state is what lets a reply
+//! system prompt (computed at load), the last prompt, wherever the last
+//! generation ended, and the state the last prompt resumed from: the
+//! conversation before its newest message, which is what lets a reply
 //! prepared during a pause and dropped (the user went on: the same
-//! conversation, a longer last message) cost the next one only that
+//! conversation, a longer newest message) cost the next one only that
 //! message.
 //! A prompt that starts with one of them resumes from the longest; anything
 //! else (trimmed history, a rewritten interrupted reply) falls back to a full
@@ -101,8 +101,8 @@ pub struct LanguageModel {
     /// was interrupted is rewritten in history, so only its prompt is still
     /// a prefix), and where the last generation ended.
     system_state: Option<PrefixState>,
-    /// The last prompt up to where its newest message's text starts.
-    turn_state: Option<PrefixState>,
+    /// The state the last prompt resumed from.
+    resumed_state: Option<PrefixState>,
     prompt_state: Option<PrefixState>,
     last_state: Option<PrefixState>,
     tokenizer: GgufTokenizer,
@@ -278,7 +278,7 @@ impl LanguageModel {
         let mut model = Self {
             weights,
             system_state: None,
-            turn_state: None,
+            resumed_state: None,
             prompt_state: None,
             last_state: None,
             tokenizer,
@@ -338,16 +338,24 @@ impl LanguageModel {
         let best = [
             self.last_state.as_ref(),
             self.prompt_state.as_ref(),
-            self.turn_state.as_ref(),
+            self.resumed_state.as_ref(),
             self.system_state.as_ref(),
         ]
         .into_iter()
         .flatten()
         .filter(|s| s.tokens.len() < prompt.len() && prompt.starts_with(&s.tokens))
         .max_by_key(|s| s.tokens.len());
-        match best.and_then(|s| Some((s.weights.snapshot()?, s.tokens.len()))) {
-            Some((weights, len)) => {
+        let resumed = best.and_then(|s| {
+            Some(PrefixState {
+                tokens: s.tokens.clone(),
+                weights: s.weights.snapshot()?,
+            })
+        });
+        match resumed.and_then(|s| Some((s.weights.snapshot()?, s))) {
+            Some((weights, state)) => {
                 self.weights = weights;
+                let len = state.tokens.len();
+                self.resumed_state = Some(state);
                 len
             }
             None => {
@@ -404,27 +412,13 @@ impl LanguageModel {
         // Whatever happens below, the cache no longer matches `last_state`'s
         // tokens until it is recorded again.
         let mut fed = prompt.clone();
-        let newest_message = self.newest_message_start(history, &prompt);
         let reused = self.resume_from_longest_prefix(&prompt);
         self.last_state = None;
         self.prompt_state = None;
-        let mut done = reused;
-        if newest_message > reused {
-            let input = Tensor::new(&prompt[reused..newest_message], &self.device)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(infer)?;
-            self.turn_state = None;
-            self.weights.forward(&input, reused).map_err(infer)?;
-            self.turn_state = self.weights.snapshot().map(|weights| PrefixState {
-                tokens: prompt[..newest_message].to_vec(),
-                weights,
-            });
-            done = newest_message;
-        }
-        let input = Tensor::new(&prompt[done..], &self.device)
+        let input = Tensor::new(&prompt[reused..], &self.device)
             .and_then(|t| t.unsqueeze(0))
             .map_err(infer)?;
-        let mut logits = self.weights.forward(&input, done).map_err(infer)?;
+        let mut logits = self.weights.forward(&input, reused).map_err(infer)?;
         self.prompt_state = self.weights.snapshot().map(|weights| PrefixState {
             tokens: prompt.clone(),
             weights,
@@ -495,34 +489,6 @@ impl LanguageModel {
 
     /// Tokenizes the conversation, dropping the oldest turns (never the system
     /// prompt, never the newest message) until prompt + reply budget fit.
-    /// Where the text of `history`'s newest message starts in `prompt` (its
-    /// tokens): the prompt's common prefix with the same history ending in
-    /// another message. 0 when unknown.
-    fn newest_message_start(&self, history: &[ChatMessage], prompt: &[u32]) -> usize {
-        let Some((newest, earlier)) = history.split_last() else {
-            return 0;
-        };
-        let mut other = earlier.to_vec();
-        other.push(ChatMessage {
-            content: if newest.content.starts_with('#') {
-                "%"
-            } else {
-                "#"
-            }
-            .to_owned(),
-            ..newest.clone()
-        });
-        match self.prompt_tokens(&other) {
-            Ok(tokens) => tokens
-                .iter()
-                .zip(prompt)
-                .take_while(|(a, b)| a == b)
-                .count(),
-            Err(_) => 0,
-        }
-        .min(prompt.len().saturating_sub(1))
-    }
-
     fn prompt_tokens(&self, history: &[ChatMessage]) -> Result<Vec<u32>, LlmError> {
         let available = self
             .context_tokens

@@ -200,8 +200,9 @@ fn reusing_the_kv_cache_changes_nothing() {
     history.push(ChatMessage::user("Tell me the name of a big river."));
     let after_drop = reply(&mut warm, &history);
     let newest = warm.count_tokens("Tell me the name of a big river.");
+    // (and the chat template's dozen tokens around it)
     assert!(
-        after_drop.reused_tokens + newest + 8 >= after_drop.prompt_tokens,
+        after_drop.reused_tokens + newest + 16 >= after_drop.prompt_tokens,
         "after a dropped reply only the newest message runs again: reused {} of {} tokens",
         after_drop.reused_tokens,
         after_drop.prompt_tokens

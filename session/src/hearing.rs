@@ -458,6 +458,11 @@ struct TurnJudge {
     first_check: u64,
     check_every: u64,
     threshold: f32,
+    unsure_from: f32,
+    unsure_recheck: u64,
+    /// The pause whose first check was unsure: if its words read finished,
+    /// it is asked again after `unsure_recheck`.
+    unsure: Option<u64>,
     /// `None` when `[turn] read_words` is off.
     words: Option<Arc<PauseWords>>,
     /// The pause last asked about, and how long it was then (samples).
@@ -502,12 +507,27 @@ impl TurnJudge {
             first_check: samples(config.first_check_ms),
             check_every: samples(config.check_every_ms),
             threshold: config.threshold as f32,
+            unsure_from: config.unsure_from as f32,
+            unsure_recheck: samples(config.unsure_recheck_ms),
+            unsure: None,
             words: config.read_words.then_some(words),
             asked: None,
             held: None,
             in_flight: false,
             _thread: thread,
         })
+    }
+
+    /// Whether Smart Turn was unsure at the first check of the pause after
+    /// `speech_end` and the words before it read finished.
+    fn reads_unsure_but_finished(&self, speech_end: u64) -> bool {
+        self.unsure_recheck > 0
+            && self.unsure == Some(speech_end)
+            && self
+                .words
+                .as_ref()
+                .and_then(|w| w.unfinished(ms(speech_end)))
+                == Some(false)
     }
 
     /// Reads answers (ending the utterance when one says complete) and
@@ -528,6 +548,9 @@ impl TurnJudge {
                 continue;
             };
             if end != judged.speech_end || probability < self.threshold {
+                if end == judged.speech_end && judged.first && probability >= self.unsure_from {
+                    self.unsure = Some(end);
+                }
                 events.push(judged.verdict(probability, false, None));
                 continue;
             }
@@ -565,7 +588,14 @@ impl TurnJudge {
             let first = !matches!(self.asked, Some((end, _)) if end == speech_end);
             let due = match self.asked {
                 _ if first => silence >= self.first_check,
-                Some((_, at)) => self.check_every > 0 && silence >= at + self.check_every,
+                Some((_, at)) => {
+                    let every = if self.reads_unsure_but_finished(speech_end) {
+                        self.unsure_recheck
+                    } else {
+                        self.check_every
+                    };
+                    every > 0 && silence >= at + every
+                }
                 None => false,
             };
             if due {
@@ -575,6 +605,9 @@ impl TurnJudge {
                 }
                 if self.requests.try_send((speech_end, first, audio)).is_ok() {
                     self.asked = Some((speech_end, silence));
+                    if !first {
+                        self.unsure = None;
+                    }
                     self.in_flight = true;
                 }
             }
@@ -774,19 +807,29 @@ mod tests {
         assert_eq!(reports(quick_end, None, &decisions), []);
     }
 
-    /// Smart Turn, sure every time that the turn is complete.
-    struct AlwaysComplete;
+    /// Smart Turn's answers, in order; the last one from then on.
+    struct Answers(Vec<f32>);
 
-    impl TurnDetector for AlwaysComplete {
+    impl TurnDetector for Answers {
         fn complete(&mut self, _: &[f32]) -> Result<f32, hark_endpoint::EndpointError> {
-            Ok(0.9)
+            Ok(if self.0.len() > 1 {
+                self.0.remove(0)
+            } else {
+                self.0[0]
+            })
         }
     }
 
-    /// 1.5 s of speech then silence, judged by [`AlwaysComplete`]; the
-    /// pause's words are read (`unfinished`) `words_after_ms` into the
-    /// silence, or never. Returns the silence (ms) at which the turn ended.
+    /// 1.5 s of speech then silence, judged with Smart Turn sure it is
+    /// complete; the pause's words are read (`unfinished`) `words_after_ms`
+    /// into the silence, or never. Returns the silence (ms) at which the
+    /// turn ended.
     fn turn_ended_after(words: Option<(u64, bool)>) -> Option<u64> {
+        judged_turn_ended_after(&[0.9], words)
+    }
+
+    /// The same with Smart Turn's `answers`.
+    fn judged_turn_ended_after(answers: &[f32], words: Option<(u64, bool)>) -> Option<u64> {
         let config = EndpointConfig {
             first_check_ms: 160,
             check_every_ms: 1000,
@@ -794,7 +837,7 @@ mod tests {
         };
         let pause_words = Arc::new(PauseWords::default());
         let mut judge = TurnJudge::spawn(Endpointing {
-            detector: Box::new(AlwaysComplete),
+            detector: Box::new(Answers(answers.to_vec())),
             config,
             words: pause_words.clone(),
         })
@@ -851,6 +894,27 @@ mod tests {
         assert_eq!(turn_ended_after(Some((300, true))), Some(1160));
         // No words at all: it ends WORDS_WAIT_MS after the verdict.
         assert_eq!(turn_ended_after(None), Some(160 + WORDS_WAIT_MS));
+    }
+
+    #[test]
+    fn an_unsure_smart_turn_is_asked_again_soon_when_the_words_read_finished() {
+        let unsure_then_sure = [0.3, 0.9];
+        // Finished words: asked again 300 ms after the first check.
+        assert_eq!(
+            judged_turn_ended_after(&unsure_then_sure, Some((100, false))),
+            Some(460)
+        );
+        // Unfinished words, or none: after check_every_ms.
+        assert_eq!(
+            judged_turn_ended_after(&unsure_then_sure, Some((100, true))),
+            Some(1160)
+        );
+        assert_eq!(judged_turn_ended_after(&unsure_then_sure, None), Some(1160));
+        // Sure it is unfinished (below unsure_from): after check_every_ms.
+        assert_eq!(
+            judged_turn_ended_after(&[0.05, 0.9], Some((100, false))),
+            Some(1160)
+        );
     }
 
     #[test]

@@ -544,11 +544,16 @@ impl TurnJudge {
                     continue;
                 }
             };
-            let Some((end, silence)) = segmenter.pausing() else {
+            // The user may have gone on talking since it was asked.
+            let Some((end, silence)) = segmenter
+                .pausing()
+                .filter(|(end, _)| *end == judged.speech_end)
+            else {
+                events.push(judged.verdict(probability, false, None));
                 continue;
             };
-            if end != judged.speech_end || probability < self.threshold {
-                if end == judged.speech_end && judged.first && probability >= self.unsure_from {
+            if probability < self.threshold {
+                if judged.first && probability >= self.unsure_from {
                     self.unsure = Some(end);
                 }
                 events.push(judged.verdict(probability, false, None));
@@ -821,9 +826,9 @@ mod tests {
     }
 
     /// 1.5 s of speech then silence, judged with Smart Turn sure it is
-    /// complete; the pause's words are read (`unfinished`) `words_after_ms`
-    /// into the silence, or never. Returns the silence (ms) at which the
-    /// turn ended.
+    /// complete; `words`: how far into the silence (ms) the pause's words
+    /// are read and whether they read unfinished (`None`: never). Returns
+    /// the silence (ms) at which the turn ended.
     fn turn_ended_after(words: Option<(u64, bool)>) -> Option<u64> {
         judged_turn_ended_after(&[0.9], words)
     }

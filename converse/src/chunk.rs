@@ -51,7 +51,7 @@ impl Default for ChunkConfig {
             // Three or four words: about 100 ms of tokens and of synthesis
             // before Hark's voice starts; the next, longer clause is
             // synthesized while these words play.
-            first_max_chars: 12,
+            first_max_chars: 20,
             long_clause_chars: 80,
             max_chars: 200,
         }

@@ -46,7 +46,7 @@ impl Default for EndpointConfig {
     fn default() -> Self {
         Self {
             detector: Detector::Smart,
-            first_check_ms: 100,
+            first_check_ms: 160,
             check_every_ms: 1000,
             threshold: 0.5,
             unsure_from: 0.1,

@@ -70,29 +70,46 @@ fn collect_utterances(
 #[test]
 fn speech_played_into_the_virtual_mic_is_transcribed() {
     let rig = AudioRig::start();
-    let (mut child, rx) = spawn_listener(&rig, &["--max-utterances", "1"]);
+    let (mut child, rx) = spawn_listener(&rig, &["--max-utterances", "3"]);
     let jfk: PathBuf = recording(testdata().join("jfk.wav"));
     rig.play_into_mic(&jfk);
-    let utterances = collect_utterances(&rx, 1, Duration::from_secs(30));
+    // JFK's sentence, in as many utterances as the dictation VAD cuts it
+    // into at his pauses (on a loaded machine a pause can run long).
+    let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+    let mut utterances = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while utterances.len() < 3 && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = collect_utterances(&rx, 1, left);
+        if got.is_empty() {
+            break;
+        }
+        utterances.extend(got);
+        let words: usize = utterances
+            .iter()
+            .map(|u| normalize(u["text"].as_str().unwrap_or("")).len())
+            .sum();
+        if words >= 4 {
+            break;
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
     assert!(
         !utterances.is_empty(),
-        "nothing transcribed from the microphone"
+        "nothing transcribed from the microphone within 60 s"
     );
     let text: Vec<&str> = utterances
         .iter()
         .map(|u| u["text"].as_str().unwrap())
         .collect();
     let text = text.join(" ");
-    // The first utterance ends at JFK's first long pause at the latest.
-    let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
     let hyp = normalize(&text);
     let head: Vec<String> = normalize(reference).into_iter().take(hyp.len()).collect();
     let errors = word_errors(&head, &hyp);
     assert!(
         hyp.len() >= 4 && errors as f64 <= 0.2 * hyp.len() as f64,
-        "heard {text:?}"
+        "heard {text:?} in {utterances:?}"
     );
 }
 

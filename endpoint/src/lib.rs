@@ -10,8 +10,9 @@
 //! - [`features`]: the Whisper-style log-mel input, in Rust.
 //! - [`SmartTurn`]: the model on ONNX Runtime (`hark-onnx`), behind the
 //!   [`TurnDetector`] seam (tests use fakes).
-//! - [`sounds_unfinished`]: the words' side: a transcript that stops on
-//!   "the" or "tell me" is unfinished however final the pause sounded.
+//! - [`read_words`]: the words' side: a transcript that stops on
+//!   "the" or "tell me" is unfinished however final the pause sounded; one
+//!   or two words are a fragment that vouches for nothing.
 //! - [`EndpointConfig`]: the `[turn]` section: which detector, and when to
 //!   ask it.
 
@@ -26,7 +27,7 @@ use hark_onnx::ort::session::Session;
 use hark_onnx::ort::value::Tensor;
 
 pub use settings::{Detector, EndpointConfig};
-pub use words::sounds_unfinished;
+pub use words::{read as read_words, sounds_unfinished, Reading};
 
 use features::{last_window, LogMel, N_FRAMES, N_MELS};
 

@@ -30,13 +30,14 @@ pub struct EndpointConfig {
     pub threshold: f64,
     /// From this probability (below `threshold`) Smart Turn is unsure...
     pub unsure_from: f64,
-    /// ...and, if the words read finished, asked again this much later
+    /// ...and, if the words read as a finished sentence of three words or
+    /// more, asked again this much later
     /// instead of after `check_every_ms` (once per pause; 0: never).
     pub unsure_recheck_ms: u32,
     /// A silence this long ends the turn whatever Smart Turn says.
     pub max_silence_ms: u32,
     /// At the first check of a pause, a transcript that stops where a
-    /// request cannot ([`crate::sounds_unfinished`]) overrules a "complete".
+    /// request cannot ([`crate::read_words`]) overrules a "complete".
     pub read_words: bool,
     /// Start answering during the pause, before the turn is judged over.
     pub prepare_replies: bool,
@@ -112,7 +113,7 @@ impl Section for EndpointConfig {
         doc(
             "unsure_recheck_ms",
             "When Smart Turn is unsure at a pause's first check but the words read \
-             finished (read_words), it is asked again this much later rather than after \
+             as a finished sentence of three words or more (read_words), it is asked again this much later rather than after \
              check_every_ms, once per pause, in ms; 50 to 2000, 0: never. (Smart Turn often \
              scores a finished question from a flat or synthetic voice 0.1 to 0.5 after a \
              short silence and above 0.9 after a longer one; a real pause inside a \

@@ -38,6 +38,34 @@ const ANNOUNCING_ENDINGS: &[&[&str]] = &[
     &["show", "me"],
 ];
 
+/// The fewest words that can vouch for a finished request on their own.
+/// One or two words before a pause are as often the start of a sentence
+/// ("Ask not …", "So …") or Whisper's guess at a fragment ("s dot") as a
+/// whole request ("Stop.", "Thank you.").
+const FEWEST_VOUCHING_WORDS: usize = 3;
+
+/// What the words before a pause say about the end of the turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// They stop where a request cannot ([`sounds_unfinished`]).
+    Unfinished,
+    /// They could end a request but are too few to vouch for it.
+    Fragment,
+    /// A sentence that could end here.
+    Finished,
+}
+
+/// Reads `transcript` (Whisper's text of the speech so far).
+pub fn read(transcript: &str) -> Reading {
+    if sounds_unfinished(transcript) {
+        Reading::Unfinished
+    } else if transcript.split_whitespace().count() < FEWEST_VOUCHING_WORDS {
+        Reading::Fragment
+    } else {
+        Reading::Finished
+    }
+}
+
 /// Whether `transcript` (Whisper's text of the speech so far) stops where
 /// a sentence cannot: on a dangling word, an announcing phrase, or a comma,
 /// dash or ellipsis.
@@ -74,7 +102,7 @@ pub fn sounds_unfinished(transcript: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::sounds_unfinished;
+    use super::{read, sounds_unfinished, Reading};
 
     #[test]
     fn requests_cut_at_a_pause_read_unfinished() {
@@ -114,5 +142,14 @@ mod tests {
         ] {
             assert!(!sounds_unfinished(text), "{text:?} should read finished");
         }
+    }
+
+    #[test]
+    fn one_or_two_finished_words_are_a_fragment() {
+        assert_eq!(read("s dot"), Reading::Fragment);
+        assert_eq!(read("Stop."), Reading::Fragment);
+        assert_eq!(read("Tell me"), Reading::Unfinished);
+        assert_eq!(read(""), Reading::Fragment);
+        assert_eq!(read("What do bees make?"), Reading::Finished);
     }
 }

@@ -358,11 +358,11 @@ impl Core {
         self.next_provisional
     }
 
-    /// Tells the turn judge whether the words before the pause after
-    /// `speech_end_ms` stop where a request cannot (no words: they do not).
+    /// Tells the turn judge how the words before the pause after
+    /// `speech_end_ms` read (no words: a fragment).
     fn read_pause_words(&self, speech_end_ms: u64, text: &str) {
         if let Some(words) = &self.pause_words {
-            words.heard(speech_end_ms, hark_endpoint::sounds_unfinished(text));
+            words.heard(speech_end_ms, hark_endpoint::read_words(text));
         }
     }
 

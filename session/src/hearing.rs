@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use hark_aec::{AecError, EchoCanceller};
 use hark_audio::vad::{Segmenter, SpeechClassifier, VadConfig, VadEvent};
 use hark_audio::{Frame, FrameSource, SAMPLE_RATE};
-use hark_endpoint::{EndpointConfig, TurnDetector};
+use hark_endpoint::{EndpointConfig, Reading, TurnDetector};
 
 use crate::clock::Timeline;
 use crate::speaker::EchoReference;
@@ -368,26 +368,32 @@ pub struct Endpointing {
     pub words: Arc<PauseWords>,
 }
 
-/// Whether the transcript of the speech before a pause reads unfinished
-/// ([`hark_endpoint::sounds_unfinished`]): written by the core when the
-/// pause's speculative transcript arrives, read by the turn judge before it
-/// ends a turn Smart Turn called complete.
+/// How the transcript of the speech before a pause reads
+/// ([`hark_endpoint::read_words`]): written by the core when the pause's
+/// speculative transcript arrives, read by the turn judge before it ends a
+/// turn Smart Turn called complete, or asks an unsure Smart Turn again soon.
 #[derive(Default)]
-pub struct PauseWords(std::sync::Mutex<Option<(u64, bool)>>);
+pub struct PauseWords(std::sync::Mutex<Option<(u64, Reading)>>);
 
 impl PauseWords {
-    /// The pause after `speech_end_ms` was transcribed; `unfinished`: the
-    /// words stop where a request cannot.
-    pub fn heard(&self, speech_end_ms: u64, unfinished: bool) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((speech_end_ms, unfinished));
+    /// The pause after `speech_end_ms` was transcribed and read so.
+    pub fn heard(&self, speech_end_ms: u64, reading: Reading) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((speech_end_ms, reading));
     }
 
-    /// What the words of the pause after `speech_end_ms` say, once heard.
-    fn unfinished(&self, speech_end_ms: u64) -> Option<bool> {
+    /// How the words of the pause after `speech_end_ms` read, once heard.
+    fn reading(&self, speech_end_ms: u64) -> Option<Reading> {
         match *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
-            Some((end, unfinished)) if end == speech_end_ms => Some(unfinished),
+            Some((end, reading)) if end == speech_end_ms => Some(reading),
             _ => None,
         }
+    }
+
+    /// Whether the words of the pause after `speech_end_ms` stop where a
+    /// request cannot, once heard.
+    fn unfinished(&self, speech_end_ms: u64) -> Option<bool> {
+        self.reading(speech_end_ms)
+            .map(|reading| reading == Reading::Unfinished)
     }
 }
 
@@ -519,15 +525,13 @@ impl TurnJudge {
     }
 
     /// Whether Smart Turn was unsure at the first check of the pause after
-    /// `speech_end` and the words before it read finished.
+    /// `speech_end` and the words before it read as a finished sentence (a
+    /// fragment of one or two words does not vouch for it).
     fn reads_unsure_but_finished(&self, speech_end: u64) -> bool {
         self.unsure_recheck > 0
             && self.unsure == Some(speech_end)
-            && self
-                .words
-                .as_ref()
-                .and_then(|w| w.unfinished(ms(speech_end)))
-                == Some(false)
+            && self.words.as_ref().and_then(|w| w.reading(ms(speech_end)))
+                == Some(Reading::Finished)
     }
 
     /// Reads answers (ending the utterance when one says complete) and
@@ -827,14 +831,14 @@ mod tests {
 
     /// 1.5 s of speech then silence, judged with Smart Turn sure it is
     /// complete; `words`: how far into the silence (ms) the pause's words
-    /// are read and whether they read unfinished (`None`: never). Returns
-    /// the silence (ms) at which the turn ended.
-    fn turn_ended_after(words: Option<(u64, bool)>) -> Option<u64> {
+    /// are read and how they read (`None`: never). Returns the silence (ms)
+    /// at which the turn ended.
+    fn turn_ended_after(words: Option<(u64, Reading)>) -> Option<u64> {
         judged_turn_ended_after(&[0.9], words)
     }
 
     /// The same with Smart Turn's `answers`.
-    fn judged_turn_ended_after(answers: &[f32], words: Option<(u64, bool)>) -> Option<u64> {
+    fn judged_turn_ended_after(answers: &[f32], words: Option<(u64, Reading)>) -> Option<u64> {
         let config = EndpointConfig {
             first_check_ms: 160,
             check_every_ms: 1000,
@@ -866,9 +870,9 @@ mod tests {
                 .map(to_hearing)
                 .collect();
             let silence_ms = (k + 1).saturating_sub(decisions.len()) as u64 * 10;
-            if let (Some((after, unfinished)), Some((end, _))) = (words, segmenter.pausing()) {
+            if let (Some((after, reading)), Some((end, _))) = (words, segmenter.pausing()) {
                 if silence_ms == after {
-                    pause_words.heard(ms(end), unfinished);
+                    pause_words.heard(ms(end), reading);
                 }
             }
             loop {
@@ -890,34 +894,41 @@ mod tests {
 
     #[test]
     fn words_that_stop_where_a_request_cannot_keep_the_turn_open() {
-        // Finished words: Smart Turn's first "complete" ends the turn.
-        assert_eq!(turn_ended_after(Some((100, false))), Some(160));
+        use Reading::*;
+        // Finished words, or a fragment: Smart Turn's first "complete" ends
+        // the turn.
+        assert_eq!(turn_ended_after(Some((100, Finished))), Some(160));
+        assert_eq!(turn_ended_after(Some((100, Fragment))), Some(160));
         // Unfinished words: only its next check, 1 s later, ends it.
-        assert_eq!(turn_ended_after(Some((100, true))), Some(1160));
+        assert_eq!(turn_ended_after(Some((100, Unfinished))), Some(1160));
         // Words read after the verdict: the turn ends when they come.
-        assert_eq!(turn_ended_after(Some((300, false))), Some(300));
-        assert_eq!(turn_ended_after(Some((300, true))), Some(1160));
+        assert_eq!(turn_ended_after(Some((300, Finished))), Some(300));
+        assert_eq!(turn_ended_after(Some((300, Unfinished))), Some(1160));
         // No words at all: it ends WORDS_WAIT_MS after the verdict.
         assert_eq!(turn_ended_after(None), Some(160 + WORDS_WAIT_MS));
     }
 
     #[test]
     fn an_unsure_smart_turn_is_asked_again_soon_when_the_words_read_finished() {
+        use Reading::*;
         let unsure_then_sure = [0.3, 0.9];
-        // Finished words: asked again 300 ms after the first check.
+        // A finished sentence: asked again 300 ms after the first check.
         assert_eq!(
-            judged_turn_ended_after(&unsure_then_sure, Some((100, false))),
+            judged_turn_ended_after(&unsure_then_sure, Some((100, Finished))),
             Some(460)
         );
-        // Unfinished words, or none: after check_every_ms.
-        assert_eq!(
-            judged_turn_ended_after(&unsure_then_sure, Some((100, true))),
-            Some(1160)
-        );
-        assert_eq!(judged_turn_ended_after(&unsure_then_sure, None), Some(1160));
+        // Unfinished words, a fragment ("ask not"), or none: after
+        // check_every_ms.
+        for words in [Some((100, Unfinished)), Some((100, Fragment)), None] {
+            assert_eq!(
+                judged_turn_ended_after(&unsure_then_sure, words),
+                Some(1160),
+                "{words:?}"
+            );
+        }
         // Sure it is unfinished (below unsure_from): after check_every_ms.
         assert_eq!(
-            judged_turn_ended_after(&[0.05, 0.9], Some((100, false))),
+            judged_turn_ended_after(&[0.05, 0.9], Some((100, Finished))),
             Some(1160)
         );
     }

@@ -169,3 +169,39 @@ fn bench_soak_plays_the_script_faster_than_real_time_and_reports_growth() {
         stderr(&out)
     );
 }
+
+#[test]
+fn bench_quality_talks_over_hark_through_a_leaking_speaker() {
+    let rig = rig::AudioRig::start();
+    rig.echo(-6.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = hark();
+    rig.env(&mut cmd);
+    let out = run(cmd.env("XDG_CONFIG_HOME", dir.path()).args([
+        "bench",
+        "quality",
+        "--questions",
+        "1",
+        "--backchannels",
+        "2",
+        "--interruptions",
+        "2",
+        "--noise-secs",
+        "8",
+        "--max-tokens",
+        "40",
+    ]));
+    let r = report(&out);
+    for key in [
+        "self_interruptions",
+        "false_barge_in_rate",
+        "missed_interruption_rate",
+        "noise_outputs",
+    ] {
+        assert!(r[key].is_number(), "{key}: {r:#}");
+    }
+    assert_eq!(r["replies_unprompted"], 1, "{r:#}");
+    assert_eq!(r["backchannels_played"], 2, "{r:#}");
+    assert_eq!(r["interruptions_played"], 2, "{r:#}");
+    assert_eq!(r["timeouts"], 0, "{r:#}");
+}

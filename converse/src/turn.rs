@@ -45,7 +45,9 @@
 //!    transcribed, Hark resumes.
 //! 3. At `commit_speech_ms` (1000 ms) of sustained speech the interruption is
 //!    certain (backchannels are short): Hark stops for good (see below) and
-//!    the floor goes to the user (UserSpeaking).
+//!    the floor goes to the user (UserSpeaking). Speech in a pause
+//!    ([`Event::SpeechPaused`], its end of turn still undecided) is not
+//!    sustained: a "mhm" waiting for Smart Turn is judged by its words.
 //! 4. An utterance that ends between the two is transcribed. If its transcript
 //!    has at least `min_words` (2) words, is not made only of backchannel
 //!    words (or one backchannel phrase such as "i see"), and is not mostly
@@ -239,6 +241,11 @@ pub enum Event {
     /// Time passed; send regularly so duration rules fire on time.
     Tick,
     SpeechStarted,
+    /// The speech in progress fell silent; the utterance may still go on
+    /// (the end of the turn is not decided yet).
+    SpeechPaused,
+    /// The speech in progress went on after [`Event::SpeechPaused`].
+    SpeechResumed,
     /// The speech ended and its audio is the utterance the caller holds.
     SpeechEnded,
     /// The VAD dropped the speech as too short; no utterance follows.
@@ -465,6 +472,8 @@ pub struct Conversation {
 struct UserSide {
     /// When the speech in progress started.
     speech_since: Option<u64>,
+    /// The speech in progress is in a pause: it is not sustained.
+    paused: bool,
     /// Finished utterances, in order, waiting for or holding transcripts.
     /// While a reply is in progress these are barge-in candidates waiting to
     /// be judged; otherwise they are parts of the next user turn.
@@ -585,9 +594,13 @@ impl Conversation {
             Event::SpeechStarted => {
                 if !self.muted {
                     self.user.speech_since.get_or_insert(at_ms);
+                    self.user.paused = false;
                 }
             }
+            Event::SpeechPaused => self.user.paused = self.user.speech_since.is_some(),
+            Event::SpeechResumed => self.user.paused = false,
             Event::SpeechEnded => {
+                self.user.paused = false;
                 let Some(start) = self.user.speech_since.take() else {
                     return;
                 };
@@ -612,6 +625,7 @@ impl Conversation {
                 out.push(Action::Transcribe { utterance: id });
             }
             Event::SpeechDiscarded => {
+                self.user.paused = false;
                 let Some(start) = self.user.speech_since.take() else {
                     return;
                 };
@@ -757,9 +771,13 @@ impl Conversation {
     }
 
     /// Barge-in stage 3: speech over Hark lasted long enough to be sure.
+    /// Not while it is in a pause: a "mhm" whose end of turn is still being
+    /// decided has not been sustained; its words decide when it ends.
     fn commit_sustained_barge_in(&mut self, out: &mut Vec<Action>) {
         let rule = &self.config.barge_in;
-        if let (Some(since), Some(_)) = (self.user.speech_since, &self.reply) {
+        if let (Some(since), Some(_), false) =
+            (self.user.speech_since, &self.reply, self.user.paused)
+        {
             if rule.enabled && self.now_ms.saturating_sub(since) >= rule.commit_speech_ms {
                 self.stop_reply(InterruptCause::SustainedSpeech, out);
             }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use hark_models::store::ModelStore;
+use hark_session::bench::quality::QualityOptions;
 use hark_session::bench::soak::SoakOptions;
 use hark_session::bench::stt::SttOptions;
 use hark_session::bench::{self, ConverseOptions};
@@ -32,6 +33,15 @@ pub enum BenchCommand {
     /// descriptors and threads are read every half second. Prints turns,
     /// errors, panics and growth after warm-up as JSON.
     Soak(SoakArgs),
+    /// How well Hark holds a conversation, through the real microphone and
+    /// speaker of an audio server where the speaker leaks into the
+    /// microphone (run it with scripts/bench-quality, which starts such a
+    /// server): replies cut by Hark's own voice, backchannels and noises
+    /// that stop it, interrupting sentences it talks through, and anything
+    /// heard or said during minutes of noise. The user's side is played
+    /// into a PulseAudio sink with pacat, in voices that are not Hark's.
+    /// Takes about 25 minutes with the defaults.
+    Quality(QualityArgs),
     /// Whisper speed per file, 3 s utterance latency, idle listening CPU,
     /// for the configured Whisper model (stt.model, stt.threads).
     Stt {
@@ -99,6 +109,46 @@ pub struct SoakArgs {
     pub session: SessionArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct QualityArgs {
+    /// Questions answered with the user silent (self-interruptions).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub questions: usize,
+
+    /// Backchannels and noises played over Hark (false barge-ins).
+    #[arg(long, value_name = "N", default_value_t = 40)]
+    pub backchannels: usize,
+
+    /// Whole sentences played over Hark (missed interruptions).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub interruptions: usize,
+
+    /// Seconds of noise and silence with Hark idle.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0, value_parser = positive_secs)]
+    pub noise_secs: f64,
+
+    /// Write the session's events here, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+
+    /// The PulseAudio sink whose sound the microphone hears (the audio
+    /// rig's `micfeed`).
+    #[arg(long, value_name = "SINK", default_value = "micfeed")]
+    pub user_sink: String,
+
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+fn positive_secs(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 && x <= 36_000.0 => Ok(x),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds above 0 (and at most 36000)"
+        )),
+    }
+}
+
 fn positive(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(x) if x.is_finite() && x > 0.0 && x <= 1000.0 => Ok(x),
@@ -113,6 +163,7 @@ pub fn run(cmd: BenchCommand, globals: &Globals) -> anyhow::Result<()> {
     let json = match cmd {
         BenchCommand::Converse(args) => converse(args, globals, &store)?,
         BenchCommand::Soak(args) => soak(args, globals, &store)?,
+        BenchCommand::Quality(args) => quality(args, globals, &store)?,
         BenchCommand::Stt {
             files,
             runs,
@@ -193,6 +244,32 @@ fn soak(args: SoakArgs, globals: &Globals, store: &ModelStore) -> anyhow::Result
         config.session(),
         &mut user_voice,
         || Ok(crate::models::session(&config, store)?),
+        &options,
+        skills_and_tools(&config),
+    )?;
+    Ok(serde_json::to_string_pretty(&report)?)
+}
+
+fn quality(args: QualityArgs, globals: &Globals, store: &ModelStore) -> anyhow::Result<String> {
+    let config = globals.config(&args.session.overrides())?;
+    let material = crate::bench_quality::material()?;
+    let mouth = crate::bench_quality::PacatMouth::open(&args.user_sink)?;
+    let options = QualityOptions {
+        questions: args.questions,
+        backchannels: args.backchannels,
+        interruptions: args.interruptions,
+        noise_secs: args.noise_secs,
+        events: args.events,
+    };
+    eprintln!(
+        "hark bench: {} questions, {} backchannels and noises, {} interruptions, then {:.0} s of noise, in real time",
+        options.questions, options.backchannels, options.interruptions, options.noise_secs
+    );
+    let report = bench::quality::quality(
+        config.session(),
+        || Ok(crate::models::session(&config, store)?),
+        Box::new(mouth),
+        material,
         &options,
         skills_and_tools(&config),
     )?;

@@ -41,6 +41,7 @@ use crate::{
     run_session, BoxError, Input, Models, Output, SessionConfig, SessionError, SessionSetup,
 };
 
+pub mod quality;
 pub mod soak;
 pub mod stt;
 

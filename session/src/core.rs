@@ -289,6 +289,7 @@ pub struct Core {
     /// Where the pauses' transcripts are read for the turn judge (with
     /// Smart Turn).
     pause_words: Option<Arc<PauseWords>>,
+    over_reply: Option<Arc<std::sync::atomic::AtomicBool>>,
     next_provisional: u64,
     /// The latest end of speech and when the core heard of it (ms): the
     /// endpoint decision's time for the turn it ends.
@@ -338,6 +339,7 @@ impl Core {
             prepared: None,
             prepare_replies: true,
             pause_words: None,
+            over_reply: None,
             next_provisional: PROVISIONAL,
             last_endpoint: None,
         }
@@ -351,6 +353,12 @@ impl Core {
     /// Tells the turn judge what each pause's transcript says (before `run`).
     pub fn set_pause_words(&mut self, words: Arc<PauseWords>) {
         self.pause_words = Some(words);
+    }
+
+    /// Tells the turn judge, through `flag`, when Hark speaks (see
+    /// [`crate::hearing::Endpointing::over_reply`]).
+    pub fn set_over_reply(&mut self, flag: Arc<std::sync::atomic::AtomicBool>) {
+        self.over_reply = Some(flag);
     }
 
     fn provisional_id(&mut self) -> u64 {
@@ -1058,6 +1066,7 @@ impl Core {
             HearingEvent::SpeechSoFar { audio } => self.transcribe_partial(audio),
             HearingEvent::SpeechResumed { at_ms } => {
                 self.emit(now, SessionEvent::SpeechResumed { at_ms });
+                self.feed(at_ms, Event::SpeechResumed);
                 self.drop_prepared(now);
             }
             HearingEvent::TurnJudged {
@@ -1079,7 +1088,10 @@ impl Core {
             HearingEvent::SpeechPausing {
                 speech_end_ms,
                 audio,
-            } => self.speculate(speech_end_ms, audio),
+            } => {
+                self.feed(speech_end_ms, Event::SpeechPaused);
+                self.speculate(speech_end_ms, audio);
+            }
             HearingEvent::Ended | HearingEvent::Failed(_) => unreachable!("handled by the loop"),
         }
     }
@@ -1437,7 +1449,12 @@ impl Core {
     /// Reports a notice and keeps the outcome.
     fn notice(&mut self, now: u64, notice: Notice) {
         match notice {
-            Notice::StateChanged { from, to } => self.emit(now, SessionEvent::State { from, to }),
+            Notice::StateChanged { from, to } => {
+                if let Some(flag) = &self.over_reply {
+                    flag.store(to == State::Speaking, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.emit(now, SessionEvent::State { from, to })
+            }
             Notice::UserTurn { text } => {
                 self.last_user_text = text.clone();
                 self.emit(now, SessionEvent::UserTurn { text });

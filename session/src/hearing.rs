@@ -366,6 +366,12 @@ pub struct Endpointing {
     pub config: EndpointConfig,
     /// What the pause's transcript says, from the core (`[turn] read_words`).
     pub words: Arc<PauseWords>,
+    /// Set by the core while Hark speaks. Speech over Hark is a candidate
+    /// interruption that its words judge (a "mhm", "Wait, stop."), not a
+    /// turn whose end Smart Turn must find: a pause of
+    /// [`OVER_REPLY_PAUSE_MS`] ends it, so Hark is not held silent for
+    /// seconds by a backchannel Smart Turn hears as unfinished.
+    pub over_reply: Arc<AtomicBool>,
 }
 
 /// How the transcript of the speech before a pause reads
@@ -396,6 +402,12 @@ impl PauseWords {
             .map(|reading| reading == Reading::Unfinished)
     }
 }
+
+/// While Hark speaks, a pause this long ends the speech over it (see
+/// [`Endpointing::over_reply`]): longer than the comma in "Hold on, tell me
+/// …", which must stay one interruption, and short enough that Hark, held
+/// silent by a "mhm", resumes within about half a second.
+const OVER_REPLY_PAUSE_MS: u64 = 500;
 
 /// How long after Smart Turn called a pause complete the judge waits for
 /// the pause's transcript before ending the turn without it (the final
@@ -471,6 +483,7 @@ struct TurnJudge {
     unsure: Option<u64>,
     /// `None` when `[turn] read_words` is off.
     words: Option<Arc<PauseWords>>,
+    over_reply: Arc<AtomicBool>,
     /// The pause last asked about, and how long it was then (samples).
     asked: Option<(u64, u64)>,
     /// A first "complete" waiting for the pause's words: the judgement,
@@ -486,6 +499,7 @@ impl TurnJudge {
             mut detector,
             config,
             words,
+            over_reply,
         } = endpointing;
         let (requests, rx) = std::sync::mpsc::sync_channel::<(u64, bool, Vec<f32>)>(1);
         let (tx, answers) = std::sync::mpsc::sync_channel(2);
@@ -517,6 +531,7 @@ impl TurnJudge {
             unsure_recheck: samples(config.unsure_recheck_ms),
             unsure: None,
             words: config.read_words.then_some(words),
+            over_reply,
             asked: None,
             held: None,
             in_flight: false,
@@ -591,6 +606,15 @@ impl TurnJudge {
                     }
                 }
                 _ => {} // the user went on: nothing to end
+            }
+        }
+        if self.over_reply.load(Ordering::Relaxed) {
+            if let Some((_, silence)) = segmenter.pausing() {
+                if silence >= self.first_check.max(samples(OVER_REPLY_PAUSE_MS)) {
+                    self.held = None;
+                    events.extend(segmenter.end_now().map(to_hearing));
+                    return events;
+                }
             }
         }
         if let (false, Some((speech_end, silence))) = (self.in_flight, segmenter.pausing()) {
@@ -849,6 +873,7 @@ mod tests {
             detector: Box::new(Answers(answers.to_vec())),
             config,
             words: pause_words.clone(),
+            over_reply: Arc::new(AtomicBool::new(false)),
         })
         .unwrap();
         let mut decisions = vec![false; 10];

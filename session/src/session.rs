@@ -306,6 +306,7 @@ pub fn run_session(
     // never calls complete.
     let mut vad = config.vad.clone();
     let pause_words = Arc::new(PauseWords::default());
+    let over_reply = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let endpointing = match (config.endpoint.detector, models.turn) {
         (Detector::Smart, Some(detector)) => {
             vad.end_silence_ms = config.endpoint.max_silence_ms;
@@ -313,6 +314,7 @@ pub fn run_session(
                 detector,
                 config: config.endpoint.clone(),
                 words: pause_words.clone(),
+                over_reply: over_reply.clone(),
             })
         }
         _ => None,
@@ -364,6 +366,7 @@ pub fn run_session(
     core.set_prepare_replies(config.endpoint.prepare_replies && !calls_tools);
     if smart_turn {
         core.set_pause_words(pause_words);
+        core.set_over_reply(over_reply);
     }
     if let Some(skills) = skills {
         core.set_skills(skills);

@@ -561,6 +561,44 @@ fn explicit_interrupt_always_stops() {
 }
 
 #[test]
+fn a_backchannel_whose_turn_end_is_pending_is_not_sustained_speech() {
+    let mut conv = storytelling();
+    // "mhm" from 2750 to 3400 ms; the end of its turn is still being
+    // decided (Smart Turn) 1 s after it started.
+    let actions = run(
+        &mut conv,
+        [
+            t(2750, SpeechStarted),
+            t(3400, SpeechPaused),
+            t(3750, Tick),
+            t(3900, Tick),
+        ],
+    );
+    assert_eq!(interruption(&actions), None, "{actions:?}");
+    // Its words decide: a backchannel, and Hark goes on.
+    let actions = run(&mut conv, [t(4000, SpeechEnded)]);
+    assert_eq!(commands(&actions), [Action::Transcribe { utterance: 2 }]);
+    let actions = run(&mut conv, [t(4100, heard(2, "Mhm."))]);
+    assert_eq!(commands(&actions), [Action::ResumePlayback]);
+    assert_eq!(interruption(&actions), None);
+
+    // Speech that goes on after its pause is sustained again.
+    let actions = run(
+        &mut conv,
+        [
+            t(5000, SpeechStarted),
+            t(5400, SpeechPaused),
+            t(5800, SpeechResumed),
+            t(6050, Tick),
+        ],
+    );
+    assert_eq!(
+        interruption(&actions).map(|(_, cause)| cause),
+        Some(InterruptCause::SustainedSpeech)
+    );
+}
+
+#[test]
 fn barge_in_before_anything_is_played_joins_the_users_words() {
     let mut conv = Conversation::new(config());
     let actions = run(

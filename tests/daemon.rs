@@ -1308,6 +1308,69 @@ fn the_audio_server_killed_mid_reply_and_restarted_leaves_hark_hearing_and_speak
 }
 
 #[test]
+fn the_default_speaker_and_microphone_pulled_out_and_back_are_used_again() {
+    let daemon = Daemon::start();
+    let mut monitor = daemon.monitor("signals.jsonl");
+    ok(&daemon.call(
+        "Say",
+        &[
+            "s",
+            "This is a long sentence, said slowly, so that the speaker can be pulled \
+             out while Hark is still speaking it, and plugged in again afterwards.",
+        ],
+    ));
+    daemon.wait_state("speaking", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    daemon.rig.unplug("speaker");
+    std::thread::sleep(Duration::from_millis(1000));
+    daemon.rig.plug("speaker");
+    let back = Instant::now();
+    daemon.wait_state("listening", Duration::from_secs(30));
+    // It speaks on the speaker that came back.
+    let heard = daemon.say_and_hear("The speaker is back.");
+    assert!(
+        wer("The speaker is back.", &heard) <= HEARD,
+        "{heard:?}: {}",
+        daemon.stderr()
+    );
+    eprintln!(
+        "spoke again {} ms after the speaker came back",
+        back.elapsed().as_millis()
+    );
+
+    // It hears on the microphone that came back.
+    daemon.rig.unplug("mic");
+    std::thread::sleep(Duration::from_millis(1000));
+    daemon.rig.plug("mic");
+    std::thread::sleep(Duration::from_millis(2000));
+    let question = daemon.path("question.wav");
+    ok(&run(hark()
+        .args(["say", "--output"])
+        .arg(&question)
+        .arg("What is the capital of France?")));
+    let finals_before = daemon
+        .signals("signals.jsonl")
+        .iter()
+        .filter(|s| s["signal"] == "FinalTranscript")
+        .count();
+    daemon.rig.play_into_mic(&question);
+    let heard = daemon.wait_signal(
+        "signals.jsonl",
+        "FinalTranscript",
+        finals_before + 1,
+        Duration::from_secs(30),
+    );
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let text = heard["text"].as_str().unwrap();
+    assert!(
+        wer("What is the capital of France?", text) <= HEARD,
+        "{text:?}: {}",
+        daemon.stderr()
+    );
+}
+
+#[test]
 fn calling_the_name_starts_the_daemon_through_its_activation_file() {
     let rig = AudioRig::start();
     let dir = tempfile::tempdir().unwrap();

@@ -863,6 +863,15 @@ mod tests {
 
     /// The same with Smart Turn's `answers`.
     fn judged_turn_ended_after(answers: &[f32], words: Option<(u64, Reading)>) -> Option<u64> {
+        judged_over_reply(answers, words, false)
+    }
+
+    /// The same, `over_reply`: with Hark speaking.
+    fn judged_over_reply(
+        answers: &[f32],
+        words: Option<(u64, Reading)>,
+        over_reply: bool,
+    ) -> Option<u64> {
         let config = EndpointConfig {
             first_check_ms: 160,
             check_every_ms: 1000,
@@ -873,7 +882,7 @@ mod tests {
             detector: Box::new(Answers(answers.to_vec())),
             config,
             words: pause_words.clone(),
-            over_reply: Arc::new(AtomicBool::new(false)),
+            over_reply: Arc::new(AtomicBool::new(over_reply)),
         })
         .unwrap();
         let mut decisions = vec![false; 10];
@@ -931,6 +940,21 @@ mod tests {
         assert_eq!(turn_ended_after(Some((300, Unfinished))), Some(1160));
         // No words at all: it ends WORDS_WAIT_MS after the verdict.
         assert_eq!(turn_ended_after(None), Some(160 + WORDS_WAIT_MS));
+    }
+
+    #[test]
+    fn speech_over_hark_ends_at_a_half_second_pause_whatever_smart_turn_says() {
+        // Smart Turn would call it unfinished twice; over Hark its words
+        // judge it, after OVER_REPLY_PAUSE_MS.
+        assert_eq!(
+            judged_over_reply(&[0.02, 0.02, 0.9], None, true),
+            Some(OVER_REPLY_PAUSE_MS)
+        );
+        // With Hark silent, only the long silence (2 s here) ends it.
+        assert_eq!(
+            judged_over_reply(&[0.02, 0.02, 0.9], None, false),
+            Some(2000)
+        );
     }
 
     #[test]

@@ -60,6 +60,17 @@ impl AudioRig {
         self.script(&["echo", &format!("{db}")]);
     }
 
+    /// Removes the default `device` ("speaker" or "mic"), as a headset
+    /// pulled out: streams on it move to what is left.
+    pub fn unplug(&self, device: &str) {
+        self.script(&["unplug", device]);
+    }
+
+    /// Adds `device` back and makes it the default again.
+    pub fn plug(&self, device: &str) {
+        self.script(&["plug", device]);
+    }
+
     pub fn play_into_mic(&self, wav: &Path) {
         let mut cmd = Command::new("paplay");
         cmd.args(["-d", "micfeed", "--latency-msec=200"]).arg(wav);

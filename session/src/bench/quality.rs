@@ -142,6 +142,8 @@ struct Seen {
     quiet_since: Option<Instant>,
     speaking_since: Option<Instant>,
     turns_finished: usize,
+    /// Utterances that had no words (no reply follows them).
+    nothing_heard: usize,
     last_turn_interrupted: bool,
     last_turn_finished_at: Option<Instant>,
     interruptions: Vec<Instant>,
@@ -206,6 +208,7 @@ impl Shared {
                 }
             }
             SessionEvent::UserTurn { text } => seen.outputs.push(format!("heard: {text}")),
+            SessionEvent::NothingHeard => seen.nothing_heard += 1,
             SessionEvent::TurnFinished {
                 text, interrupted, ..
             } => {
@@ -384,16 +387,21 @@ impl Runner {
         let mut self_interruptions = 0;
         for _ in 0..options.questions {
             self.wait_quiet();
-            let before = self.shared.lock().turns_finished;
+            let (before, unheard) = {
+                let seen = self.shared.lock();
+                (seen.turns_finished, seen.nothing_heard)
+            };
             let question = self.clip(QUESTIONS);
             self.say(&question);
-            if self
-                .shared
-                .wait_for(PATIENCE * 2, |s| s.turns_finished > before && !s.speaking)
-            {
-                replies_unprompted += 1;
-                if self.shared.lock().last_turn_interrupted {
-                    self_interruptions += 1;
+            if self.shared.wait_for(PATIENCE * 2, |s| {
+                (s.turns_finished > before && !s.speaking) || s.nothing_heard > unheard
+            }) {
+                let seen = self.shared.lock();
+                if seen.turns_finished > before {
+                    replies_unprompted += 1;
+                    if seen.last_turn_interrupted {
+                        self_interruptions += 1;
+                    }
                 }
             } else {
                 self.timeouts += 1;

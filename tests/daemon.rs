@@ -309,6 +309,34 @@ impl Daemon {
         stdout(&run(hark().arg("transcribe").arg(&recording)))
     }
 
+    /// Plays a question into the microphone and checks, in the monitor's
+    /// `signals` file, that Hark transcribed it.
+    fn hears_a_question(&self, signals: &str) {
+        let question = self.path("question.wav");
+        ok(&run(hark()
+            .args(["say", "--output"])
+            .arg(&question)
+            .arg("What is the capital of France?")));
+        let finals_before = self
+            .signals(signals)
+            .iter()
+            .filter(|s| s["signal"] == "FinalTranscript")
+            .count();
+        self.rig.play_into_mic(&question);
+        let heard = self.wait_signal(
+            signals,
+            "FinalTranscript",
+            finals_before + 1,
+            Duration::from_secs(30),
+        );
+        let text = heard["text"].as_str().unwrap();
+        assert!(
+            wer("What is the capital of France?", text) <= HEARD,
+            "{text:?}: {}",
+            self.stderr()
+        );
+    }
+
     fn address(&self) -> String {
         format!("unix:path={}", self.path("bus").display())
     }
@@ -1280,31 +1308,9 @@ fn the_audio_server_killed_mid_reply_and_restarted_leaves_hark_hearing_and_speak
     eprintln!("both devices back {} ms after the server", took.as_millis());
     assert!(took < Duration::from_secs(8), "{took:?}");
     // It hears: a question played into the microphone is transcribed.
-    let question = daemon.path("question.wav");
-    ok(&run(hark()
-        .args(["say", "--output"])
-        .arg(&question)
-        .arg("What is the capital of France?")));
-    let finals_before = daemon
-        .signals("signals.jsonl")
-        .iter()
-        .filter(|s| s["signal"] == "FinalTranscript")
-        .count();
-    daemon.rig.play_into_mic(&question);
-    let heard = daemon.wait_signal(
-        "signals.jsonl",
-        "FinalTranscript",
-        finals_before + 1,
-        Duration::from_secs(30),
-    );
+    daemon.hears_a_question("signals.jsonl");
     let _ = monitor.kill();
     let _ = monitor.wait();
-    let text = heard["text"].as_str().unwrap();
-    assert!(
-        wer("What is the capital of France?", text) <= HEARD,
-        "{text:?}: {}",
-        daemon.stderr()
-    );
 }
 
 #[test]
@@ -1343,31 +1349,9 @@ fn the_default_speaker_and_microphone_pulled_out_and_back_are_used_again() {
     std::thread::sleep(Duration::from_millis(1000));
     daemon.rig.plug("mic");
     std::thread::sleep(Duration::from_millis(2000));
-    let question = daemon.path("question.wav");
-    ok(&run(hark()
-        .args(["say", "--output"])
-        .arg(&question)
-        .arg("What is the capital of France?")));
-    let finals_before = daemon
-        .signals("signals.jsonl")
-        .iter()
-        .filter(|s| s["signal"] == "FinalTranscript")
-        .count();
-    daemon.rig.play_into_mic(&question);
-    let heard = daemon.wait_signal(
-        "signals.jsonl",
-        "FinalTranscript",
-        finals_before + 1,
-        Duration::from_secs(30),
-    );
+    daemon.hears_a_question("signals.jsonl");
     let _ = monitor.kill();
     let _ = monitor.wait();
-    let text = heard["text"].as_str().unwrap();
-    assert!(
-        wer("What is the capital of France?", text) <= HEARD,
-        "{text:?}: {}",
-        daemon.stderr()
-    );
 }
 
 #[test]

@@ -127,8 +127,9 @@ impl EchoCancellation {
 /// times the *coupling*: how loud the residual usually is relative to that
 /// playback, learned as the 95th percentile of the ratio over the last 3 s
 /// of playback, skipping the first 200 ms of each stretch while the echo is
-/// still on its way (echo blocks dominate; the user talking over Hark falls
-/// outside; with no echo at all, silent blocks keep it near zero). Until
+/// still on its way and the blocks where the VAD hears an utterance (the
+/// user talking over Hark must not teach it the user's level; with no echo
+/// at all, silent blocks keep it near zero). Until
 /// half a second is learned the coupling is taken as 0 dB, so Hark cannot be
 /// interrupted in the first moments of its very first reply, rather than
 /// interrupting itself.
@@ -153,7 +154,18 @@ impl EchoGate {
     }
 
     /// Whether the cleaned block at reference index `index` is only echo.
-    fn is_echo(&mut self, reference: &EchoReference, index: i64, cleaned: &[f32]) -> bool {
+    /// `user_speaking`: the VAD is inside an utterance, so the block may be
+    /// the user and teaches the coupling nothing. (Learned from the user
+    /// talking over Hark, the 95th percentile soon is the user's own level:
+    /// after a few barge-ins the gate then swallowed the rest of an
+    /// interrupting sentence once Hark resumed.)
+    fn is_echo(
+        &mut self,
+        reference: &EchoReference,
+        index: i64,
+        cleaned: &[f32],
+        user_speaking: bool,
+    ) -> bool {
         reference.read(index - self.tail as i64, &mut self.window);
         let playback = self
             .window
@@ -169,7 +181,7 @@ impl EchoGate {
         let ratio = residual / playback;
         // Quiet blocks count too: with no echo at all (a headset) they keep
         // the learned coupling near zero, so the user is never gated.
-        if self.playing_for > GATE_ECHO_ARRIVAL {
+        if self.playing_for > GATE_ECHO_ARRIVAL && !user_speaking {
             if self.ratios.len() == GATE_HISTORY {
                 self.ratios.pop_front();
             }
@@ -239,8 +251,14 @@ impl Aec {
         }
     }
 
-    /// `mic_origin`: the wall time of microphone sample 0.
-    fn clean(&mut self, frame: &mut Frame, mic_origin: Instant) -> Result<(), AecError> {
+    /// `mic_origin`: the wall time of microphone sample 0; `user_speaking`:
+    /// the VAD is inside an utterance (see [`EchoGate::is_echo`]).
+    fn clean(
+        &mut self,
+        frame: &mut Frame,
+        mic_origin: Instant,
+        user_speaking: bool,
+    ) -> Result<(), AecError> {
         if self.offset.is_none() {
             let Some(ref_origin) = self.inner.reference.origin() else {
                 return Ok(()); // nothing has been played yet: no echo
@@ -271,7 +289,7 @@ impl Aec {
                 .process(block, &self.reference, &mut self.cleaned)?;
             if self
                 .gate
-                .is_echo(&self.inner.reference, index, &self.cleaned)
+                .is_echo(&self.inner.reference, index, &self.cleaned, user_speaking)
             {
                 self.cleaned.fill(0.0);
             }
@@ -694,7 +712,7 @@ pub fn spawn_hearing(
                         frame.end_sample() as f64 / SAMPLE_RATE as f64,
                     ));
                     if let Some(aec) = aec.as_mut().filter(|_| source.hears_local_playback()) {
-                        aec.clean(&mut frame, zero)
+                        aec.clean(&mut frame, zero, segmenter.in_speech())
                             .map_err(|e| format!("echo cancellation: {e}"))?;
                     }
                     for event in segmenter.push(&frame).map_err(|e| e.to_string())? {

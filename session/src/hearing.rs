@@ -321,7 +321,6 @@ struct SpeechInProgress {
 
 impl SpeechInProgress {
     fn new(vad: &VadConfig, partial_every_ms: Option<u32>, speculate_after_ms: u64) -> Self {
-        let samples = |ms: u64| ms * SAMPLE_RATE as u64 / 1000;
         Self {
             partial_every: partial_every_ms.map(|ms| samples(ms.into()) as usize),
             reported: 0,
@@ -538,15 +537,14 @@ impl TurnJudge {
                     }
                 }
             })?;
-        let samples = |ms: u32| u64::from(ms) * SAMPLE_RATE as u64 / 1000;
         Ok(Self {
             requests,
             answers,
-            first_check: samples(config.first_check_ms),
-            check_every: samples(config.check_every_ms),
+            first_check: samples(config.first_check_ms.into()),
+            check_every: samples(config.check_every_ms.into()),
             threshold: config.threshold as f32,
             unsure_from: config.unsure_from as f32,
-            unsure_recheck: samples(config.unsure_recheck_ms),
+            unsure_recheck: samples(config.unsure_recheck_ms.into()),
             unsure: None,
             words: config.read_words.then_some(words),
             over_reply,

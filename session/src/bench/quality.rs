@@ -409,11 +409,10 @@ impl Runner {
         }
 
         // 2. Backchannels and noises over Hark.
-        let mut timeouts = self.timeouts;
-        self.timeouts = 0;
+        let give_up = self.timeouts + MOST_TIMEOUTS;
         let mut played = 0;
         let mut false_barge_ins = Vec::new();
-        while played < options.backchannels && self.timeouts < MOST_TIMEOUTS {
+        while played < options.backchannels && self.timeouts < give_up {
             if !self.start_a_reply() {
                 continue;
             }
@@ -433,14 +432,12 @@ impl Runner {
             }
         }
 
-        timeouts += self.timeouts;
-
         // 3. Whole sentences over Hark, each over a reply of its own.
         let mut interruptions_played = 0;
         let mut missed = Vec::new();
         let stops_before = self.shared.lock().stopped_after_interruption.len();
-        self.timeouts = 0;
-        while interruptions_played < options.interruptions && self.timeouts < MOST_TIMEOUTS {
+        let give_up = self.timeouts + MOST_TIMEOUTS;
+        while interruptions_played < options.interruptions && self.timeouts < give_up {
             if !self.start_a_reply() {
                 continue;
             }
@@ -468,8 +465,6 @@ impl Runner {
 
         // 4. Noise and silence while Hark is idle (once the last sentence
         // has been answered).
-        timeouts += self.timeouts;
-        self.timeouts = 0;
         self.wait_quiet();
         std::thread::sleep(QUIET_BEFORE_QUESTION);
         self.wait_quiet();
@@ -505,7 +500,7 @@ impl Runner {
             noise_secs,
             noise_outputs: noise_output_texts.len(),
             noise_output_texts,
-            timeouts: timeouts + self.timeouts,
+            timeouts: self.timeouts,
             errors: Vec::new(),
         }
     }

@@ -149,6 +149,30 @@ pub fn check_not_empty(key: &str, value: &str) -> Result<(), InvalidValue> {
     }
 }
 
+/// `Ok` when `value` is a Wyoming server's address (`tcp://HOST:PORT` or
+/// `unix:///PATH`); `needed`: the key's backend is "wyoming", so it must be
+/// set. The full parse, with the reason, is the client's.
+pub fn check_wyoming_uri(key: &str, value: Option<&str>, needed: bool) -> Result<(), InvalidValue> {
+    let shaped = |uri: &str| {
+        uri.strip_prefix("tcp://").is_some_and(|rest| {
+            rest.rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        }) || uri
+            .strip_prefix("unix://")
+            .is_some_and(|path| path.starts_with('/'))
+    };
+    match value {
+        None if !needed => Ok(()),
+        Some(uri) if shaped(uri.trim_end_matches('/')) => Ok(()),
+        value => Err(InvalidValue::new(
+            key,
+            value.map_or("unset".into(), |v| format!("{v:?}")),
+            "a Wyoming server's address, \"tcp://HOST:PORT\" or \"unix:///PATH\" \
+             (required when backend = \"wyoming\")",
+        )),
+    }
+}
+
 /// [`check_range`] for an optional value: `None` is always fine.
 pub fn check_optional_range<T: PartialOrd + fmt::Display + Copy>(
     key: &str,

@@ -194,7 +194,7 @@ fn converse(
         llm: config.llm.model.clone(),
     };
     // The user's side is spoken by the same voice.
-    let mut user_voice = crate::models::voice(&config.voice, store)?;
+    let mut user_voice = crate::models::piper(&config.voice, store)?;
     eprintln!(
         "hark bench: running the conversation in real time (about three minutes for 16 turns)"
     );
@@ -233,7 +233,7 @@ fn soak(args: SoakArgs, globals: &Globals, store: &ModelStore) -> anyhow::Result
         recordings,
         interrupt_after_ms: args.interrupt_after_ms,
     };
-    let mut user_voice = crate::models::voice(&config.voice, store)?;
+    let mut user_voice = crate::models::piper(&config.voice, store)?;
     eprintln!(
         "hark bench: soaking {} h of audio at {}x (about {:.0} min)",
         args.hours,

@@ -15,8 +15,9 @@ use hark_models::store::{
 };
 use hark_openai::{OpenAiClient, OpenAiConfig};
 use hark_session::Models;
-use hark_stt::{SttConfig, WhisperStt};
-use hark_tts::{PiperVoice, TtsConfig};
+use hark_stt::{SpeechToText, SttBackend, SttConfig, WhisperStt};
+use hark_tts::{PiperVoice, TtsConfig, Voice, VoiceBackend};
+use hark_wyoming::{Deadlines, Endpoint, SttWithFallback, VoiceWithFallback, WyomingStt};
 
 use crate::config::HarkConfig;
 
@@ -98,6 +99,54 @@ pub fn whisper(config: &SttConfig, store: &ModelStore) -> anyhow::Result<Whisper
     })?;
     tracing::info!(model = %path.display(), ms = started.elapsed().as_millis() as u64, "Whisper model loaded");
     Ok(stt)
+}
+
+/// Ears as `config` says: Whisper here, or a Wyoming server with Whisper
+/// standing by (`stt.fallback`, when the model is installed).
+pub fn speech_to_text(
+    config: &SttConfig,
+    store: &ModelStore,
+) -> anyhow::Result<Box<dyn SpeechToText>> {
+    if config.backend == SttBackend::Local {
+        return Ok(Box::new(whisper(config, store)?));
+    }
+    let endpoint = wyoming_endpoint("stt.uri", config.uri.as_deref())?;
+    let language = (config.language != "auto").then(|| config.language.clone());
+    let remote = WyomingStt::new(endpoint.clone(), None, language, Deadlines::default());
+    match remote.check() {
+        Ok(info) => {
+            let names: Vec<&str> = info.asr.iter().map(|p| p.name.as_str()).collect();
+            tracing::info!(server = %endpoint, programs = ?names, "speech-to-text server");
+        }
+        Err(e) => tracing::warn!("{e}; each utterance will try it again"),
+    }
+    let local = if config.fallback {
+        match whisper_file(&config.model, store) {
+            Ok(_) => {
+                let (config, store) = (config.clone(), store.clone());
+                let load: hark_wyoming::fallback::Loader<dyn SpeechToText> = Box::new(move || {
+                    whisper(&config, &store)
+                        .map(|w| Box::new(w) as Box<dyn SpeechToText>)
+                        .map_err(|e| format!("{e:#}"))
+                });
+                Some(load)
+            }
+            Err(e) => {
+                tracing::info!("no local stand-in for the speech-to-text server: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Ok(Box::new(SttWithFallback::new(remote, local)))
+}
+
+/// The server a `uri` key names, or an error naming the key.
+fn wyoming_endpoint(key: &str, uri: Option<&str>) -> anyhow::Result<Endpoint> {
+    let uri = uri.with_context(|| format!("{key} must be set when the backend is \"wyoming\""))?;
+    uri.parse()
+        .with_context(|| format!("{key} in the configuration"))
 }
 
 /// The language model as `config` says: a local GGUF (catalogue name or
@@ -209,13 +258,62 @@ fn local_llm(config: &LlmConfig, store: &ModelStore) -> anyhow::Result<LanguageM
     Ok(model)
 }
 
-/// The Piper voice as `config` says, on ONNX Runtime from the store.
-pub fn voice(config: &TtsConfig, store: &ModelStore) -> anyhow::Result<PiperVoice> {
-    let onnx = if config.voice == PIPER_JOE_MEDIUM.name {
-        installed(store, &PIPER_JOE_MEDIUM, "Piper voice")?
+/// The voice as `config` says: Piper here, or a Wyoming server with Piper
+/// standing by (`voice.fallback`, when the voice is installed).
+pub fn voice(config: &TtsConfig, store: &ModelStore) -> anyhow::Result<Box<dyn Voice>> {
+    if config.backend == VoiceBackend::Local {
+        return Ok(Box::new(piper(config, store)?));
+    }
+    let endpoint = wyoming_endpoint("voice.uri", config.uri.as_deref())?;
+    let local = if config.fallback && piper_file(config, store).is_ok() {
+        let (config, store) = (config.clone(), store.clone());
+        let load: hark_wyoming::fallback::Loader<dyn Voice> = Box::new(move || {
+            piper(&config, &store)
+                .map(|v| Box::new(v) as Box<dyn Voice>)
+                .map_err(|e| format!("{e:#}"))
+        });
+        Some(load)
     } else {
-        PathBuf::from(&config.voice)
+        None
     };
+    let voice = VoiceWithFallback::connect(
+        endpoint.clone(),
+        Some(wyoming_voice_name(&config.voice)),
+        Deadlines::default(),
+        local,
+    );
+    tracing::info!(server = %endpoint, rate = voice.sample_rate(), "text-to-speech server");
+    Ok(Box::new(voice))
+}
+
+/// The name a Wyoming server knows a voice by: Piper's file name without
+/// `.onnx` (`joe-medium` in the catalogue is `en_US-joe-medium`).
+fn wyoming_voice_name(voice: &str) -> String {
+    let file = if voice == PIPER_JOE_MEDIUM.name {
+        PIPER_JOE_MEDIUM.file_name
+    } else {
+        voice
+    };
+    let name = std::path::Path::new(file)
+        .file_name()
+        .map_or(file.into(), |n| n.to_string_lossy().into_owned());
+    name.strip_suffix(".onnx")
+        .map(str::to_owned)
+        .unwrap_or(name)
+}
+
+/// The Piper voice file `config` names, checked.
+fn piper_file(config: &TtsConfig, store: &ModelStore) -> anyhow::Result<PathBuf> {
+    if config.voice == PIPER_JOE_MEDIUM.name {
+        installed(store, &PIPER_JOE_MEDIUM, "Piper voice")
+    } else {
+        Ok(PathBuf::from(&config.voice))
+    }
+}
+
+/// The Piper voice as `config` says, on ONNX Runtime from the store.
+pub fn piper(config: &TtsConfig, store: &ModelStore) -> anyhow::Result<PiperVoice> {
+    let onnx = piper_file(config, store)?;
     let ort_lib = installed(store, &ONNXRUNTIME, "ONNX Runtime")?;
     let started = std::time::Instant::now();
     // One ONNX thread: Whisper and the language model share the other core.
@@ -268,12 +366,18 @@ fn smart_turn(store: &ModelStore) -> anyhow::Result<SmartTurn> {
 pub fn problems(config: &HarkConfig, store: &ModelStore) -> Vec<String> {
     let mut needed: Vec<(&str, Result<&'static ModelSpec, PathBuf>)> = Vec::new();
     let by_name = |name: &str| store::spec_by_name(name).ok_or_else(|| PathBuf::from(name));
-    needed.push(("Whisper model", by_name(&config.stt.model)));
+    if config.stt.backend == SttBackend::Local {
+        needed.push(("Whisper model", by_name(&config.stt.model)));
+    }
     if config.llm.backend == LlmBackend::Local {
         needed.push(("language model", by_name(&config.llm.model)));
     }
-    needed.push(("Piper voice", by_name(&config.voice.voice)));
-    needed.push(("ONNX Runtime", Ok(&ONNXRUNTIME)));
+    if config.voice.backend == VoiceBackend::Local {
+        needed.push(("Piper voice", by_name(&config.voice.voice)));
+    }
+    if config.voice.backend == VoiceBackend::Local || config.turn.detector == Detector::Smart {
+        needed.push(("ONNX Runtime", Ok(&ONNXRUNTIME)));
+    }
     if config.turn.detector == Detector::Smart {
         needed.push(("Smart Turn model", Ok(&SMART_TURN)));
     }
@@ -305,9 +409,9 @@ pub fn problems(config: &HarkConfig, store: &ModelStore) -> Vec<String> {
 /// Everything a conversation session runs.
 pub fn session(config: &HarkConfig, store: &ModelStore) -> anyhow::Result<Models> {
     Ok(Models {
-        stt: Box::new(whisper(&config.stt, store)?),
+        stt: speech_to_text(&config.stt, store)?,
         llm: llm(&config.llm, store)?,
-        voice: Box::new(voice(&config.voice, store)?),
+        voice: voice(&config.voice, store)?,
         turn: turn_detector(&config.turn, store),
     })
 }

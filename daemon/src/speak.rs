@@ -120,7 +120,7 @@ impl LocalVoice {
             voice.sample_rate(),
         )?;
         let (audio_tx, audio) = mpsc::sync_channel(AUDIO_QUEUE);
-        let worker = VoiceWorker::spawn(Box::new(voice), move |s| audio_tx.send(s).is_ok())
+        let worker = VoiceWorker::spawn(voice, move |s| audio_tx.send(s).is_ok())
             .context("cannot start the synthesis thread")?;
         Ok(Self {
             worker,

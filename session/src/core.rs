@@ -897,7 +897,17 @@ impl Core {
     }
 
     /// Reports an input and turns it into state machine events.
-    fn accept(&mut self, now: u64, input: CoreInput) {
+    fn accept(&mut self, now: u64, mut input: CoreInput) {
+        // A backend stood in for (a Wyoming server that failed, the local
+        // model answering instead): the job stands, the user hears why.
+        let notice = match &mut input {
+            CoreInput::Transcribed(result) => result.notice.take().map(|n| ("speech-to-text", n)),
+            CoreInput::Synthesized(s) => s.notice.take().map(|n| ("voice", n)),
+            _ => None,
+        };
+        if let Some((code, message)) = notice {
+            self.error(now, code, message);
+        }
         match input {
             CoreInput::Hearing(event) => self.hearing(now, event),
             CoreInput::Transcribed(result) => self.transcribed(now, result),

@@ -129,6 +129,10 @@ impl SpeechToText for Guarded<Box<dyn SpeechToText>> {
         self.call(|stt| stt.transcribe(samples))
             .unwrap_or_else(|message| Err(SttError::Inference { seconds, message }))
     }
+
+    fn take_notice(&mut self) -> Option<String> {
+        self.inner.take_notice()
+    }
 }
 
 impl TokenGenerator for Guarded<Box<dyn TokenGenerator>> {
@@ -155,6 +159,10 @@ impl Voice for Guarded<Box<dyn Voice>> {
     fn synthesize(&mut self, text: &str) -> Result<Vec<f32>, TtsError> {
         self.call(|voice| voice.synthesize(text))
             .unwrap_or_else(|message| Err(TtsError::Inference(message)))
+    }
+
+    fn take_notice(&mut self) -> Option<String> {
+        self.inner.take_notice()
     }
 }
 

@@ -16,8 +16,8 @@ mod worker;
 pub use worker::{SttJob, SttPurpose, SttResult, SttWorker, WorkerError};
 
 use hark_config::{
-    check_not_empty, check_optional_range, check_range, doc, unset, InvalidValue, KeyDoc, Section,
-    Settings,
+    check_not_empty, check_optional_range, check_range, check_wyoming_uri, doc, unset,
+    InvalidValue, KeyDoc, Section, Settings,
 };
 use serde::{Deserialize, Serialize};
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
@@ -42,12 +42,22 @@ pub enum SttError {
     ModelLoad { path: PathBuf, message: String },
     #[error("Whisper failed on {seconds:.2} s of audio: {message}")]
     Inference { seconds: f32, message: String },
+    /// A speech-to-text server (`[stt] backend = "wyoming"`) failed.
+    #[error("speech-to-text server {uri}: {message}")]
+    Remote { uri: String, message: String },
 }
 
 /// Anything that turns 16 kHz mono audio into text. The real backend is
 /// [`WhisperStt`]; tests may script their own.
 pub trait SpeechToText: Send {
     fn transcribe(&mut self, samples: &[f32]) -> Result<Transcript, SttError>;
+
+    /// Something the user should hear of about the last call although it
+    /// succeeded (a server that failed and was stood in for); asked after
+    /// each call.
+    fn take_notice(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Settings for [`WhisperStt`], and the `[stt]` section of Hark's
@@ -56,6 +66,15 @@ pub trait SpeechToText: Send {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SttConfig {
+    /// Who transcribes: Whisper here, or a Wyoming server.
+    pub backend: SttBackend,
+    /// `backend = "wyoming"`: the server, `tcp://HOST:PORT` or
+    /// `unix:///PATH`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// `backend = "wyoming"`: when the server fails, transcribe with the
+    /// local Whisper model if it is installed.
+    pub fallback: bool,
     /// Catalogue name (`tiny.en`, `base`) or path of a whisper.cpp ggml
     /// file; the caller resolves it to the file given to [`WhisperStt::load`].
     pub model: String,
@@ -88,6 +107,9 @@ impl Default for SttConfig {
     /// record), utterance mode, partial transcripts each second.
     fn default() -> Self {
         Self {
+            backend: SttBackend::Local,
+            uri: None,
+            fallback: true,
             model: "tiny.en".into(),
             threads: None,
             beam_size: 1,
@@ -97,6 +119,17 @@ impl Default for SttConfig {
             shrink_audio_ctx: true,
         }
     }
+}
+
+/// Who turns speech into text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SttBackend {
+    /// Whisper, run here with whisper.cpp.
+    #[default]
+    Local,
+    /// A Wyoming ASR server (wyoming-faster-whisper, Home Assistant's).
+    Wyoming,
 }
 
 impl SttConfig {
@@ -132,6 +165,11 @@ impl SttConfig {
 
 impl Settings for SttConfig {
     fn validate(&self) -> Result<(), InvalidValue> {
+        check_wyoming_uri(
+            "uri",
+            self.uri.as_deref(),
+            self.backend == SttBackend::Wyoming,
+        )?;
         check_not_empty("model", &self.model)?;
         check_optional_range("threads", self.threads, 1, 64)?;
         // whisper.cpp runs at most 8 decoders (WHISPER_MAX_DECODERS).
@@ -162,6 +200,21 @@ impl Settings for SttConfig {
 impl Section for SttConfig {
     const DOC: &'static str = "Speech to text (Whisper, whisper.cpp).";
     const KEYS: &'static [KeyDoc] = &[
+        doc(
+            "backend",
+            "\"local\" (Whisper on this machine) or \"wyoming\" (a Wyoming speech-to-text \
+             server, such as wyoming-faster-whisper on a bigger machine).",
+        ),
+        unset(
+            "uri",
+            "wyoming: the server, \"tcp://HOST:PORT\" or \"unix:///PATH\".",
+            "\"tcp://127.0.0.1:10300\"",
+        ),
+        doc(
+            "fallback",
+            "wyoming: when the server is down or fails, transcribe with the local Whisper \
+             model instead (if it is installed).",
+        ),
         doc(
             "model",
             "Whisper model: a name from `hark models list` (tiny.en, base) or the path \

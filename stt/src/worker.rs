@@ -46,6 +46,9 @@ pub struct SttResult {
     pub text: String,
     /// Why there is no text, when the backend failed.
     pub error: Option<String>,
+    /// What the backend wants known although the job succeeded
+    /// ([`SpeechToText::take_notice`]).
+    pub notice: Option<String>,
     pub transcribe_ms: u64,
 }
 
@@ -87,6 +90,7 @@ impl SttWorker {
                             purpose: job.purpose,
                             text: String::new(),
                             error: None,
+                            notice: None,
                             transcribe_ms: 0,
                         }
                     } else {
@@ -134,6 +138,7 @@ fn run(stt: &mut dyn SpeechToText, job: SttJob) -> SttResult {
         purpose: job.purpose,
         text,
         error,
+        notice: stt.take_notice(),
         transcribe_ms: started.elapsed().as_millis() as u64,
     }
 }

@@ -30,6 +30,9 @@ pub struct Synthesized {
     /// The voice's sample rate.
     pub rate: u32,
     pub synth_ms: u64,
+    /// What the voice wants known although the clause was spoken
+    /// ([`Voice::take_notice`]).
+    pub notice: Option<String>,
 }
 
 /// Why a clause was not queued.
@@ -122,6 +125,7 @@ impl VoiceWorker {
                         audio,
                         rate,
                         synth_ms: started.elapsed().as_millis() as u64,
+                        notice: voice.take_notice(),
                     };
                     if !report(done) {
                         break;

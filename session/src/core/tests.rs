@@ -210,6 +210,7 @@ impl Rig {
                 purpose: SttPurpose::Final,
                 text: text.into(),
                 error: None,
+                notice: None,
                 transcribe_ms: 100,
             })),
         );
@@ -258,6 +259,7 @@ impl Rig {
                     audio: Ok(vec![0.1; (secs * 16_000.0) as usize]),
                     rate: 16_000,
                     synth_ms: 50,
+                    notice: None,
                 })),
             );
         }
@@ -718,6 +720,7 @@ fn failing_workers_cost_one_turn_and_say_why() {
             audio: Err("Piper inference failed".into()),
             rate: 16_000,
             synth_ms: 5,
+            notice: None,
         })),
     );
     assert!(rig.events().iter().any(|e| matches!(
@@ -735,6 +738,7 @@ fn failing_workers_cost_one_turn_and_say_why() {
             purpose: SttPurpose::Final,
             text: String::new(),
             error: Some("the stt engine panicked".into()),
+            notice: None,
             transcribe_ms: 5,
         })),
     );
@@ -890,6 +894,7 @@ fn a_skill_answers_without_the_model_and_goes_into_history() {
             audio: Ok(vec![0.1; 8000]),
             rate: 16_000,
             synth_ms: 20,
+            notice: None,
         })),
     );
     rig.play_through(2600, 1, 500);
@@ -1052,6 +1057,7 @@ fn pause_transcribed(rig: &mut Rig, from: u64, speech_end: u64, at: u64, text: &
             },
             text: text.into(),
             error: None,
+            notice: None,
             transcribe_ms: 100,
         })),
     );
@@ -1098,6 +1104,7 @@ fn a_reply_prepared_in_a_pause_the_user_goes_on_from_leaves_no_trace() {
             audio: Ok(vec![0.1; 16_000]),
             rate: 16_000,
             synth_ms: 50,
+            notice: None,
         })),
     );
     rig.at(
@@ -1222,6 +1229,7 @@ fn a_reply_prepared_in_the_pause_that_ends_the_turn_plays_at_once() {
                 audio: Ok(vec![0.1; 16_000]),
                 rate: 16_000,
                 synth_ms: 50,
+                notice: None,
             })),
         );
     }
@@ -1327,6 +1335,7 @@ fn a_slow_speculative_transcript_still_answers_its_utterance_after_the_user_goes
             },
             text: "I'd like to know.".into(),
             error: None,
+            notice: None,
             transcribe_ms: 1500,
         })),
     );
@@ -1346,6 +1355,7 @@ fn a_failed_speculative_transcript_costs_a_whisper_run_or_an_apology_never_the_t
             purpose: SttPurpose::Speculative { speech_end_ms },
             text: String::new(),
             error: Some("the stt engine panicked".into()),
+            notice: None,
             transcribe_ms: 5,
         })
     };

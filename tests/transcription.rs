@@ -6,17 +6,6 @@ mod common;
 
 use common::*;
 
-/// Total WER (errors over reference words, all clips together).
-fn total_wer(pairs: &[(String, String)]) -> f64 {
-    let (mut errors, mut words) = (0, 0);
-    for (reference, hypothesis) in pairs {
-        let r = normalize(reference);
-        errors += word_errors(&r, &normalize(hypothesis));
-        words += r.len();
-    }
-    errors as f64 / words as f64
-}
-
 #[test]
 fn transcribe_wer_on_librivox_and_jfk() {
     let mut pairs = Vec::new();

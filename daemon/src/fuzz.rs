@@ -1,6 +1,7 @@
 //! Mutation fuzzing of every parser of outside bytes Hark has: WAV files,
 //! `OpenAudioInput` format strings and PCM streams, the configuration file
-//! and `--set`, and the SSE stream of an OpenAI-compatible server.
+//! and `--set`, the SSE stream of an OpenAI-compatible server, and the
+//! Wyoming protocol's event stream.
 //!
 //! Each target starts from valid inputs and feeds `HARK_FUZZ_CASES`
 //! (default 100,000) seeded mutations of them through the real parser: any
@@ -231,6 +232,64 @@ fn sse_streams() {
             rest = later;
         }
         let _ = parser.finish();
+    });
+}
+
+#[test]
+fn wyoming_streams() {
+    use hark_wyoming::message::{AudioFormat, Message, VoiceChoice};
+    let format = AudioFormat::HARK_INPUT;
+    let seeds: Vec<Vec<u8>> = [
+        Message::Describe,
+        Message::Transcribe {
+            name: None,
+            language: Some("en".into()),
+        },
+        Message::AudioChunk {
+            format,
+            timestamp: Some(0),
+            audio: vec![0, 1, 2, 3, 4, 5],
+        },
+        Message::Transcript {
+            text: "ask not".into(),
+            language: None,
+        },
+        Message::Synthesize {
+            text: "Hello.".into(),
+            voice: Some(VoiceChoice {
+                name: Some("en_US-joe-medium".into()),
+                ..VoiceChoice::default()
+            }),
+        },
+        Message::RunPipeline {
+            start_stage: "wake".into(),
+            end_stage: "tts".into(),
+            restart_on_end: false,
+        },
+    ]
+    .iter()
+    .map(|m| m.to_event().encode())
+    .chain([b"{\"type\":\"info\",\"data\":{\"asr\":[{\"name\":\"x\",\"models\":[]}]}}\n".to_vec()])
+    .collect();
+    let mut rng = Rng(11);
+    fuzz("wyoming", &seeds, |bytes| {
+        let mut decoder = hark_wyoming::Decoder::default();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let n = 1 + rng.below(rest.len());
+            let (now, later) = rest.split_at(n);
+            decoder.feed(now);
+            loop {
+                match decoder.next_event() {
+                    Ok(Some(event)) => {
+                        assert!(event.payload.len() <= bytes.len());
+                        let _ = Message::from_event(event);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            rest = later;
+        }
     });
 }
 

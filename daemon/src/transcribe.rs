@@ -32,6 +32,11 @@ pub struct TranscribeArgs {
 
     #[command(flatten)]
     pub model: ModelArgs,
+
+    /// Transcribe with a Wyoming speech-to-text server (such as
+    /// wyoming-faster-whisper) instead of the local Whisper model.
+    #[arg(long, value_name = "tcp://HOST:PORT|unix:///PATH")]
+    pub wyoming: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -47,8 +52,25 @@ pub fn run(args: TranscribeArgs, store: &ModelStore) -> anyhow::Result<()> {
     // Read and check the input before loading the model: a bad file should
     // fail fast and name itself.
     let samples = hark_audio::wav::read_wav_16k_mono(&args.file)?;
-    let mut stt = crate::models::whisper(&args.model.stt(SttConfig::files()), store)?;
-    let transcript = transcribe_samples(&samples, vad, &mut stt)
+    let mut stt: Box<dyn SpeechToText> = match &args.wyoming {
+        Some(uri) => {
+            let endpoint: hark_wyoming::Endpoint = uri.parse().context("--wyoming")?;
+            // A whole file: the server may take a while on a long one.
+            let deadlines = hark_wyoming::Deadlines {
+                answer: std::time::Duration::from_secs(120),
+                ..hark_wyoming::Deadlines::default()
+            };
+            Box::new(hark_wyoming::WyomingStt::new(
+                endpoint, None, // The language the server was started with.
+                None, deadlines,
+            ))
+        }
+        None => Box::new(crate::models::whisper(
+            &args.model.stt(SttConfig::files()),
+            store,
+        )?),
+    };
+    let transcript = transcribe_samples(&samples, vad, stt.as_mut())
         .with_context(|| format!("transcribing {}", args.file.display()))?;
     let mut out = std::io::stdout().lock();
     if args.json {

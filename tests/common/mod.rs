@@ -118,6 +118,18 @@ pub fn word_errors(reference: &[String], hypothesis: &[String]) -> usize {
     prev[hypothesis.len()]
 }
 
+/// Total WER of (reference, hypothesis) pairs: errors over reference
+/// words, all pairs together.
+pub fn total_wer(pairs: &[(String, String)]) -> f64 {
+    let (mut errors, mut words) = (0, 0);
+    for (reference, hypothesis) in pairs {
+        let r = normalize(reference);
+        errors += word_errors(&r, &normalize(hypothesis));
+        words += r.len();
+    }
+    errors as f64 / words as f64
+}
+
 pub fn wer(reference: &str, hypothesis: &str) -> f64 {
     let r = normalize(reference);
     word_errors(&r, &normalize(hypothesis)) as f64 / r.len().max(1) as f64

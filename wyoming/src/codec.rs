@@ -2,7 +2,7 @@
 //! JSON data, then `payload_length` bytes of payload.
 //!
 //! ```text
-//! {"type":"audio-chunk","version":"1.6.0","data_length":41,"payload_length":3200}\n
+//! {"type":"audio-chunk","version":"1.10.2","data_length":41,"payload_length":3200}\n
 //! {"rate":16000,"width":2,"channels":1}<3200 bytes of PCM>
 //! ```
 //!
@@ -21,7 +21,7 @@ use crate::WyomingError;
 
 /// The protocol version Hark writes in its headers (the Python package's
 /// version it was checked against).
-pub const PROTOCOL_VERSION: &str = "1.6.0";
+pub const PROTOCOL_VERSION: &str = "1.10.2";
 
 /// One Wyoming event: its type, its data and its payload (audio for
 /// `audio-chunk`, empty for most events).

@@ -265,3 +265,113 @@ impl Voice for VoiceWithFallback {
         self.notice.take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::testing::quick;
+    use hark_stt::Segment;
+
+    /// An endpoint nothing listens on.
+    fn nowhere() -> Endpoint {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("tcp://127.0.0.1:{port}").parse().unwrap()
+    }
+
+    struct LocalStt;
+
+    impl SpeechToText for LocalStt {
+        fn transcribe(&mut self, _: &[f32]) -> Result<Transcript, SttError> {
+            Ok(Transcript {
+                segments: vec![Segment {
+                    start_secs: 0.0,
+                    end_secs: 0.0,
+                    text: "heard here".into(),
+                    no_speech_prob: 0.0,
+                }],
+            })
+        }
+    }
+
+    struct LocalVoice;
+
+    impl Voice for LocalVoice {
+        fn sample_rate(&self) -> u32 {
+            16_000
+        }
+        fn synthesize(&mut self, text: &str) -> Result<Vec<f32>, TtsError> {
+            Ok(vec![0.5; text.len()])
+        }
+    }
+
+    fn counting_loader<T: ?Sized + 'static>(make: fn() -> Box<T>) -> (Loader<T>, Arc<AtomicUsize>) {
+        let loads = Arc::new(AtomicUsize::new(0));
+        let counter = loads.clone();
+        let loader: Loader<T> = Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(make())
+        });
+        (loader, loads)
+    }
+
+    #[test]
+    fn a_server_that_is_down_is_stood_in_for_once_told_and_then_left_alone() {
+        let endpoint = nowhere();
+        let uri = endpoint.to_string();
+        let (loader, loads) = counting_loader::<dyn SpeechToText>(|| Box::new(LocalStt));
+        let mut stt =
+            SttWithFallback::new(WyomingStt::new(endpoint, None, None, quick()), Some(loader));
+        assert_eq!(loads.load(Ordering::SeqCst), 0, "loaded only when needed");
+        assert_eq!(stt.transcribe(&[0.0; 160]).unwrap().text(), "heard here");
+        let notice = stt.take_notice().unwrap();
+        assert!(
+            notice.contains(&uri) && notice.contains("local Whisper"),
+            "{notice}"
+        );
+        assert_eq!(stt.transcribe(&[0.0; 160]).unwrap().text(), "heard here");
+        assert_eq!(stt.take_notice(), None, "told once while the server rests");
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn without_a_stand_in_the_servers_error_is_the_jobs() {
+        let mut stt = SttWithFallback::new(WyomingStt::new(nowhere(), None, None, quick()), None);
+        for _ in 0..2 {
+            let err = stt.transcribe(&[0.0; 160]).unwrap_err().to_string();
+            assert!(err.contains("cannot connect"), "{err}");
+        }
+        let failing: Loader<dyn SpeechToText> =
+            Box::new(|| Err("ggml-tiny.en.bin is corrupt".into()));
+        let mut stt = SttWithFallback::new(
+            WyomingStt::new(nowhere(), None, None, quick()),
+            Some(failing),
+        );
+        let err = stt.transcribe(&[0.0; 160]).unwrap_err().to_string();
+        assert!(
+            err.contains("could not be loaded") && err.contains("corrupt"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_voice_server_down_at_start_leaves_the_local_voice_speaking_at_its_rate() {
+        let (loader, _) = counting_loader::<dyn Voice>(|| Box::new(LocalVoice));
+        let mut voice = VoiceWithFallback::connect(nowhere(), None, quick(), Some(loader));
+        assert_eq!(voice.sample_rate(), 16_000);
+        assert!(voice.take_notice().unwrap().contains("local Piper"));
+        assert_eq!(voice.synthesize("four").unwrap(), vec![0.5; 4]);
+        // Without a local voice Hark starts all the same and each clause
+        // fails with the server's error until it is back.
+        let mut voice = VoiceWithFallback::connect(nowhere(), None, quick(), None);
+        assert_eq!(voice.sample_rate(), ASSUMED_RATE);
+        let err = voice.synthesize("four").unwrap_err().to_string();
+        assert!(err.contains("cannot connect"), "{err}");
+    }
+}

@@ -14,6 +14,8 @@ pub mod client;
 pub mod codec;
 pub mod fallback;
 pub mod message;
+#[cfg(test)]
+mod testing;
 
 pub use client::{Deadlines, Endpoint, WyomingStt, WyomingVoice};
 pub use codec::{Decoder, Event, EventReader, Limits};

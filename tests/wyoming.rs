@@ -114,7 +114,7 @@ fn errors(log: &[serde_json::Value]) -> Vec<(String, String)> {
 }
 
 /// What the local Whisper hears in `wav`.
-fn heard(wav: &Path) -> String {
+fn heard_in(wav: &Path) -> String {
     stdout(&run(hark().arg("transcribe").arg(wav)))
 }
 
@@ -136,7 +136,7 @@ fn wyoming_piper_speaks_what_hark_says_with_no_piper_voice_installed() {
         .arg(&out)
         .arg(text));
     assert!(said.status.success(), "{}", stderr(&said));
-    let heard = heard(&out);
+    let heard = heard_in(&out);
     assert!(wer(text, &heard) <= 0.25, "said {text:?}, heard {heard:?}");
 }
 
@@ -165,7 +165,7 @@ fn a_conversation_runs_on_wyoming_ears_and_voice_without_local_whisper_or_piper(
         !interrupted && reply.split_whitespace().count() >= 3,
         "{reply:?}"
     );
-    let heard = heard(&dir.path().join("hark.wav"));
+    let heard = heard_in(&dir.path().join("hark.wav"));
     assert!(wer(reply, &heard) <= 0.5, "said {reply:?}, heard {heard:?}");
 }
 
@@ -268,7 +268,7 @@ fn servers_that_go_away_mid_conversation_are_stood_in_for_by_the_local_models() 
     // Both replies were spoken, the second by the local voice.
     let said: Vec<String> = replies(&log).into_iter().map(|(text, _)| text).collect();
     let said = said.join(" ");
-    let heard = heard(&dir.path().join("hark.wav"));
+    let heard = heard_in(&dir.path().join("hark.wav"));
     assert!(wer(&said, &heard) <= 0.5, "said {said:?}, heard {heard:?}");
 }
 
@@ -316,4 +316,139 @@ fn wyoming_faster_whisper_transcribes_the_corpus_as_well_as_local_whisper() {
         served_wer <= local_wer + 0.02,
         "WER through Wyoming {served_wer:.3} vs local {local_wer:.3}: {served:#?}"
     );
+}
+
+/// `hark wyoming serve` on a free port; killed on drop.
+struct HarkServer {
+    uri: String,
+    child: Child,
+}
+
+impl HarkServer {
+    fn start(extra: &[&str]) -> HarkServer {
+        let uri = format!("tcp://127.0.0.1:{}", free_port());
+        let child = hark()
+            .args(extra)
+            .args(["wyoming", "serve", "--listen", &uri])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut server = HarkServer { uri, child };
+        let endpoint: Endpoint = server.uri.parse().unwrap();
+        let started = Instant::now();
+        while hark_wyoming::client::describe(&endpoint, Deadlines::default()).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("hark wyoming serve exited: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "hark wyoming serve did not answer"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+}
+
+impl Drop for HarkServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs tests/wyoming_client.py with the Python `wyoming` package; its
+/// JSON answer.
+fn python_client(uri: &str, args: &[&str]) -> serde_json::Value {
+    let python = repo_root().join(".cache/wyoming/servers/bin/python");
+    assert!(
+        python.exists(),
+        "run scripts/wyoming-servers install (scripts/test does)"
+    );
+    let out = run(Command::new(python)
+        .arg(repo_root().join("tests/wyoming_client.py"))
+        .arg(uri)
+        .args(args));
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(stdout(&out).trim()).unwrap()
+}
+
+#[test]
+fn hark_serves_its_whisper_and_voice_to_the_python_wyoming_client() {
+    let server = HarkServer::start(&[]);
+    let info = python_client(&server.uri, &["describe"]);
+    assert_eq!(info["asr"][0]["name"], "hark-whisper", "{info:#}");
+    assert_eq!(info["asr"][0]["models"][0]["name"], "tiny.en", "{info:#}");
+    assert_eq!(
+        info["tts"][0]["voices"][0]["name"], "en_US-joe-medium",
+        "{info:#}"
+    );
+
+    let jfk = recording(testdata().join("jfk.wav"));
+    let heard = python_client(&server.uri, &["transcribe", jfk.to_str().unwrap()]);
+    let reference = "And so my fellow Americans, ask not what your country can do for you, \
+                     ask what you can do for your country.";
+    let text = heard["text"].as_str().unwrap_or_default();
+    assert!(wer(reference, text) <= 0.1, "{heard}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("spoken.wav");
+    let text = "The moon is made of rock and dust.";
+    let spoken = python_client(
+        &server.uri,
+        &[
+            "synthesize",
+            text,
+            wav.to_str().unwrap(),
+            "en_US-joe-medium",
+        ],
+    );
+    assert!(spoken["chunks"].as_u64().unwrap() > 0, "{spoken}");
+    let back = heard_in(&wav);
+    assert!(wer(text, &back) <= 0.25, "said {text:?}, heard {back:?}");
+    // A voice Hark does not have is an error event, not silence.
+    let other = python_client(
+        &server.uri,
+        &["synthesize", "Hi.", wav.to_str().unwrap(), "en_GB-alan"],
+    );
+    assert!(
+        other["error"].as_str().unwrap().contains("en_GB-alan"),
+        "{other}"
+    );
+}
+
+#[test]
+fn garbage_on_hark_s_server_loses_that_connection_only() {
+    use std::io::{Read, Write};
+    let server = HarkServer::start(&[]);
+    let port = server
+        .uri
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    for bytes in [
+        &b"\x00\xff garbage\n"[..],
+        b"{\"type\":\"audio-chunk\",\"payload_length\":4000000000}\n",
+    ] {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(bytes).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("\"type\":\"error\""), "{answer}");
+    }
+    // A client that vanishes mid-utterance.
+    {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .write_all(b"{\"type\":\"audio-chunk\",\"data_length\":38,\"payload_length\":64000}\n")
+            .unwrap();
+    }
+    let info = python_client(&server.uri, &["describe"]);
+    assert_eq!(info["asr"][0]["name"], "hark-whisper");
 }

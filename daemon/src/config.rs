@@ -33,6 +33,7 @@ use hark_session::{AudioConfig, ListenMode, SessionConfig, ToolConfig};
 use hark_skills::SkillsConfig;
 use hark_stt::SttConfig;
 use hark_tts::TtsConfig;
+use hark_wyoming::WyomingConfig;
 use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
@@ -51,6 +52,8 @@ pub struct HarkConfig {
     pub turn: EndpointConfig,
     pub skills: SkillsConfig,
     pub daemon: DaemonConfig,
+    /// Hark as a Wyoming server (`[wyoming]`).
+    pub wyoming: WyomingConfig,
     /// Commands a model may call (`[[tools]]`); none by default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolConfig>,
@@ -103,7 +106,8 @@ impl Settings for HarkConfig {
                 ));
             }
         }
-        self.daemon.validate().map_err(within("daemon"))
+        self.daemon.validate().map_err(within("daemon"))?;
+        self.wyoming.validate().map_err(within("wyoming"))
     }
 }
 
@@ -152,6 +156,7 @@ fn docs() -> Docs {
         .section::<EndpointConfig>("turn")
         .section::<SkillsConfig>("skills")
         .section::<DaemonConfig>("daemon")
+        .section::<WyomingConfig>("wyoming")
 }
 
 const HEADER: &str = r#"# Hark configuration.

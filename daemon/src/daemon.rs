@@ -135,6 +135,13 @@ async fn serve(
         path = OBJECT_PATH,
         "serving on the session bus"
     );
+    // Home Assistant's way in; a port that cannot be had is logged, and
+    // the daemon serves D-Bus all the same.
+    let _wyoming = config.wyoming.listen.as_deref().and_then(|listen| {
+        crate::wyoming::start(listen, &config, &store)
+            .map_err(|e| tracing::error!("{e:#}"))
+            .ok()
+    });
 
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel::<SessionEvent>();
     let pump = tokio::spawn(pump_signals(

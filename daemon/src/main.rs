@@ -22,6 +22,7 @@ mod progress;
 mod service;
 mod speak;
 mod transcribe;
+mod wyoming;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -133,6 +134,9 @@ enum Command {
     /// Print or check the configuration file.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Home Assistant's Wyoming protocol: serve Hark's Whisper and voice.
+    #[command(subcommand)]
+    Wyoming(wyoming::WyomingCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(manpage::CompletionsArgs),
     /// Write the man pages into a directory.
@@ -267,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Converse(args) => converse::run(args, &globals),
         Command::Daemon(args) => daemon::run(args, &globals),
         Command::Bench(cmd) => bench::run(cmd, &globals),
+        Command::Wyoming(cmd) => wyoming::run(cmd, &globals),
         Command::Status
         | Command::Interrupt
         | Command::Mute

@@ -288,7 +288,7 @@ pub fn voice(config: &TtsConfig, store: &ModelStore) -> anyhow::Result<Box<dyn V
 
 /// The name a Wyoming server knows a voice by: Piper's file name without
 /// `.onnx` (`joe-medium` in the catalogue is `en_US-joe-medium`).
-fn wyoming_voice_name(voice: &str) -> String {
+pub(crate) fn wyoming_voice_name(voice: &str) -> String {
     let file = if voice == PIPER_JOE_MEDIUM.name {
         PIPER_JOE_MEDIUM.file_name
     } else {

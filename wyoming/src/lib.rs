@@ -7,6 +7,8 @@
 //!   [`WyomingStt`] is a `hark_stt::SpeechToText`, [`WyomingVoice`] a
 //!   `hark_tts::Voice`, so the session runs them on "hark-stt" and
 //!   "hark-tts" exactly like Whisper and Piper.
+//! - [`server`]: Hark as a Wyoming server, its Whisper and its voice
+//!   offered to Home Assistant.
 //! - [`fallback`]: the same with the local model standing by for a server
 //!   that fails.
 
@@ -14,6 +16,8 @@ pub mod client;
 pub mod codec;
 pub mod fallback;
 pub mod message;
+pub mod server;
+pub mod settings;
 #[cfg(test)]
 mod testing;
 
@@ -21,6 +25,8 @@ pub use client::{Deadlines, Endpoint, WyomingStt, WyomingVoice};
 pub use codec::{Decoder, Event, EventReader, Limits};
 pub use fallback::{SttWithFallback, VoiceWithFallback};
 pub use message::{AudioFormat, Info, Message};
+pub use server::{ServerLimits, Services, WyomingServer};
+pub use settings::WyomingConfig;
 
 /// What went wrong talking Wyoming.
 #[derive(Debug, thiserror::Error)]

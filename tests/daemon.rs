@@ -1538,3 +1538,81 @@ fn skills_answer_over_dbus_and_timers_fire_and_survive_a_restart() {
     ok(&again.call("CancelTimer", &["s", "t2"]));
     assert_eq!(again.property("Timers"), "a(sst) 0");
 }
+
+#[test]
+fn home_assistant_runs_hark_as_its_wyoming_satellite() {
+    use std::io::{BufRead, BufReader};
+    let port = common::http::free_port();
+    let uri = format!("tcp://127.0.0.1:{port}");
+    let daemon = Daemon::start_with(&["--set", &format!("wyoming.listen={uri}")]);
+    daemon.wait_state("listening", Duration::from_secs(30));
+    let question = daemon.path("question.wav");
+    ok(&run(hark()
+        .args(["say", "--output"])
+        .arg(&question)
+        .arg("What is the capital of France?")));
+    // Home Assistant's answer, in a voice of its own (here Hark's, made
+    // beforehand: Hark only plays what it is sent).
+    let answer_text = "Paris is the capital of France.";
+    let answer = daemon.path("answer.wav");
+    ok(&run(hark()
+        .args(["say", "--output"])
+        .arg(&answer)
+        .arg(answer_text)));
+    let heard = daemon.path("heard.wav");
+    let python = repo_root().join(".cache/wyoming/servers/bin/python");
+    assert!(
+        python.exists(),
+        "run scripts/wyoming-servers install (scripts/test does)"
+    );
+    let mut home_assistant = Command::new(python)
+        .arg(repo_root().join("tests/wyoming_client.py"))
+        .args([uri.as_str(), "satellite"])
+        .arg(&heard)
+        .arg("What is the capital of France?")
+        .arg(answer_text)
+        .arg(&answer)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(home_assistant.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "running");
+    std::thread::sleep(Duration::from_millis(300));
+    let monitor = daemon.monitor("signals");
+    let recording = daemon.path("speaker.wav");
+    let recorder = daemon.rig.record_speaker(&recording);
+    daemon.rig.play_into_mic(&question);
+    let result: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("the satellite's result").unwrap()).unwrap();
+    let status = home_assistant.wait().unwrap();
+    finish_recording(recorder);
+    assert!(status.success(), "{}", daemon.stderr());
+    // Home Assistant saw a satellite, and was sent the utterance to run
+    // from speech to text through to speech.
+    assert_eq!(result["satellite"]["name"], "Hark", "{result}");
+    assert_eq!(result["pipeline"]["start_stage"], "asr", "{result}");
+    assert_eq!(result["pipeline"]["end_stage"], "tts", "{result}");
+    let sent = stdout(&run(hark().arg("transcribe").arg(&heard)));
+    assert!(
+        wer("What is the capital of France?", &sent) <= HEARD,
+        "sent {sent:?}"
+    );
+    // Hark played Home Assistant's answer, reported it as the turn, and
+    // told Home Assistant it was played (the script waited for `played`).
+    let finished = daemon.wait_signal("signals", "TurnFinished", 1, Duration::from_secs(20));
+    assert_eq!(finished["text"], answer_text, "{finished}");
+    let played = stdout(&run(hark().arg("transcribe").arg(&recording)));
+    assert!(
+        played.to_lowercase().contains("paris"),
+        "the speaker played {played:?}"
+    );
+    // Home Assistant answered, not Hark's own model.
+    let events = events(&daemon.path("events.jsonl"));
+    assert!(
+        named(&events, "generation_finished").is_empty(),
+        "{:#?}",
+        named(&events, "generation_finished")
+    );
+    stop(monitor);
+}

@@ -4,6 +4,12 @@ Home Assistant's Wyoming integration uses), for tests/wyoming.rs.
     python wyoming_client.py URI describe
     python wyoming_client.py URI transcribe IN.wav
     python wyoming_client.py URI synthesize TEXT OUT.wav [VOICE]
+    python wyoming_client.py URI satellite HEARD.wav TRANSCRIPT ANSWER ANSWER.wav
+
+`satellite` plays Home Assistant's part: it runs the satellite, saves the
+utterance the satellite sends, answers with TRANSCRIPT, ANSWER and
+ANSWER.wav's audio, and waits for `played`. It prints "running" as soon
+as the satellite runs.
 
 Prints one JSON object: the info, the transcript, or what came back."""
 
@@ -17,6 +23,9 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop, wav_to_chunks
 from wyoming.client import AsyncClient
 from wyoming.error import Error
 from wyoming.info import Describe, Info
+from wyoming.pipeline import RunPipeline
+from wyoming.satellite import RunSatellite
+from wyoming.snd import Played
 from wyoming.tts import Synthesize, SynthesizeVoice
 
 
@@ -63,12 +72,47 @@ async def synthesize(client, text, path, voice):
             return {"error": Error.from_event(event).text}
 
 
+async def satellite(client, heard_path, transcript, answer, answer_path):
+    info = await describe(client)
+    await client.write_event(RunSatellite().event())
+    print("running", flush=True)
+    pipeline, heard = None, None
+    while True:
+        event = await client.read_event()
+        if RunPipeline.is_type(event.type):
+            run = RunPipeline.from_event(event)
+            pipeline = {"start_stage": run.start_stage.value, "end_stage": run.end_stage.value}
+        elif AudioStart.is_type(event.type):
+            start = AudioStart.from_event(event)
+            heard = wave.open(heard_path, "wb")
+            heard.setframerate(start.rate)
+            heard.setsampwidth(start.width)
+            heard.setnchannels(start.channels)
+        elif AudioChunk.is_type(event.type) and heard:
+            heard.writeframes(AudioChunk.from_event(event).audio)
+        elif AudioStop.is_type(event.type) and heard:
+            heard.close()
+            break
+    await client.write_event(Transcript(text=transcript).event())
+    await client.write_event(Synthesize(text=answer).event())
+    with wave.open(answer_path, "rb") as wav:
+        for message in wav_to_chunks(wav, 1024, start_event=True, stop_event=True):
+            await client.write_event(message.event())
+    while True:
+        event = await client.read_event()
+        if Played.is_type(event.type):
+            break
+    return {"satellite": info.get("satellite"), "pipeline": pipeline, "played": True}
+
+
 async def main(uri, command, *args):
     async with AsyncClient.from_uri(uri) as client:
         if command == "describe":
             result = await describe(client)
         elif command == "transcribe":
             result = await transcribe(client, *args)
+        elif command == "satellite":
+            result = await satellite(client, *args)
         else:
             text, path, *voice = args
             result = await synthesize(client, text, path, voice[0] if voice else None)

@@ -138,7 +138,7 @@ async fn serve(
     // Home Assistant's way in; a port that cannot be had is logged, and
     // the daemon serves D-Bus all the same.
     let _wyoming = config.wyoming.listen.as_deref().and_then(|listen| {
-        crate::wyoming::start(listen, &config, &store)
+        crate::wyoming::start(listen, &config, &store, Some(inbox.clone()))
             .map_err(|e| tracing::error!("{e:#}"))
             .ok()
     });

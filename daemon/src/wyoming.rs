@@ -7,14 +7,20 @@
 //! nobody calls. Each engine serves one request at a time.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use hark_models::store::ModelStore;
+use hark_session::core::{Command, CoreInput};
+use hark_session::satellite::{SatelliteEvent, SatellitePipeline};
 use hark_stt::{SpeechToText, WhisperStt};
 use hark_tts::PiperVoice;
-use hark_wyoming::message::{Attribution, Info, Model, Program, VoiceChoice};
+use hark_wyoming::message::{
+    encode_s16le, Attribution, AudioFormat, Info, Message, Model, Program, Satellite, VoiceChoice,
+};
+use hark_wyoming::server::SatelliteHost;
 use hark_wyoming::{Endpoint, ServerLimits, Services, WyomingServer};
 
 use crate::config::HarkConfig;
@@ -47,7 +53,7 @@ pub fn run(command: WyomingCommand, globals: &Globals) -> anyhow::Result<()> {
         .listen
         .or_else(|| config.wyoming.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
-    let server = start(&listen, &config, &store)?;
+    let server = start(&listen, &config, &store, None)?;
     eprintln!(
         "hark: serving Wyoming on {} (Ctrl-C stops)",
         server.endpoint()
@@ -69,14 +75,20 @@ pub fn run(command: WyomingCommand, globals: &Globals) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The core's inbox, once the models are loaded (the daemon's).
+pub type Inbox = tokio::sync::watch::Receiver<Option<SyncSender<CoreInput>>>;
+
 /// The server on `listen` with Hark's engines as `config` names them.
 pub fn start(
     listen: &str,
     config: &HarkConfig,
     store: &ModelStore,
+    inbox: Option<Inbox>,
 ) -> anyhow::Result<WyomingServer> {
     let endpoint: Endpoint = listen.parse().context("wyoming.listen")?;
-    let services = Arc::new(HarkServices::new(config.clone(), store.clone()));
+    let mut services = HarkServices::new(config.clone(), store.clone());
+    services.satellite = inbox.map(DaemonSatellite::new);
+    let services = Arc::new(services);
     let limits = ServerLimits {
         max_connections: config.wyoming.max_connections,
         ..ServerLimits::default()
@@ -94,6 +106,7 @@ struct HarkServices {
     voice_name: String,
     stt: Mutex<Option<WhisperStt>>,
     voice: Mutex<Option<PiperVoice>>,
+    satellite: Option<DaemonSatellite>,
 }
 
 impl HarkServices {
@@ -105,6 +118,7 @@ impl HarkServices {
             voice_name,
             stt: Mutex::new(None),
             voice: Mutex::new(None),
+            satellite: None,
         }
     }
 }
@@ -185,6 +199,25 @@ impl Services for HarkServices {
                 supports_synthesize_streaming: Some(true),
                 ..Program::default()
             }],
+            satellite: self.satellite.as_ref().map(|_| Satellite {
+                name: "Hark".into(),
+                attribution: Attribution {
+                    name: "Hark".into(),
+                    url: String::new(),
+                },
+                installed: true,
+                description: Some(
+                    "Hark's microphone and speaker, with its echo cancellation, \
+                     turn-taking and barge-in"
+                        .into(),
+                ),
+                version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+                has_vad: Some(true),
+                active_wake_words: Some(Vec::new()),
+                max_active_wake_words: Some(0),
+                supports_trigger: Some(false),
+                ..Satellite::default()
+            }),
             ..Info::default()
         }
     }
@@ -199,6 +232,10 @@ impl Services for HarkServices {
                     .map_err(|e| e.to_string())
             },
         )
+    }
+
+    fn satellite(&self) -> Option<&dyn SatelliteHost> {
+        self.satellite.as_ref().map(|s| s as &dyn SatelliteHost)
     }
 
     fn synthesize(
@@ -225,5 +262,141 @@ impl Services for HarkServices {
                     .map_err(|e| e.to_string())
             },
         )
+    }
+}
+
+/// Hark as Home Assistant's satellite: the pipeline's events become the
+/// core's `Command::Satellite`s; the core's utterances go back as
+/// `run-pipeline` and audio (see `hark_session::satellite`).
+struct DaemonSatellite {
+    inbox: Inbox,
+    /// A server runs the satellite now.
+    running: Mutex<bool>,
+    /// The answer's audio as it arrives.
+    answer: Mutex<Option<(AudioFormat, Vec<f32>)>>,
+}
+
+impl DaemonSatellite {
+    fn new(inbox: Inbox) -> Self {
+        Self {
+            inbox,
+            running: Mutex::new(false),
+            answer: Mutex::new(None),
+        }
+    }
+
+    /// Hands `event` to the core, waiting if its inbox is full (on this
+    /// connection's own thread).
+    fn post(&self, event: SatelliteEvent) -> Result<(), String> {
+        let inbox = self
+            .inbox
+            .borrow()
+            .clone()
+            .ok_or("Hark is still loading its models")?;
+        inbox
+            .send(CoreInput::Command(Command::Satellite(event)))
+            .map_err(|_| "Hark's conversation has stopped".to_owned())
+    }
+}
+
+impl SatelliteHost for DaemonSatellite {
+    fn start(&self, to_server: SyncSender<Message>) -> Result<(), String> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if *running {
+            return Err("another server already runs Hark as its satellite".into());
+        }
+        self.post(SatelliteEvent::Attach(Box::new(PipelineOut { to_server })))?;
+        *running = true;
+        tracing::info!("a Wyoming server runs Hark as its satellite");
+        Ok(())
+    }
+
+    fn event(&self, message: Message) {
+        let event = match message {
+            Message::Transcript { text, .. } => SatelliteEvent::Transcript(text),
+            Message::Synthesize { text, .. } => SatelliteEvent::Reply(text),
+            Message::AudioStart { format, .. } => {
+                *self.answer.lock().unwrap_or_else(|p| p.into_inner()) = Some((format, Vec::new()));
+                return;
+            }
+            Message::AudioChunk { format, audio, .. } => {
+                let mut answer = self.answer.lock().unwrap_or_else(|p| p.into_inner());
+                let (_, samples) = answer.get_or_insert_with(|| (format, Vec::new()));
+                samples.extend(format.decode(&audio));
+                return;
+            }
+            Message::AudioStop { .. } => {
+                let answer = self.answer.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let Some((format, pcm)) = answer else {
+                    return;
+                };
+                SatelliteEvent::Audio {
+                    pcm,
+                    rate: format.rate,
+                }
+            }
+            Message::Error { text, .. } => {
+                SatelliteEvent::Failed(format!("the pipeline failed: {text}"))
+            }
+            _ => return,
+        };
+        if let Err(e) = self.post(event) {
+            tracing::warn!("satellite event dropped: {e}");
+        }
+    }
+
+    fn stop(&self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if *running {
+            *running = false;
+            let _ = self.post(SatelliteEvent::Detach);
+            tracing::info!("the Wyoming server stopped running Hark as its satellite");
+        }
+    }
+}
+
+/// The core's way out to the pipeline: Wyoming events, queued.
+struct PipelineOut {
+    to_server: SyncSender<Message>,
+}
+
+/// Samples per `audio-chunk` sent to the pipeline (256 ms: a 28 s
+/// utterance fits the queue).
+const SATELLITE_CHUNK: usize = 4096;
+
+impl PipelineOut {
+    fn queue(&self, message: Message) {
+        if self.to_server.try_send(message).is_err() {
+            tracing::warn!("the satellite's server is not reading: an event was dropped");
+        }
+    }
+}
+
+impl SatellitePipeline for PipelineOut {
+    fn run(&mut self, audio: &[f32]) {
+        let format = AudioFormat::HARK_INPUT;
+        self.queue(Message::RunPipeline {
+            start_stage: "asr".into(),
+            end_stage: "tts".into(),
+            restart_on_end: false,
+        });
+        self.queue(Message::AudioStart {
+            format,
+            timestamp: Some(0),
+        });
+        for (i, chunk) in audio.chunks(SATELLITE_CHUNK).enumerate() {
+            self.queue(Message::AudioChunk {
+                format,
+                timestamp: Some((i * SATELLITE_CHUNK / 16) as u64),
+                audio: encode_s16le(chunk),
+            });
+        }
+        self.queue(Message::AudioStop {
+            timestamp: Some((audio.len() / 16) as u64),
+        });
+    }
+
+    fn played(&mut self) {
+        self.queue(Message::Played);
     }
 }

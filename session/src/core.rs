@@ -32,6 +32,7 @@ use crate::events::{HistoryTurn, SessionEvent, Subscriber};
 use crate::hearing::{HearingEvent, PauseWords};
 use crate::input::{ExternalInput, InputSwitch};
 use crate::prepared::{FirstClause, Prepared, PROVISIONAL};
+use crate::satellite::{Satellite, SatelliteEvent};
 use crate::speaker::{PlaybackReport, SpeakerCommand};
 use crate::workers::{Refused, Workers};
 use crate::SessionError;
@@ -133,6 +134,9 @@ pub enum Command {
         arguments: serde_json::Value,
         reply: Reply<String>,
     },
+    /// Home Assistant runs Hark as its Wyoming satellite, answers through
+    /// it, or stops (see `satellite`).
+    Satellite(SatelliteEvent),
     /// Finish the current reply (if any) and stop.
     Stop,
 }
@@ -294,6 +298,8 @@ pub struct Core {
     /// The latest end of speech and when the core heard of it (ms): the
     /// endpoint decision's time for the turn it ends.
     last_endpoint: Option<(u64, u64)>,
+    /// Home Assistant's pipeline, while it runs Hark as its satellite.
+    satellite: Option<Satellite>,
 }
 
 impl Core {
@@ -342,6 +348,7 @@ impl Core {
             over_reply: None,
             next_provisional: PROVISIONAL,
             last_endpoint: None,
+            satellite: None,
         }
     }
 
@@ -827,7 +834,10 @@ impl Core {
     /// one is already on its way (so a final transcript never waits behind
     /// more than one) or nobody is being listened to.
     fn transcribe_partial(&mut self, audio: Vec<f32>) {
-        if self.partial_in_flight || self.conversation.state() != State::UserSpeaking {
+        if self.partial_in_flight
+            || self.conversation.state() != State::UserSpeaking
+            || self.satellite.is_some()
+        {
             return;
         }
         let job = SttJob {
@@ -850,7 +860,7 @@ impl Core {
             .speculation
             .as_ref()
             .is_some_and(|s| s.waiting.is_some());
-        if owed || self.conversation.state() != State::UserSpeaking {
+        if owed || self.conversation.state() != State::UserSpeaking || self.satellite.is_some() {
             return;
         }
         let job = SttJob {
@@ -1223,6 +1233,7 @@ impl Core {
                 }
             }
             Command::Interrupt => self.feed(now, Event::Interrupt),
+            Command::Satellite(event) => self.satellite_event(now, event),
             Command::SetMuted(muted) => {
                 self.user_muted = muted;
                 self.emit(now, SessionEvent::Muted { muted });
@@ -1341,6 +1352,9 @@ impl Core {
                 if let Some(asker) = self.asking.take() {
                     self.pending_asks.push((reply, asker));
                 }
+                if self.satellite_answers(reply) {
+                    return;
+                }
                 if !self.answer_with_skill(now, reply, &history) {
                     self.start_generation(now, reply, history);
                 }
@@ -1353,7 +1367,9 @@ impl Core {
                 }
             }
             Action::Synthesize { clause, text } => {
-                if self.prepared_clause(now, clause, &text) {
+                if self.prepared_clause(now, clause, &text)
+                    || self.satellite_clause(now, clause, &text)
+                {
                     return;
                 }
                 if let Err(e) = self.workers.voice.synthesize(clause, text) {
@@ -1395,6 +1411,15 @@ impl Core {
             self.owe_empty_transcript(utterance);
             return;
         };
+        // Speech over Hark is judged here (a "mhm" must not start a
+        // pipeline); a turn of the user's goes to the satellite's.
+        if self.conversation.state() != State::Speaking {
+            if let Some(satellite) = &mut self.satellite {
+                satellite.pipeline.run(&ended.audio);
+                satellite.awaiting_transcript = Some(utterance);
+                return;
+            }
+        }
         if let Some(s) = self
             .speculation
             .as_mut()
@@ -1432,6 +1457,146 @@ impl Core {
             self.error(now, "speech-to-text", e.to_string());
             self.owe_empty_transcript(utterance);
         }
+    }
+
+    /// What Home Assistant's pipeline sent, while Hark is its satellite.
+    fn satellite_event(&mut self, now: u64, event: SatelliteEvent) {
+        if let SatelliteEvent::Attach(pipeline) = event {
+            tracing::info!("Home Assistant runs Hark as its satellite: it hears and answers");
+            self.satellite = Some(Satellite::new(pipeline));
+            return;
+        }
+        let Some(satellite) = &mut self.satellite else {
+            tracing::debug!(?event, "not a satellite now; ignored");
+            return;
+        };
+        match event {
+            SatelliteEvent::Attach(_) => unreachable!("handled above"),
+            SatelliteEvent::Detach => {
+                tracing::info!("Home Assistant stopped running Hark as its satellite");
+                let satellite = self.satellite.take().expect("checked above");
+                if let Some(utterance) = satellite.awaiting_transcript {
+                    self.owe_empty_transcript(utterance);
+                }
+                if let Some(reply) = satellite.reply {
+                    self.owed.push_back(Event::ReplyFinished { reply });
+                }
+            }
+            SatelliteEvent::Transcript(text) => {
+                let Some(utterance) = satellite.awaiting_transcript.take() else {
+                    return;
+                };
+                satellite.answers_next = !text.trim().is_empty();
+                self.final_transcript(now, utterance, text, 0, false, false);
+            }
+            SatelliteEvent::Reply(text) => match satellite.reply {
+                Some(reply) if satellite.early_text.is_none() => {
+                    satellite.expect(&self.conversation.config().chunking, &text);
+                    satellite.early_text = Some(String::new());
+                    self.feed(now, Event::ReplyToken { reply, text });
+                    self.feed(now, Event::ReplyFinished { reply });
+                }
+                _ => satellite.early_text = Some(text),
+            },
+            SatelliteEvent::Audio { pcm, rate } => {
+                let speaker_rate = self.workers.speaker.rate();
+                let audio = if rate == speaker_rate {
+                    pcm
+                } else {
+                    match hark_audio::resample::resample_mono(&pcm, rate, speaker_rate) {
+                        Ok(audio) => audio,
+                        Err(e) => {
+                            self.error(
+                                now,
+                                "satellite",
+                                format!("cannot resample the answer: {e}"),
+                            );
+                            return;
+                        }
+                    }
+                };
+                let satellite = self.satellite.as_mut().expect("checked above");
+                for (clause, pcm) in satellite.audio_arrived(audio) {
+                    self.accept(
+                        now,
+                        CoreInput::Synthesized(Synthesized {
+                            clause,
+                            audio: Ok(pcm),
+                            rate: speaker_rate,
+                            synth_ms: 0,
+                            notice: None,
+                        }),
+                    );
+                }
+            }
+            SatelliteEvent::Failed(message) => {
+                let (utterance, reply) = (satellite.awaiting_transcript.take(), satellite.reply);
+                satellite.reset_reply();
+                self.error(now, "satellite", message);
+                if let Some(utterance) = utterance {
+                    self.feed(
+                        now,
+                        Event::Transcript {
+                            utterance,
+                            text: String::new(),
+                        },
+                    );
+                }
+                if let Some(reply) = reply {
+                    self.feed(now, Event::ReplyFinished { reply });
+                }
+            }
+        }
+    }
+
+    /// The turn machine started `reply`: Home Assistant answers it when it
+    /// answers the satellite's transcript.
+    fn satellite_answers(&mut self, reply: ReplyId) -> bool {
+        let Some(satellite) = self.satellite.as_mut().filter(|s| s.answers_next) else {
+            return false;
+        };
+        satellite.answers_next = false;
+        satellite.reply = Some(reply);
+        if let Some(text) = satellite.early_text.take() {
+            satellite.expect(&self.conversation.config().chunking, &text);
+            satellite.early_text = Some(String::new());
+            self.owed.push_back(Event::ReplyToken { reply, text });
+            self.owed.push_back(Event::ReplyFinished { reply });
+        }
+        true
+    }
+
+    /// A clause of Home Assistant's answer: its share of the answer's
+    /// audio, now or when it comes.
+    fn satellite_clause(&mut self, now: u64, clause: ClauseId, text: &str) -> bool {
+        let Some(satellite) = self.satellite.as_mut().filter(|s| s.reply.is_some()) else {
+            return false;
+        };
+        match satellite.claim(clause, text) {
+            None => false,
+            Some(None) => true,
+            Some(Some(pcm)) => {
+                let rate = self.workers.speaker.rate();
+                self.owed_audio(now, clause, pcm, rate);
+                true
+            }
+        }
+    }
+
+    /// Audio for `clause` that needs no voice, delivered as the voice's
+    /// would be.
+    fn owed_audio(&mut self, now: u64, clause: ClauseId, pcm: Vec<f32>, rate: u32) {
+        let audio_ms = pcm.len() as u64 * 1000 / u64::from(rate.max(1));
+        self.emit(
+            now,
+            SessionEvent::Synthesized {
+                clause,
+                synth_ms: 0,
+                audio_ms,
+            },
+        );
+        self.synthesized.insert(clause, pcm);
+        self.owed.push_back(Event::ClauseSynthesized { clause });
     }
 
     fn owe_empty_transcript(&mut self, utterance: u64) {
@@ -1530,6 +1695,11 @@ impl Core {
                     },
                 );
                 self.outcome.turns.push(record);
+                if let Some(satellite) = self.satellite.as_mut().filter(|s| s.reply == Some(reply))
+                {
+                    satellite.pipeline.played();
+                    satellite.reset_reply();
+                }
                 if let Some(at) = self.pending_asks.iter().position(|(r, _)| *r == reply) {
                     let (_, asker) = self.pending_asks.swap_remove(at);
                     asker.send(text);

@@ -28,6 +28,7 @@ pub mod input;
 pub mod listen;
 pub mod output;
 mod prepared;
+pub mod satellite;
 pub mod session;
 mod settings;
 pub mod speaker;

@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -35,7 +36,28 @@ pub trait Services: Send + Sync + 'static {
         text: &str,
         voice: Option<&VoiceChoice>,
     ) -> Result<(Vec<f32>, u32), String>;
+    /// Hark as a satellite, where it can be one (the daemon, with its
+    /// microphone and speaker).
+    fn satellite(&self) -> Option<&dyn SatelliteHost> {
+        None
+    }
 }
+
+/// Hark's side of being a Wyoming satellite: a server (Home Assistant)
+/// sends `run-satellite`, then the pipeline's events; Hark sends
+/// `run-pipeline` and the user's audio through `to_server`.
+pub trait SatelliteHost: Send + Sync {
+    /// The server runs the satellite; what Hark sends it goes through
+    /// `to_server` (never blocking: a full queue drops, with a log).
+    fn start(&self, to_server: SyncSender<Message>) -> Result<(), String>;
+    /// An event of the pipeline's, for the running satellite.
+    fn event(&self, message: Message);
+    /// The server paused the satellite or went away.
+    fn stop(&self);
+}
+
+/// Events queued for a satellite's server.
+pub const SATELLITE_QUEUE: usize = 512;
 
 /// How much one client may ask of the server.
 #[derive(Debug, Clone, Copy)]
@@ -284,28 +306,113 @@ fn serve_connection(
     let reader_side = client.prepare(limits)?;
     let mut reader = EventReader::with_limits(reader_side, limits.framing);
     let mut pending = Pending::default();
-    loop {
+    let mut satellite: Option<SatelliteRun> = None;
+    let result = loop {
         let event = match reader.read_event() {
             Ok(Some(event)) => event,
-            Ok(None) => return Ok(()),
-            Err(WyomingError::Io(e)) => return Err(WyomingError::Io(e)),
+            Ok(None) => break Ok(()),
+            Err(WyomingError::Io(e)) => break Err(WyomingError::Io(e)),
             Err(e) => {
                 let _ = send_error(&mut writer, "protocol", &e.to_string());
-                return Err(e);
+                break Err(e);
             }
         };
         let message = match Message::from_event(event) {
             Ok(message) => message,
             Err(e) => {
                 let _ = send_error(&mut writer, "bad-event", &e.to_string());
-                return Err(e);
+                break Err(e);
             }
         };
+        if let Some(run) = &satellite {
+            if run.closed.load(Ordering::SeqCst) {
+                break Err(WyomingError::Protocol(
+                    "the satellite's server stopped reading".into(),
+                ));
+            }
+            match message {
+                Message::Describe => run.send(Message::Info(Box::new(services.info()))),
+                Message::Ping { text } => run.send(Message::Pong { text }),
+                Message::RunSatellite => {}
+                Message::PauseSatellite => {
+                    satellite = None;
+                    if let Some(host) = services.satellite() {
+                        host.stop();
+                    }
+                }
+                message => {
+                    if let Some(host) = services.satellite() {
+                        host.event(message);
+                    }
+                }
+            }
+            continue;
+        }
+        if message == Message::RunSatellite {
+            match start_satellite(services, client, limits) {
+                Ok(run) => satellite = Some(run),
+                Err(e) => {
+                    let _ = send_error(&mut writer, "no-satellite", &e);
+                }
+            }
+            continue;
+        }
         if let Err(refusal) = answer(message, &mut pending, &mut writer, services, limits)? {
             let _ = send_error(&mut writer, "too-large", &refusal);
-            return Err(WyomingError::Protocol(refusal));
+            break Err(WyomingError::Protocol(refusal));
+        }
+    };
+    if satellite.is_some() {
+        if let Some(host) = services.satellite() {
+            host.stop();
         }
     }
+    result
+}
+
+/// A satellite run on this connection: what Hark sends goes through a
+/// queue to a writer thread of its own, so neither the core nor this
+/// connection's reader ever waits on the socket.
+struct SatelliteRun {
+    to_server: SyncSender<Message>,
+    /// The writer gave up (the server stopped reading or went away).
+    closed: Arc<AtomicBool>,
+}
+
+impl SatelliteRun {
+    fn send(&self, message: Message) {
+        if self.to_server.try_send(message).is_err() {
+            tracing::warn!("the satellite's server is not reading; an event was dropped");
+        }
+    }
+}
+
+fn start_satellite(
+    services: &dyn Services,
+    client: &Client,
+    limits: &ServerLimits,
+) -> Result<SatelliteRun, String> {
+    let host = services
+        .satellite()
+        .ok_or("Hark is not a satellite here (it is one in `hark daemon` with [wyoming] listen)")?;
+    let mut writer = client.prepare(limits).map_err(|e| e.to_string())?;
+    let (to_server, queued) = sync_channel::<Message>(SATELLITE_QUEUE);
+    let closed = Arc::new(AtomicBool::new(false));
+    let closing = closed.clone();
+    std::thread::Builder::new()
+        .name("hark-wyoming-sat".into())
+        .spawn(move || {
+            for message in queued {
+                if let Err(e) = send(&mut writer, &message) {
+                    tracing::warn!("the satellite's server: {e}");
+                    closing.store(true, Ordering::SeqCst);
+                    break;
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    host.start(to_server.clone())?;
+    Ok(SatelliteRun { to_server, closed })
 }
 
 /// Acts on one message. The outer error is the socket's; the inner one a

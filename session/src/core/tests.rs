@@ -1410,3 +1410,127 @@ fn a_failed_speculative_transcript_costs_a_whisper_run_or_an_apology_never_the_t
         .collect();
     assert_eq!(spoken.join(" "), UNHEARD_REPLY);
 }
+
+/// What the core sent Home Assistant's pipeline.
+#[derive(Debug, Clone, PartialEq)]
+enum Piped {
+    Run(usize),
+    Played,
+}
+
+struct FakePipeline(Arc<Mutex<Vec<Piped>>>);
+
+impl crate::satellite::SatellitePipeline for FakePipeline {
+    fn run(&mut self, audio: &[f32]) {
+        self.0.lock().unwrap().push(Piped::Run(audio.len()));
+    }
+    fn played(&mut self) {
+        self.0.lock().unwrap().push(Piped::Played);
+    }
+}
+
+#[test]
+fn as_a_satellite_home_assistant_hears_and_answers_and_hark_plays_and_minds_barge_in() {
+    use crate::satellite::SatelliteEvent;
+    let mut rig = Rig::new();
+    let piped: Arc<Mutex<Vec<Piped>>> = Arc::default();
+    rig.command(
+        0,
+        Command::Satellite(SatelliteEvent::Attach(Box::new(FakePipeline(
+            piped.clone(),
+        )))),
+    );
+    // The user's turn goes to the pipeline, not to Whisper or the model.
+    assert_eq!(rig.user_speaks(1000, 2000), None, "{:?}", rig.take_calls());
+    assert_eq!(*piped.lock().unwrap(), vec![Piped::Run(16_000)]);
+    rig.command(
+        2400,
+        Command::Satellite(SatelliteEvent::Transcript(
+            "What is the capital of France?".into(),
+        )),
+    );
+    rig.command(
+        2500,
+        Command::Satellite(SatelliteEvent::Reply(
+            "Paris is the capital of France. It lies on the Seine.".into(),
+        )),
+    );
+    let calls = rig.take_calls();
+    assert!(
+        !calls.iter().any(|c| matches!(
+            c,
+            Call::Generate { .. } | Call::Synthesize { .. } | Call::Transcribe { .. }
+        )),
+        "{calls:?}"
+    );
+    // Its voice: two seconds at 8 kHz, played at the speaker's 16 kHz.
+    rig.command(
+        2600,
+        Command::Satellite(SatelliteEvent::Audio {
+            pcm: vec![0.1; 16_000],
+            rate: 8_000,
+        }),
+    );
+    let plays: Vec<(u64, usize)> = rig
+        .take_calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            Call::Play { clause, samples } => Some((clause, samples)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(plays.len(), 2, "{plays:?}");
+    let total: usize = plays.iter().map(|(_, n)| n).sum();
+    assert!((31_900..=32_100).contains(&total), "{total}");
+    let mut t = 2700;
+    for (clause, samples) in plays {
+        rig.play_through(t, clause, (samples / 16) as u64);
+        t += (samples / 16) as u64;
+    }
+    assert_eq!(
+        rig.finished_turns(),
+        vec![(
+            "Paris is the capital of France. It lies on the Seine.".into(),
+            false
+        )]
+    );
+    assert_eq!(piped.lock().unwrap().last(), Some(&Piped::Played));
+    // A "mhm" said over the next answer is judged here, by Whisper: no
+    // pipeline runs for it.
+    piped.lock().unwrap().clear();
+    assert_eq!(rig.user_speaks(6000, 7000), None);
+    let said = |text: &str| Command::Satellite(SatelliteEvent::Reply(text.into()));
+    rig.command(
+        7400,
+        Command::Satellite(SatelliteEvent::Transcript("Tell me a story.".into())),
+    );
+    rig.command(
+        7500,
+        said("Once upon a time there was a king who loved the sea."),
+    );
+    rig.command(
+        7600,
+        Command::Satellite(SatelliteEvent::Audio {
+            pcm: vec![0.1; 64_000],
+            rate: 16_000,
+        }),
+    );
+    let first = rig
+        .take_calls()
+        .into_iter()
+        .find_map(|c| match c {
+            Call::Play { clause, .. } => Some(clause),
+            _ => None,
+        })
+        .unwrap();
+    rig.playback(7700, PlaybackReport::Started { clause: first });
+    let judged = rig.user_speaks(8000, 8400);
+    assert!(judged.is_some(), "speech over Hark goes to Whisper");
+    assert_eq!(*piped.lock().unwrap(), vec![Piped::Run(16_000)]);
+    // Detached, Hark hears and answers by itself again.
+    rig.command(9000, Command::Satellite(SatelliteEvent::Detach));
+    rig.take_calls();
+    piped.lock().unwrap().clear();
+    assert!(rig.user_speaks(12_000, 13_000).is_some());
+    assert!(piped.lock().unwrap().is_empty());
+}

@@ -631,3 +631,47 @@ fn without_a_sound_smart_turn_model_turns_end_on_a_fixed_silence() {
         assert_eq!(replies(&log).len(), 1, "it still converses: {log:#?}");
     }
 }
+
+#[test]
+fn in_name_mode_hark_answers_only_what_is_said_to_it_and_what_follows_its_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let aside = spoken(dir.path(), "aside", "Did you remember to feed the cat?");
+    let asked = spoken(dir.path(), "asked", "Hark, what is the capital of France?");
+    let follow_up = spoken(dir.path(), "follow", "And what about Spain?");
+    // The follow-up starts about five seconds after the first reply ends.
+    let input = sequence(dir.path(), &[&aside, &asked, &follow_up], 9.0, 9.0);
+    let log = converse_files(
+        dir.path(),
+        &input,
+        &[
+            "--set",
+            "daemon.mode=name",
+            "--max-tokens",
+            "20",
+            "--temperature",
+            "0",
+        ],
+    );
+    let not_for_hark = named(&log, "not_addressed");
+    assert_eq!(not_for_hark.len(), 1, "{not_for_hark:#?}");
+    assert!(
+        not_for_hark[0]["text"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("cat"),
+        "{not_for_hark:#?}"
+    );
+    assert_eq!(named(&log, "wake_detected").len(), 1);
+    let turns: Vec<String> = named(&log, "user_turn")
+        .iter()
+        .map(|t| t["text"].as_str().unwrap().to_lowercase())
+        .collect();
+    assert_eq!(turns.len(), 2, "{turns:?}");
+    assert!(
+        turns[0].starts_with("what is the capital"),
+        "the name is taken off: {turns:?}"
+    );
+    assert!(turns[1].contains("spain"), "{turns:?}");
+    assert_eq!(replies(&log).len(), 2, "{:?}", replies(&log));
+}

@@ -198,28 +198,9 @@ fn servers_that_go_away_mid_conversation_are_stood_in_for_by_the_local_models() 
     let dir = tempfile::tempdir().unwrap();
     let first = spoken(dir.path(), "first", QUESTION);
     let second = spoken(dir.path(), "second", "What is the moon made of?");
-    let input = dir.path().join("input.wav");
-    {
-        let spec = hound::WavReader::open(&first).unwrap().spec();
-        let rate = spec.sample_rate as f64;
-        let mut writer = hound::WavWriter::create(&input, spec).unwrap();
-        let silence = |writer: &mut hound::WavWriter<_>, secs: f64| {
-            for _ in 0..(secs * rate) as usize {
-                writer.write_sample(0i16).unwrap();
-            }
-        };
-        silence(&mut writer, 0.5);
-        for s in hound::WavReader::open(&first).unwrap().samples::<i16>() {
-            writer.write_sample(s.unwrap()).unwrap();
-        }
-        // Time for the reply, and for the test to take the servers away.
-        silence(&mut writer, 14.0);
-        for s in hound::WavReader::open(&second).unwrap().samples::<i16>() {
-            writer.write_sample(s.unwrap()).unwrap();
-        }
-        silence(&mut writer, 8.0);
-        writer.finalize().unwrap();
-    }
+    // 14 s between them: time for the reply, and for the test to take the
+    // servers away.
+    let input = sequence(dir.path(), &[&first, &second], 14.0, 8.0);
     let log = dir.path().join("events.jsonl");
     let mut child = hark()
         .env("XDG_CONFIG_HOME", dir.path())

@@ -13,11 +13,13 @@
 //!
 //! [`TurnConfig`] is the `[conversation]` section of Hark's configuration.
 
+pub mod address;
 pub mod chunk;
 mod settings;
 pub mod speakable;
 pub mod turn;
 
+pub use address::WakeConfig;
 pub use chunk::{ChunkConfig, ClauseSplitter};
 pub use speakable::Speakable;
 pub use turn::{

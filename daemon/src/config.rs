@@ -27,6 +27,7 @@ use hark_config::{
     doc, ConfigError, ConfigSource, Docs, InvalidValue, KeyDoc, Loaded, Override, Section, Settings,
 };
 use hark_converse::turn::TurnConfig;
+use hark_converse::WakeConfig;
 use hark_endpoint::EndpointConfig;
 use hark_llm::LlmConfig;
 use hark_session::{AudioConfig, ListenMode, SessionConfig, ToolConfig};
@@ -52,6 +53,8 @@ pub struct HarkConfig {
     pub turn: EndpointConfig,
     pub skills: SkillsConfig,
     pub daemon: DaemonConfig,
+    /// When Hark is spoken to (`[wake]`).
+    pub wake: WakeConfig,
     /// Hark as a Wyoming server (`[wyoming]`).
     pub wyoming: WyomingConfig,
     /// Commands a model may call (`[[tools]]`); none by default.
@@ -76,9 +79,11 @@ impl Section for DaemonConfig {
     const DOC: &'static str = "The background service (hark daemon).";
     const KEYS: &'static [KeyDoc] = &[doc(
         "mode",
-        "When Hark listens: \"always\"; \"push-to-talk\" (only while asked to \
-         over D-Bus, e.g. from a key binding); or \"off\" (not listening; say \
-         and ask still work).",
+        "When Hark listens: \"always\"; \"name\" (always, but it answers only \
+         what begins with its name, [wake] names, or follows a reply within \
+         [wake] follow_up_ms); \"push-to-talk\" (only while asked to over D-Bus, \
+         e.g. from a key binding); or \"off\" (not listening; say and ask still \
+         work).",
     )];
 }
 
@@ -107,6 +112,7 @@ impl Settings for HarkConfig {
             }
         }
         self.daemon.validate().map_err(within("daemon"))?;
+        self.wake.validate().map_err(within("wake"))?;
         self.wyoming.validate().map_err(within("wyoming"))
     }
 }
@@ -131,6 +137,7 @@ impl HarkConfig {
             partial_every_ms: self.stt.partial_every_ms,
             mode: self.daemon.mode,
             endpoint: self.turn.clone(),
+            wake: self.wake.clone(),
         }
     }
 
@@ -156,6 +163,7 @@ fn docs() -> Docs {
         .section::<EndpointConfig>("turn")
         .section::<SkillsConfig>("skills")
         .section::<DaemonConfig>("daemon")
+        .section::<WakeConfig>("wake")
         .section::<WyomingConfig>("wyoming")
 }
 

@@ -64,9 +64,12 @@ pub fn run(args: ConverseArgs, globals: &Globals) -> anyhow::Result<()> {
         Some(path) => Output::File { path, tap: None },
         None => Output::Speaker,
     };
-    // Here Hark always listens: there is nobody to press push-to-talk.
+    // Here Hark always listens (there is nobody to press push-to-talk),
+    // answering everything or only what is said to it by name.
     let mut session = config.session();
-    session.mode = hark_session::ListenMode::Always;
+    if session.mode != hark_session::ListenMode::Name {
+        session.mode = hark_session::ListenMode::Always;
+    }
     let mut setup = SessionSetup::new(session, input, output);
     setup.rules = StopRules {
         max_turns: args.max_turns,

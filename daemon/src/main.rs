@@ -99,7 +99,8 @@ enum Command {
     /// Push-to-talk for the running daemon (in push-to-talk mode).
     #[command(subcommand)]
     Ptt(client::PushToTalk),
-    /// When the running daemon listens: always, push-to-talk or off.
+    /// When the running daemon listens: always, name (only what is said to
+    /// it by name), push-to-talk or off.
     Mode {
         #[arg(value_parser = hark_session::ListenMode::NAMES)]
         mode: String,

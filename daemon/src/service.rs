@@ -306,7 +306,8 @@ impl HarkService {
         self.send(Command::SetMuted(muted)).await
     }
 
-    /// `always`, `push-to-talk` or `off`.
+    /// `always`, `name` (only what is said to Hark by name), `push-to-talk`
+    /// or `off`.
     async fn set_mode(
         &self,
         #[zbus(header)] header: zbus::message::Header<'_>,
@@ -562,6 +563,11 @@ impl HarkService {
     /// A timer went off; `label` is what it was for (empty if unnamed).
     #[zbus(signal)]
     async fn timer_fired(emitter: &SignalEmitter<'_>, label: &str) -> zbus::Result<()>;
+
+    /// Hark heard itself spoken to (mode `name`): `how` is "name" (a
+    /// heads-up display shows that Hark is listening).
+    #[zbus(signal)]
+    async fn wake_detected(emitter: &SignalEmitter<'_>, how: &str) -> zbus::Result<()>;
 }
 
 fn latency(from: Option<u64>, to: Option<u64>) -> i64 {
@@ -586,6 +592,7 @@ pub fn is_published(event: &SessionEvent) -> bool {
         | E::OutputChanged { .. }
         | E::Timers { .. }
         | E::TimerFired { .. }
+        | E::WakeDetected { .. }
         | E::Error { .. } => true,
         E::SpeechStarted { muted, .. } => !muted,
         E::PartialTranscript { current, .. } => *current,
@@ -691,6 +698,7 @@ pub async fn pump_signals(
             SessionEvent::TimerFired { label, .. } => {
                 HarkService::timer_fired(emitter, &label).await
             }
+            SessionEvent::WakeDetected { how } => HarkService::wake_detected(emitter, &how).await,
             _ => Ok(()),
         };
         if let Err(e) = sent {

@@ -21,6 +21,7 @@ use hark_converse::turn::{
     Action, ClauseId, Conversation, Event, Notice, ReplyId, Role, State, Turn, TurnTimings,
     UtteranceId,
 };
+use hark_converse::WakeConfig;
 use hark_llm::{CancelHandle, ChatMessage, LlmEvent, INTERRUPTED_MARKER};
 use hark_skills::{Skills, SkillsConfig, Timer};
 use hark_stt::{SttJob, SttPurpose, SttResult};
@@ -160,16 +161,20 @@ pub enum ListenMode {
     PushToTalk,
     /// Not listening; `Say` and `Ask` still work.
     Off,
+    /// Listening, but answering only what begins with Hark's name (`[wake]
+    /// names`), or what follows a reply within `[wake] follow_up_ms`.
+    Name,
 }
 
 impl ListenMode {
-    pub const NAMES: [&'static str; 3] = ["always", "push-to-talk", "off"];
+    pub const NAMES: [&'static str; 4] = ["always", "push-to-talk", "off", "name"];
 
     pub fn name(self) -> &'static str {
         match self {
             ListenMode::Always => "always",
             ListenMode::PushToTalk => "push-to-talk",
             ListenMode::Off => "off",
+            ListenMode::Name => "name",
         }
     }
 }
@@ -181,8 +186,9 @@ impl FromStr for ListenMode {
             "always" => Ok(ListenMode::Always),
             "push-to-talk" => Ok(ListenMode::PushToTalk),
             "off" => Ok(ListenMode::Off),
+            "name" => Ok(ListenMode::Name),
             _ => Err(format!(
-                "unknown mode {name:?}; use always, push-to-talk or off"
+                "unknown mode {name:?}; use always, push-to-talk, off or name"
             )),
         }
     }
@@ -300,6 +306,12 @@ pub struct Core {
     last_endpoint: Option<(u64, u64)>,
     /// Home Assistant's pipeline, while it runs Hark as its satellite.
     satellite: Option<Satellite>,
+    /// Hark's names and the follow-up window (`mode = "name"`).
+    wake: WakeConfig,
+    /// Speech that starts before this needs no name (ms on the timeline).
+    follow_up_until_ms: Option<u64>,
+    /// Where the latest speech began.
+    speech_started_ms: u64,
 }
 
 impl Core {
@@ -349,7 +361,31 @@ impl Core {
             next_provisional: PROVISIONAL,
             last_endpoint: None,
             satellite: None,
+            wake: WakeConfig::default(),
+            follow_up_until_ms: None,
+            speech_started_ms: 0,
         }
+    }
+
+    /// Hark's names and follow-up window for `mode = "name"` (before `run`).
+    pub fn set_wake(&mut self, wake: WakeConfig) {
+        self.wake = wake;
+    }
+
+    /// What of `text` is for Hark: all of it unless the mode is `name`;
+    /// then the words after its name, or all of it within the follow-up
+    /// window, or nothing. Speech over Hark is judged as barge-in, not here.
+    fn for_hark(&self, text: &str) -> Option<String> {
+        if self.mode != ListenMode::Name || self.conversation.state() == State::Speaking {
+            return Some(text.to_owned());
+        }
+        if let Some(said) = hark_converse::address::addressed(&self.wake, text) {
+            return Some(said);
+        }
+        let following_up = self
+            .follow_up_until_ms
+            .is_some_and(|until| self.speech_started_ms <= until);
+        following_up.then(|| text.to_owned())
     }
 
     /// Whether replies are prepared during pauses (before `run`).
@@ -383,6 +419,9 @@ impl Core {
 
     /// Starts the model on a speculative transcript while the user pauses.
     fn prepare(&mut self, now: u64, speech_end_ms: u64, text: &str) {
+        let Some(text) = self.for_hark(text) else {
+            return;
+        };
         let text = text.trim();
         let unanswered = self
             .conversation
@@ -723,7 +762,7 @@ impl Core {
     fn effective_mute(&self) -> bool {
         self.user_muted
             || match self.mode {
-                ListenMode::Always => false,
+                ListenMode::Always | ListenMode::Name => false,
                 ListenMode::Off => true,
                 ListenMode::PushToTalk => !self.push_to_talk_held,
             }
@@ -896,6 +935,24 @@ impl Core {
                 speculative,
             },
         );
+        let text = match self.for_hark(&text) {
+            Some(said) if said != text || self.mode != ListenMode::Name => {
+                if said != text {
+                    self.emit(now, SessionEvent::WakeDetected { how: "name".into() });
+                    // Only the name: the next words need none.
+                    if said.trim().is_empty() {
+                        self.follow_up_until_ms =
+                            Some(self.timeline.now_ms() + self.wake.follow_up_ms);
+                    }
+                }
+                said
+            }
+            Some(followed_up) => followed_up,
+            None => {
+                self.emit(now, SessionEvent::NotAddressed { text });
+                String::new()
+            }
+        };
         // "Stop" said over Hark stops it however short it is; the words
         // then reach the skills, which forget them.
         self.last_transcript = text.clone();
@@ -1040,6 +1097,7 @@ impl Core {
     fn hearing(&mut self, now: u64, event: HearingEvent) {
         match event {
             HearingEvent::SpeechStarted { at_ms } => {
+                self.speech_started_ms = at_ms;
                 let muted = self.conversation.is_muted();
                 self.emit(now, SessionEvent::SpeechStarted { at_ms, muted });
                 self.feed(at_ms, Event::SpeechStarted);
@@ -1695,6 +1753,7 @@ impl Core {
                     },
                 );
                 self.outcome.turns.push(record);
+                self.follow_up_until_ms = Some(now + self.wake.follow_up_ms);
                 if let Some(satellite) = self.satellite.as_mut().filter(|s| s.reply == Some(reply))
                 {
                     satellite.pipeline.played();

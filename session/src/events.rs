@@ -120,6 +120,15 @@ pub enum SessionEvent {
     },
     /// The user's utterance had no words.
     NothingHeard,
+    /// Hark heard its name (`how`: "name"), in `mode = "name"`.
+    WakeDetected {
+        how: String,
+    },
+    /// Speech without Hark's name, outside the follow-up window, in
+    /// `mode = "name"`: not answered.
+    NotAddressed {
+        text: String,
+    },
     /// A clause of the reply, as it will be spoken.
     Clause {
         clause: u64,

@@ -66,6 +66,8 @@ pub struct SessionConfig {
     pub mode: ListenMode,
     /// What ends the user's turn (`[turn]`).
     pub endpoint: EndpointConfig,
+    /// When Hark is spoken to, in `mode = "name"` (`[wake]`).
+    pub wake: hark_converse::WakeConfig,
 }
 
 /// Where the user's voice comes from.
@@ -361,6 +363,7 @@ pub fn run_session(
         core.set_heartbeat(heartbeat);
     }
     core.set_mode(config.mode);
+    core.set_wake(config.wake.clone());
     // Not for a model that calls tools: a tool's effect (a timer set, a
     // command run) could not be taken back with a dropped reply.
     core.set_prepare_replies(config.endpoint.prepare_replies && !calls_tools);

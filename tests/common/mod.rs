@@ -262,3 +262,26 @@ pub fn converse_files(dir: &Path, input: &Path, args: &[&str]) -> Vec<serde_json
     assert!(out.status.success(), "{}", stderr(&out));
     events(&log)
 }
+
+/// Concatenates WAVs (same format) with `gap` seconds of silence between
+/// them and `tail` seconds after.
+pub fn sequence(dir: &Path, parts: &[&Path], gap: f64, tail: f64) -> PathBuf {
+    let out = dir.join("input.wav");
+    let spec = hound::WavReader::open(parts[0]).unwrap().spec();
+    let rate = spec.sample_rate as f64;
+    let mut writer = hound::WavWriter::create(&out, spec).unwrap();
+    for _ in 0..(0.5 * rate) as usize {
+        writer.write_sample(0i16).unwrap();
+    }
+    for (i, part) in parts.iter().enumerate() {
+        for s in hound::WavReader::open(part).unwrap().samples::<i16>() {
+            writer.write_sample(s.unwrap()).unwrap();
+        }
+        let pause = if i + 1 == parts.len() { tail } else { gap };
+        for _ in 0..(pause * rate) as usize {
+            writer.write_sample(0i16).unwrap();
+        }
+    }
+    writer.finalize().unwrap();
+    out
+}

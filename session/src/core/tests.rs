@@ -1534,3 +1534,55 @@ fn as_a_satellite_home_assistant_hears_and_answers_and_hark_plays_and_minds_barg
     assert!(rig.user_speaks(12_000, 13_000).is_some());
     assert!(piped.lock().unwrap().is_empty());
 }
+
+#[test]
+fn in_name_mode_only_what_is_said_to_hark_is_answered_and_a_reply_opens_a_follow_up() {
+    let mut rig = Rig::new();
+    rig.core.set_mode(ListenMode::Name);
+    let generated = |rig: &Rig| -> Vec<(u64, Vec<ChatMessage>)> {
+        rig.take_calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Generate { reply, history } => Some((reply, history)),
+                _ => None,
+            })
+            .collect()
+    };
+    // Two people talking: not for Hark.
+    let utterance = rig.user_speaks(1000, 2000).unwrap();
+    rig.transcribed(2400, utterance, "Did you feed the cat?");
+    assert!(generated(&rig).is_empty());
+    assert!(rig.events().iter().any(
+        |e| matches!(e, SessionEvent::NotAddressed { text } if text == "Did you feed the cat?")
+    ));
+    // Its name, as Whisper writes it: answered without it.
+    let utterance = rig.user_speaks(4000, 5000).unwrap();
+    rig.transcribed(5400, utterance, "Heart, what is the capital of France?");
+    let started = generated(&rig);
+    assert_eq!(started.len(), 1, "{started:?}");
+    let (reply, history) = &started[0];
+    assert_eq!(
+        history.last(),
+        Some(&ChatMessage::user("what is the capital of France?"))
+    );
+    assert!(rig
+        .events()
+        .iter()
+        .any(|e| matches!(e, SessionEvent::WakeDetected { how } if how == "name")));
+    rig.reply(5600, *reply, &["Paris."]);
+    let clauses = rig.synthesize_all(5700, 1.0);
+    rig.play_through(5800, clauses[0].0, 1000);
+    assert_eq!(rig.finished_turns().len(), 1);
+    // Within the follow-up window (8 s after the reply), no name needed…
+    let utterance = rig.user_speaks(9000, 10_000).unwrap();
+    rig.transcribed(10_400, utterance, "And of Spain?");
+    let started = generated(&rig);
+    assert_eq!(started.len(), 1, "{started:?}");
+    rig.reply(10_600, started[0].0, &["Madrid."]);
+    let clauses = rig.synthesize_all(10_700, 1.0);
+    rig.play_through(10_800, clauses[0].0, 1000);
+    // …after it, the name again.
+    let utterance = rig.user_speaks(25_000, 26_000).unwrap();
+    rig.transcribed(26_400, utterance, "And of Italy?");
+    assert!(generated(&rig).is_empty());
+}

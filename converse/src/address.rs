@@ -1,0 +1,251 @@
+//! Was it said to Hark? In `mode = "name"` an utterance is for Hark when
+//! it begins with (or, configured, contains) one of its names, as Whisper
+//! writes them: a short name comes back in many spellings, so each word
+//! of a name also matches the spellings tiny.en was heard to use for it.
+//!
+//! [`HEARD_AS`] is measured, not guessed: "Hark, what time is it?", "Hey
+//! Hark, tell me a joke.", "Hark what is the weather like" and "Hey Hark
+//! what is two plus two" said by six espeak-ng voices (en-us, en-gb,
+//! en-gb-x-rp, en-scottish, en-us+f3, en-us+m7) and Piper's joe, through
+//! Whisper tiny.en: "Hark" came back as hark (13 of 28), heart (5), hart
+//! (2), hard (2), a name fused with the next word ("Heartwatt"), "a-hark",
+//! or dropped (2, unrecoverable); "hey" as hey, a, stay. Said alone
+//! before a pause ("Hark, … what is"), Piper's "Hark" came back as "Arc.".
+
+use hark_config::{check_range, doc, InvalidValue, KeyDoc, Section, Settings};
+use serde::{Deserialize, Serialize};
+
+/// The `[wake]` section: when Hark is spoken to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WakeConfig {
+    /// What Hark answers to in `mode = "name"`.
+    pub names: Vec<String>,
+    /// A name anywhere in the utterance counts, not only at its start.
+    pub anywhere: bool,
+    /// After each reply, this long to speak again without the name.
+    pub follow_up_ms: u64,
+}
+
+impl Default for WakeConfig {
+    fn default() -> Self {
+        Self {
+            names: vec!["Hark".into(), "hey Hark".into()],
+            anywhere: false,
+            follow_up_ms: 8000,
+        }
+    }
+}
+
+impl Settings for WakeConfig {
+    fn validate(&self) -> Result<(), InvalidValue> {
+        if self.names.iter().all(|n| words(n).is_empty()) {
+            return Err(InvalidValue::new(
+                "names",
+                format!("{:?}", self.names),
+                "at least one name with a letter in it",
+            ));
+        }
+        check_range("follow_up_ms", self.follow_up_ms, 0, 600_000)
+    }
+}
+
+impl Section for WakeConfig {
+    const DOC: &'static str = "When Hark is spoken to (daemon.mode = \"name\").";
+    const KEYS: &'static [KeyDoc] = &[
+        doc(
+            "names",
+            "What Hark answers to: an utterance that begins with one of these is for \
+             Hark, and the name is taken off before the words are answered. Whisper's \
+             usual misspellings of \"Hark\" (heart, hart, …) count too.",
+        ),
+        doc(
+            "anywhere",
+            "A name anywhere in the utterance counts, not only at its start. true or false.",
+        ),
+        doc(
+            "follow_up_ms",
+            "After each reply, this long (ms) to go on talking without the name. \
+             0 to 600000.",
+        ),
+    ];
+}
+
+/// Spellings Whisper tiny.en was heard to write for each word of the
+/// default names (see the module's note).
+pub const HEARD_AS: &[(&str, &[&str])] = &[
+    (
+        "hark",
+        &[
+            "hark", "harc", "harke", "hawk", "heart", "hart", "hard", "arc", "ark",
+        ],
+    ),
+    (
+        "hey",
+        &["hey", "hi", "hay", "a", "ah", "oh", "okay", "ok", "stay"],
+    ),
+];
+
+/// A word and where it is in the text (byte range).
+struct Word {
+    text: String,
+    end: usize,
+}
+
+/// The words of `text`, lower case, split at anything but letters,
+/// digits and apostrophes.
+fn words(text: &str) -> Vec<Word> {
+    let mut found = Vec::new();
+    let mut current = String::new();
+    for (at, c) in text.char_indices() {
+        if c.is_alphanumeric() || c == '\'' {
+            current.extend(c.to_lowercase());
+        } else if !current.is_empty() {
+            found.push(Word {
+                text: std::mem::take(&mut current),
+                end: at,
+            });
+        }
+    }
+    if !current.is_empty() {
+        found.push(Word {
+            text: current,
+            end: text.len(),
+        });
+    }
+    found
+}
+
+/// Whether `heard` may be Whisper's spelling of the name word `word`
+/// (both lower case). A name fused with the word after it ("heartwatt"
+/// for "Hark, what") counts.
+fn sounds_like(word: &str, heard: &str) -> bool {
+    let spellings = HEARD_AS
+        .iter()
+        .find(|(w, _)| *w == word)
+        .map_or(&[][..], |(_, s)| *s);
+    heard == word
+        || spellings.contains(&heard)
+        || (word.len() >= 4
+            && spellings
+                .iter()
+                .chain(std::iter::once(&word))
+                .any(|s| s.len() >= 4 && heard.len() >= s.len() + 3 && heard.starts_with(s)))
+}
+
+/// What was said to Hark in `text`: the words after its name, or `None`
+/// when no name of `config`'s is there.
+pub fn addressed(config: &WakeConfig, text: &str) -> Option<String> {
+    let heard = words(text);
+    let mut names: Vec<Vec<String>> = config
+        .names
+        .iter()
+        .map(|n| words(n).into_iter().map(|w| w.text).collect::<Vec<_>>())
+        .filter(|n| !n.is_empty())
+        .collect();
+    // "hey hark" before "hark", so "hey" is not left in the words.
+    names.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    let starts = if config.anywhere { heard.len() } else { 1 };
+    for start in 0..starts.min(heard.len()) {
+        for name in &names {
+            let Some(slice) = heard.get(start..start + name.len()) else {
+                continue;
+            };
+            if name.iter().zip(slice).all(|(w, h)| sounds_like(w, &h.text)) {
+                let end = slice.last().expect("a name has a word").end;
+                let rest = text[end..].trim_start_matches(|c: char| {
+                    c.is_whitespace() || matches!(c, ',' | '.' | '!' | '?' | ';' | ':' | '-')
+                });
+                let before = if start == 0 {
+                    ""
+                } else {
+                    text[..heard_start(text, &heard, start)].trim_end()
+                };
+                let said = [before, rest]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                return Some(said);
+            }
+        }
+    }
+    None
+}
+
+/// Where word `index` of `heard` begins in `text`.
+fn heard_start(text: &str, heard: &[Word], index: usize) -> usize {
+    let previous_end = if index == 0 { 0 } else { heard[index - 1].end };
+    text[previous_end..]
+        .char_indices()
+        .find(|(_, c)| c.is_alphanumeric() || *c == '\'')
+        .map_or(text.len(), |(at, _)| previous_end + at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_name_as_whisper_writes_it_is_taken_off_what_is_answered() {
+        let config = WakeConfig::default();
+        for (heard, said) in [
+            ("Hark, what time is it?", "what time is it?"),
+            ("Hey Hark, tell me a joke.", "tell me a joke."),
+            ("Hey, Hark, tell me I'll joke.", "tell me I'll joke."),
+            (
+                "Heart What is the weather like?",
+                "What is the weather like?",
+            ),
+            ("Hey Hart, tell me a joke.", "tell me a joke."),
+            ("Hard, what time is it?", "what time is it?"),
+            ("A-hark what is 2 plus 2?", "what is 2 plus 2?"),
+            ("Hey Heartwatt is 2 plus 2!", "is 2 plus 2!"),
+            ("Hark.", ""),
+            ("Arc.", ""),
+        ] {
+            assert_eq!(addressed(&config, heard).as_deref(), Some(said), "{heard}");
+        }
+    }
+
+    #[test]
+    fn speech_without_the_name_is_not_for_hark() {
+        let config = WakeConfig::default();
+        for heard in [
+            "What time is it?",
+            "The heart is a muscle.",
+            "I told him, hark, the herald angels sing.",
+            "Hardly anyone came.",
+            "",
+        ] {
+            assert_eq!(addressed(&config, heard), None, "{heard}");
+        }
+        let anywhere = WakeConfig {
+            anywhere: true,
+            ..WakeConfig::default()
+        };
+        assert_eq!(
+            addressed(&anywhere, "What time is it, Hark?").as_deref(),
+            Some("What time is it,")
+        );
+    }
+
+    #[test]
+    fn other_names_are_matched_as_written() {
+        let config = WakeConfig {
+            names: vec!["Computer".into()],
+            ..WakeConfig::default()
+        };
+        assert_eq!(
+            addressed(&config, "Computer, lights on").as_deref(),
+            Some("lights on")
+        );
+        assert_eq!(addressed(&config, "Hark, lights on"), None);
+        assert!(WakeConfig {
+            names: vec![" ".into()],
+            ..config
+        }
+        .validate()
+        .is_err());
+    }
+}

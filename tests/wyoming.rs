@@ -433,3 +433,75 @@ fn garbage_on_hark_s_server_loses_that_connection_only() {
     let info = python_client(&server.uri, &["describe"]);
     assert_eq!(info["asr"][0]["name"], "hark-whisper");
 }
+
+#[test]
+fn wyoming_satellite_wakes_when_hark_hears_its_name() {
+    let hark = HarkServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // Four seconds of silence (the server connects meanwhile), a question
+    // without the name, then the name and a question.
+    let silence = dir.path().join("silence.wav");
+    write_wav(&silence, &vec![0i16; 4 * 16_000]);
+    let aside = spoken(dir.path(), "aside", "What time is it?");
+    let call = spoken(dir.path(), "call", "Hey Hark.");
+    let question = spoken(dir.path(), "question", "What is the weather like?");
+    let mut pcm = Vec::new();
+    for (part, gap) in [
+        (&silence, 0.0),
+        (&aside, 6.0),
+        (&call, 1.5),
+        (&question, 0.0),
+    ] {
+        pcm.extend(hark_audio::wav::read_wav_16k_mono(part).unwrap());
+        pcm.extend(std::iter::repeat_n(0.0, (gap * 16_000.0) as usize));
+    }
+    let seconds = |wav: &Path| hark_audio::wav::read_wav_16k_mono(wav).unwrap().len() as f64 / 16e3;
+    let aside_end = 4.0 + seconds(&aside);
+    let name_at = aside_end + 6.0;
+    let raw = dir.path().join("mic.raw");
+    let bytes: Vec<u8> = pcm
+        .iter()
+        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+        .collect();
+    std::fs::write(&raw, bytes).unwrap();
+    let satellite_uri = format!("tcp://127.0.0.1:{}", free_port());
+    let python = repo_root().join(".cache/wyoming/servers/bin/python");
+    let mic = format!(
+        "{} {} {}",
+        python.display(),
+        repo_root().join("tests/paced_mic.py").display(),
+        raw.display()
+    );
+    let mut satellite = Command::new(repo_root().join("scripts/wyoming-servers"))
+        .args([
+            "run",
+            "satellite",
+            "--name",
+            "test",
+            "--uri",
+            &satellite_uri,
+        ])
+        .args(["--mic-command", &mic])
+        .args(["--mic-command-rate", "16000", "--mic-command-width", "2"])
+        .args(["--mic-command-channels", "1"])
+        .args(["--wake-uri", &hark.uri, "--wake-word-name", "hark"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let result = python_client(&satellite_uri, &["wait-pipeline"]);
+    let _ = satellite.kill();
+    let _ = satellite.wait();
+    // The satellite asked the pipeline to start at speech to text: it had
+    // its wake word, from Hark. Not for the question without the name: the
+    // microphone starts up to a few seconds before the server connects, so
+    // a wake on the aside would come before aside_end + 1 s, one on the
+    // name six seconds later.
+    assert_eq!(result["pipeline"]["start_stage"], "asr", "{result}");
+    let after = result["after_s"].as_f64().unwrap();
+    eprintln!("the satellite woke {after:.1} s in; the name came at {name_at:.1} s of its audio");
+    assert!(
+        after > aside_end + 1.0,
+        "woke {after:.1} s in, on the question said without the name"
+    );
+}

@@ -5,6 +5,7 @@ Home Assistant's Wyoming integration uses), for tests/wyoming.rs.
     python wyoming_client.py URI transcribe IN.wav
     python wyoming_client.py URI synthesize TEXT OUT.wav [VOICE]
     python wyoming_client.py URI satellite HEARD.wav TRANSCRIPT ANSWER ANSWER.wav
+    python wyoming_client.py URI wait-pipeline
 
 `satellite` plays Home Assistant's part: it runs the satellite, saves the
 utterance the satellite sends, answers with TRANSCRIPT, ANSWER and
@@ -105,7 +106,31 @@ async def satellite(client, heard_path, transcript, answer, answer_path):
     return {"satellite": info.get("satellite"), "pipeline": pipeline, "played": True}
 
 
+async def wait_pipeline(uri):
+    import time
+    for _ in range(100):
+        try:
+            client = AsyncClient.from_uri(uri)
+            await client.connect()
+            break
+        except OSError:
+            await asyncio.sleep(0.2)
+    await client.write_event(RunSatellite().event())
+    started = time.monotonic()
+    while True:
+        event = await client.read_event()
+        if RunPipeline.is_type(event.type):
+            run = RunPipeline.from_event(event)
+            return {
+                "pipeline": {"start_stage": run.start_stage.value, "end_stage": run.end_stage.value},
+                "after_s": time.monotonic() - started,
+            }
+
+
 async def main(uri, command, *args):
+    if command == "wait-pipeline":
+        print(json.dumps(await wait_pipeline(uri)))
+        return
     async with AsyncClient.from_uri(uri) as client:
         if command == "describe":
             result = await describe(client)

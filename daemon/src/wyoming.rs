@@ -20,7 +20,7 @@ use hark_tts::PiperVoice;
 use hark_wyoming::message::{
     encode_s16le, Attribution, AudioFormat, Info, Message, Model, Program, Satellite, VoiceChoice,
 };
-use hark_wyoming::server::SatelliteHost;
+use hark_wyoming::server::{SatelliteHost, UtteranceListener, WakeService};
 use hark_wyoming::{Endpoint, ServerLimits, Services, WyomingServer};
 
 use crate::config::HarkConfig;
@@ -190,13 +190,34 @@ impl Services for HarkServices {
                 version: version.clone(),
                 voices: Some(vec![Model {
                     name: self.voice_name.clone(),
-                    attribution: hark,
+                    attribution: hark.clone(),
                     installed: true,
                     languages: vec![voice_language],
-                    version,
+                    version: version.clone(),
                     ..Model::default()
                 }]),
                 supports_synthesize_streaming: Some(true),
+                ..Program::default()
+            }],
+            wake: vec![Program {
+                name: "hark-name".into(),
+                attribution: hark.clone(),
+                installed: true,
+                description: Some(
+                    "Hark's names ([wake] names), heard by Whisper: say the name, then \
+                     pause"
+                        .into(),
+                ),
+                version: version.clone(),
+                models: Some(vec![Model {
+                    name: "hark".into(),
+                    attribution: hark.clone(),
+                    installed: true,
+                    languages: vec!["en".into()],
+                    phrase: self.config.wake.names.first().cloned(),
+                    version: version.clone(),
+                    ..Model::default()
+                }]),
                 ..Program::default()
             }],
             satellite: self.satellite.as_ref().map(|_| Satellite {
@@ -236,6 +257,10 @@ impl Services for HarkServices {
 
     fn satellite(&self) -> Option<&dyn SatelliteHost> {
         self.satellite.as_ref().map(|s| s as &dyn SatelliteHost)
+    }
+
+    fn wake(&self) -> Option<&dyn WakeService> {
+        Some(self)
     }
 
     fn synthesize(
@@ -398,5 +423,55 @@ impl SatellitePipeline for PipelineOut {
 
     fn played(&mut self) {
         self.queue(Message::Played);
+    }
+}
+
+/// Hark's names as a wake word: the stream cut into utterances by the
+/// VAD, each short one transcribed by the server's Whisper and read for
+/// a name ([`hark_converse::address`]).
+impl WakeService for HarkServices {
+    fn listener(&self) -> Box<dyn UtteranceListener> {
+        let vad = hark_audio::vad::VadConfig::default();
+        let segmenter = hark_audio::vad::Segmenter::webrtc(vad.clone())
+            .expect("the default VAD settings are valid");
+        Box::new(VadListener {
+            framer: hark_audio::resample::Framer::new(vad.frame_len()),
+            segmenter,
+            frames: Vec::new(),
+        })
+    }
+
+    fn detect(&self, utterance: &[f32], names: &[String]) -> Option<String> {
+        // A name is said in well under three seconds; longer speech is
+        // not a call, and would cost a long Whisper run.
+        if utterance.len() > 3 * 16_000 {
+            return None;
+        }
+        let text = self.transcribe(utterance, None).ok()?;
+        hark_converse::address::addressed(&self.config.wake, &text)?;
+        tracing::info!(heard = %text, "wake: Hark's name heard");
+        Some(names.first().cloned().unwrap_or_else(|| "hark".into()))
+    }
+}
+
+struct VadListener {
+    framer: hark_audio::resample::Framer,
+    segmenter: hark_audio::vad::Segmenter<hark_audio::vad::WebRtcClassifier>,
+    frames: Vec<hark_audio::Frame>,
+}
+
+impl UtteranceListener for VadListener {
+    fn push(&mut self, samples: &[f32]) -> Vec<Vec<f32>> {
+        self.framer.push(samples, &mut self.frames);
+        let mut ended = Vec::new();
+        for frame in self.frames.drain(..) {
+            if let Ok(events) = self.segmenter.push(&frame) {
+                ended.extend(events.into_iter().filter_map(|e| match e {
+                    hark_audio::vad::VadEvent::SpeechEnd(u) => Some(u.samples),
+                    _ => None,
+                }));
+            }
+        }
+        ended
     }
 }

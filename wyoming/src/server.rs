@@ -41,6 +41,36 @@ pub trait Services: Send + Sync + 'static {
     fn satellite(&self) -> Option<&dyn SatelliteHost> {
         None
     }
+    /// Wake detection (`detect`, then audio), where it is offered.
+    fn wake(&self) -> Option<&dyn WakeService> {
+        None
+    }
+}
+
+/// Hearing a wake word in a stream of audio: a satellite sends `detect`
+/// and then its microphone, and is told `detection` when the word is heard.
+pub trait WakeService: Send + Sync {
+    /// A listener for one stream: it cuts the audio into utterances.
+    fn listener(&self) -> Box<dyn UtteranceListener>;
+    /// Which of `names` (empty: any of the service's) `utterance` (16 kHz
+    /// mono) is, if any.
+    fn detect(&self, utterance: &[f32], names: &[String]) -> Option<String>;
+}
+
+/// Cuts a stream of 16 kHz mono audio into utterances.
+pub trait UtteranceListener: Send {
+    /// The utterances that ended within `samples`.
+    fn push(&mut self, samples: &[f32]) -> Vec<Vec<f32>>;
+}
+
+/// A `detect` being served: the names asked for and the stream's
+/// utterances.
+struct WakeRun {
+    names: Vec<String>,
+    listener: Box<dyn UtteranceListener>,
+    /// Milliseconds of audio heard since `detect`.
+    heard_ms: u64,
+    detected: bool,
 }
 
 /// Hark's side of being a Wyoming satellite: a server (Home Assistant)
@@ -293,6 +323,8 @@ struct Utterance {
 #[derive(Default)]
 struct Pending {
     utterance: Option<Utterance>,
+    /// Listening for a wake word (`detect`), until the next `transcribe`.
+    wake: Option<WakeRun>,
     /// A streamed synthesis (`synthesize-start` … `synthesize-stop`).
     streamed: Option<(Option<VoiceChoice>, String)>,
 }
@@ -428,13 +460,15 @@ fn answer(
         Message::Describe => send(writer, &Message::Info(Box::new(services.info())))?,
         Message::Ping { text } => send(writer, &Message::Pong { text })?,
         Message::Transcribe { language, .. } => {
+            pending.wake = None;
             pending.utterance = Some(Utterance {
                 language,
                 format: None,
                 samples: Vec::new(),
             });
         }
-        Message::AudioStart { format, .. } => {
+        // A wake stream's start says nothing the chunks do not.
+        Message::AudioStart { format, .. } if pending.wake.is_none() => {
             let utterance = pending.utterance.get_or_insert(Utterance {
                 language: None,
                 format: None,
@@ -442,6 +476,44 @@ fn answer(
             });
             utterance.format = Some(format);
             utterance.samples.clear();
+        }
+        Message::Detect { names } => match services.wake() {
+            Some(wake) => {
+                pending.utterance = None;
+                pending.wake = Some(WakeRun {
+                    names: names.unwrap_or_default(),
+                    listener: wake.listener(),
+                    heard_ms: 0,
+                    detected: false,
+                });
+            }
+            None => send_error(writer, "no-wake", "this server offers no wake detection")?,
+        },
+        Message::AudioChunk { format, audio, .. } if pending.wake.is_some() => {
+            let run = pending.wake.as_mut().expect("checked");
+            let audio = match resample(&format.decode(&audio), format.rate) {
+                Ok(audio) => audio,
+                Err(e) => return Ok(Err(e)),
+            };
+            run.heard_ms += audio.len() as u64 / 16;
+            let wake = services.wake().expect("a wake run needs the service");
+            for utterance in run.listener.push(&audio) {
+                if let Some(name) = wake.detect(&utterance, &run.names) {
+                    run.detected = true;
+                    send(
+                        writer,
+                        &Message::Detection {
+                            name: Some(name),
+                            timestamp: Some(run.heard_ms),
+                        },
+                    )?;
+                }
+            }
+        }
+        Message::AudioStop { .. } if pending.wake.is_some() => {
+            if !pending.wake.take().expect("checked").detected {
+                send(writer, &Message::NotDetected)?;
+            }
         }
         Message::AudioChunk { format, audio, .. } => {
             let utterance = pending.utterance.get_or_insert(Utterance {

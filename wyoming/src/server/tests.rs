@@ -43,6 +43,32 @@ impl Services for Fake {
     fn synthesize(&self, text: &str, _: Option<&VoiceChoice>) -> Result<(Vec<f32>, u32), String> {
         Ok((vec![0.25; 800 * text.chars().count()], 8_000))
     }
+    fn wake(&self) -> Option<&dyn WakeService> {
+        Some(self)
+    }
+}
+
+/// Half a second of audio is an utterance; a loud one is the name.
+struct HalfSeconds(Vec<f32>);
+
+impl UtteranceListener for HalfSeconds {
+    fn push(&mut self, samples: &[f32]) -> Vec<Vec<f32>> {
+        self.0.extend_from_slice(samples);
+        let mut ended = Vec::new();
+        while self.0.len() >= 8_000 {
+            ended.push(self.0.drain(..8_000).collect());
+        }
+        ended
+    }
+}
+
+impl WakeService for Fake {
+    fn listener(&self) -> Box<dyn UtteranceListener> {
+        Box::new(HalfSeconds(Vec::new()))
+    }
+    fn detect(&self, utterance: &[f32], names: &[String]) -> Option<String> {
+        (utterance[0] > 0.25).then(|| names.first().cloned().unwrap_or("hark".into()))
+    }
 }
 
 fn start(limits: ServerLimits) -> WyomingServer {
@@ -288,4 +314,37 @@ fn a_client_that_stops_reading_is_dropped_and_stalls_nobody() {
     peer.send(Message::Describe);
     assert!(matches!(peer.next(), Some(Message::Info(_))));
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_wake_stream_is_told_when_the_name_is_heard_and_when_it_was_not() {
+    let server = start(ServerLimits::default());
+    let chunk = |peer: &mut Peer, level: f32| {
+        peer.send(Message::AudioChunk {
+            format: AudioFormat::HARK_INPUT,
+            timestamp: None,
+            audio: encode_s16le(&[level; 4_000]),
+        })
+    };
+    let mut peer = Peer::connect(&server);
+    peer.send(Message::Detect {
+        names: Some(vec!["hark".into()]),
+    });
+    for level in [0.0, 0.0, 0.5, 0.5] {
+        chunk(&mut peer, level);
+    }
+    assert_eq!(
+        peer.next(),
+        Some(Message::Detection {
+            name: Some("hark".into()),
+            timestamp: Some(1_000)
+        })
+    );
+    let mut peer = Peer::connect(&server);
+    peer.send(Message::Detect { names: None });
+    for _ in 0..4 {
+        chunk(&mut peer, 0.0);
+    }
+    peer.send(Message::AudioStop { timestamp: None });
+    assert_eq!(peer.next(), Some(Message::NotDetected));
 }

@@ -1616,3 +1616,73 @@ fn home_assistant_runs_hark_as_its_wyoming_satellite() {
     );
     stop(monitor);
 }
+
+/// Waits for the `nth` (1-based) event called `name` in the daemon's
+/// event log.
+fn wait_event(daemon: &Daemon, name: &str, nth: usize, limit: Duration) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let log = events(&daemon.path("events.jsonl"));
+        if let Some(found) = named(&log, name).get(nth - 1) {
+            return (*found).clone();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no {name} #{nth} within {limit:?}\n{}",
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn in_name_mode_hark_answers_through_the_microphone_only_what_is_said_to_it() {
+    let daemon = Daemon::start_with(&["--set", "wake.follow_up_ms=5000"]);
+    daemon.wait_state("listening", Duration::from_secs(30));
+    // A mode chosen over D-Bus takes effect at the next utterance, and a
+    // Reload of an unchanged file keeps it.
+    ok(&daemon.call("SetMode", &["s", "name"]));
+    ok(&daemon.call("Reload", &[]));
+    assert_eq!(daemon.property("Mode"), "s \"name\"");
+    let monitor = daemon.monitor("signals");
+    let wav = |name: &str, text: &str| {
+        let path = daemon.path(&format!("{name}.wav"));
+        ok(&run(hark().args(["say", "--output"]).arg(&path).arg(text)));
+        path
+    };
+    let alone = wav("alone", "What time is it?");
+    let called = wav("called", "Hark, what time is it?");
+    // Without the name: heard, not answered.
+    daemon.rig.play_into_mic(&alone);
+    wait_event(&daemon, "not_addressed", 1, Duration::from_secs(30));
+    // With it: answered, and the model (here the time skill) never sees it.
+    daemon.rig.play_into_mic(&called);
+    let first = daemon.wait_signal("signals", "TurnFinished", 1, Duration::from_secs(30));
+    let heard = daemon.wait_signal("signals", "FinalTranscript", 1, Duration::from_secs(1));
+    let heard = heard["text"].as_str().unwrap().to_lowercase();
+    assert!(
+        heard.contains("time") && !heard.contains("hark"),
+        "{heard:?}"
+    );
+    assert_eq!(
+        named(&events(&daemon.path("events.jsonl")), "wake_detected").len(),
+        1
+    );
+    // Within the follow-up window: no name needed.
+    daemon.rig.play_into_mic(&alone);
+    daemon.wait_signal("signals", "TurnFinished", 2, Duration::from_secs(30));
+    // After it: the name again.
+    std::thread::sleep(Duration::from_secs(6));
+    daemon.rig.play_into_mic(&alone);
+    wait_event(&daemon, "not_addressed", 2, Duration::from_secs(30));
+    assert_eq!(
+        daemon
+            .signals("signals")
+            .iter()
+            .filter(|s| s["signal"] == "TurnFinished")
+            .count(),
+        2,
+        "{first}"
+    );
+    stop(monitor);
+}

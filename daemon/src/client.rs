@@ -374,6 +374,10 @@ async fn monitor(
                 let (label,): (String,) = body.deserialize()?;
                 serde_json::json!({ "label": label })
             }
+            "WakeDetected" => {
+                let (how,): (String,) = body.deserialize()?;
+                serde_json::json!({ "how": how })
+            }
             _ => serde_json::json!({}),
         };
         if json {

@@ -68,6 +68,7 @@ pub fn run(args: DaemonArgs, globals: &Globals) -> anyhow::Result<()> {
         config_file: globals.config_file.clone(),
         overrides,
         store: store.clone(),
+        file_mode: Arc::new(Mutex::new(loaded.config.daemon.mode)),
     };
     runtime.block_on(serve(loaded.config, args.events, reload, store))
 }
@@ -79,6 +80,9 @@ pub struct Reload {
     pub overrides: Vec<Override>,
     /// Where the model files it checks are.
     pub store: hark_models::store::ModelStore,
+    /// The mode the file (and command line) said when last read: a mode
+    /// chosen over D-Bus is kept by `Reload` unless the file's changed.
+    pub file_mode: Arc<Mutex<ListenMode>>,
 }
 
 async fn serve(

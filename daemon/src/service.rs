@@ -435,8 +435,10 @@ impl HarkService {
             .map_err(|why| invalid(format!("CancelTimer: {why}")))
     }
 
-    /// Re-reads the configuration: the turn-taking rules and the listening
-    /// mode change at once; devices and models only at the next start. The
+    /// Re-reads the configuration: the turn-taking rules, Hark's names and
+    /// the listening mode change at once (the mode only if the file's
+    /// changed: one chosen with `SetMode` stays otherwise); devices and
+    /// models only at the next start. The
     /// model files the configuration names are checked now: a damaged or
     /// missing one is named in an `Error` signal (code `models`), and the
     /// models loaded at start keep serving.
@@ -461,9 +463,19 @@ impl HarkService {
             tracing::error!("{problem}");
             Self::error(&emitter, "models", problem).await?;
         }
+        let file_mode = loaded.config.daemon.mode;
+        let changed = {
+            let mut last = self
+                .reload
+                .file_mode
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *last, file_mode) != file_mode
+        };
         self.send(Command::Reconfigure {
             turn: loaded.config.conversation,
-            mode: loaded.config.daemon.mode,
+            mode: changed.then_some(file_mode),
+            wake: loaded.config.wake,
         })
         .await
     }
@@ -741,6 +753,7 @@ mod tests {
             config_file: None,
             overrides: Vec::new(),
             store: hark_models::store::ModelStore::at("/nonexistent"),
+            file_mode: Default::default(),
         };
         let mut service = HarkService::new(inbox, Arc::new(Mutex::new(mirror)), reload);
         service.ready_wait = ready_wait;

@@ -107,10 +107,12 @@ pub enum Command {
     Listen(bool),
     ClearHistory,
     GetHistory(Reply<Vec<HistoryEntry>>),
-    /// A reloaded configuration: new turn-taking rules and listening mode.
+    /// A reloaded configuration: new turn-taking rules, names, and (when
+    /// the file's changed) listening mode.
     Reconfigure {
         turn: hark_converse::turn::TurnConfig,
-        mode: ListenMode,
+        mode: Option<ListenMode>,
+        wake: WakeConfig,
     },
     /// Listen to this stream instead of the microphone until it closes;
     /// `reply` gets why not, if another stream is already in.
@@ -1303,9 +1305,12 @@ impl Core {
                 self.apply_mute(now);
             }
             Command::ClearHistory => self.conversation.clear_history(),
-            Command::Reconfigure { turn, mode } => {
+            Command::Reconfigure { turn, mode, wake } => {
                 self.conversation.set_config(turn);
-                self.change_mode(now, mode, false);
+                self.wake = wake;
+                if let Some(mode) = mode {
+                    self.change_mode(now, mode, false);
+                }
             }
             Command::GetHistory(reply) => {
                 let unix_now = self.timeline.unix_ms();

@@ -578,7 +578,8 @@ fn modes_decide_whether_speech_is_heard() {
         15_000,
         Command::Reconfigure {
             turn: TurnConfig::default(),
-            mode: ListenMode::Always,
+            mode: Some(ListenMode::Always),
+            wake: Default::default(),
         },
     );
     assert_eq!(modes(&rig), before);

@@ -1664,10 +1664,8 @@ fn in_name_mode_hark_answers_through_the_microphone_only_what_is_said_to_it() {
         heard.contains("time") && !heard.contains("hark"),
         "{heard:?}"
     );
-    assert_eq!(
-        named(&events(&daemon.path("events.jsonl")), "wake_detected").len(),
-        1
-    );
+    let wake = daemon.wait_signal("signals", "WakeDetected", 1, Duration::from_secs(1));
+    assert_eq!(wake["how"], "name", "{wake}");
     // Within the follow-up window: no name needed.
     daemon.rig.play_into_mic(&alone);
     daemon.wait_signal("signals", "TurnFinished", 2, Duration::from_secs(30));

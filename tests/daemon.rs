@@ -1603,8 +1603,9 @@ fn home_assistant_runs_hark_as_its_wyoming_satellite() {
     let finished = daemon.wait_signal("signals", "TurnFinished", 1, Duration::from_secs(20));
     assert_eq!(finished["text"], answer_text, "{finished}");
     let played = stdout(&run(hark().arg("transcribe").arg(&recording)));
+    // (Whisper has written "Parris".)
     assert!(
-        played.to_lowercase().contains("paris"),
+        wer(answer_text, &played) <= HEARD,
         "the speaker played {played:?}"
     );
     // Home Assistant answered, not Hark's own model.

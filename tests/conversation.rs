@@ -675,3 +675,64 @@ fn in_name_mode_hark_answers_only_what_is_said_to_it_and_what_follows_its_reply(
     assert!(turns[1].contains("spain"), "{turns:?}");
     assert_eq!(replies(&log).len(), 2, "{:?}", replies(&log));
 }
+
+#[test]
+fn in_wake_mode_hey_jarvis_and_a_question_are_answered_and_a_minute_of_narration_costs_no_whisper_run(
+) {
+    let Some(keyword) = std::env::var_os("HARK_WAKE_WORD") else {
+        panic!("HARK_WAKE_WORD is not set: scripts/test fetches the wake word model");
+    };
+    assert!(
+        Path::new(&keyword).is_file(),
+        "run hark models fetch wake-hey-jarvis"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let call = spoken(dir.path(), "call", "Hey Jarvis, what time is it?");
+    // A minute of narration: the LibriVox clips, JFK, the clips again.
+    let mut narration: Vec<PathBuf> = speech_corpus().into_iter().map(|(f, _)| f).collect();
+    narration.extend(narration.clone().into_iter().take(5));
+    let mut pcm: Vec<f32> = Vec::new();
+    for part in narration.iter().chain(std::iter::once(&call)) {
+        pcm.extend(hark_audio::wav::read_wav_16k_mono(part).unwrap());
+        pcm.extend(std::iter::repeat_n(0.0, 16_000));
+    }
+    let narration_ms = (pcm.len() as u64
+        - hark_audio::wav::read_wav_16k_mono(&call).unwrap().len() as u64
+        - 16_000)
+        / 16;
+    assert!(narration_ms >= 55_000, "{narration_ms} ms of narration");
+    pcm.extend(std::iter::repeat_n(0.0, 6 * 16_000));
+    let samples: Vec<i16> = pcm
+        .iter()
+        .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16)
+        .collect();
+    let input = dir.path().join("input.wav");
+    write_wav(&input, &samples);
+    let log = converse_files(dir.path(), &input, &["--set", "daemon.mode=wake"]);
+    // Nothing of the narration was transcribed, finally or in part.
+    let transcribed: Vec<&serde_json::Value> = log
+        .iter()
+        .filter(|e| {
+            matches!(
+                e["event"].as_str(),
+                Some("transcript" | "speculative_transcript" | "partial_transcript")
+            ) && e["t_ms"].as_u64().unwrap_or(0) < narration_ms
+        })
+        .collect();
+    assert!(transcribed.is_empty(), "{transcribed:#?}");
+    let after: Vec<&serde_json::Value> = log
+        .iter()
+        .filter(|e| e["t_ms"].as_u64().unwrap_or(0) >= narration_ms && e["event"] != "token")
+        .collect();
+    let wake = named(&log, "wake_detected");
+    assert_eq!(wake.len(), 1, "{after:#?}");
+    assert_eq!(wake[0]["how"], "wake-word");
+    let turns = named(&log, "user_turn");
+    assert_eq!(turns.len(), 1, "{after:#?}");
+    let asked = turns[0]["text"].as_str().unwrap().to_lowercase();
+    assert!(
+        asked.contains("time") && !asked.contains("jarvis"),
+        "{asked}"
+    );
+    assert_eq!(replies(&log).len(), 1);
+}

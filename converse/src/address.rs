@@ -16,7 +16,7 @@ use hark_config::{check_range, doc, InvalidValue, KeyDoc, Section, Settings};
 use serde::{Deserialize, Serialize};
 
 /// The `[wake]` section: when Hark is spoken to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WakeConfig {
     /// What Hark answers to in `mode = "name"`.
@@ -25,6 +25,18 @@ pub struct WakeConfig {
     pub anywhere: bool,
     /// After each reply, this long to speak again without the name.
     pub follow_up_ms: u64,
+    /// `mode = "wake"`: the openWakeWord model (`hark models fetch
+    /// wake-hey-jarvis` installs "hey_jarvis").
+    pub wake_word: String,
+    /// `mode = "wake"`: the model's score that counts as hearing it.
+    pub threshold: f64,
+}
+
+impl WakeConfig {
+    /// What the wake word model listens for, in words ("hey jarvis").
+    pub fn wake_phrase(&self) -> String {
+        self.wake_word.replace(['_', '-'], " ")
+    }
 }
 
 impl Default for WakeConfig {
@@ -33,6 +45,8 @@ impl Default for WakeConfig {
             names: vec!["Hark".into(), "hey Hark".into()],
             anywhere: false,
             follow_up_ms: 8000,
+            wake_word: "hey_jarvis".into(),
+            threshold: 0.5,
         }
     }
 }
@@ -46,12 +60,26 @@ impl Settings for WakeConfig {
                 "at least one name with a letter in it",
             ));
         }
-        check_range("follow_up_ms", self.follow_up_ms, 0, 600_000)
+        check_range("follow_up_ms", self.follow_up_ms, 0, 600_000)?;
+        check_range("threshold", self.threshold, 0.01, 0.99)?;
+        if self.wake_word.is_empty()
+            || !self
+                .wake_word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(InvalidValue::new(
+                "wake_word",
+                format!("{:?}", self.wake_word),
+                "an openWakeWord model name such as \"hey_jarvis\"",
+            ));
+        }
+        Ok(())
     }
 }
 
 impl Section for WakeConfig {
-    const DOC: &'static str = "When Hark is spoken to (daemon.mode = \"name\").";
+    const DOC: &'static str = "When Hark is spoken to (daemon.mode = \"name\" or \"wake\").";
     const KEYS: &'static [KeyDoc] = &[
         doc(
             "names",
@@ -62,6 +90,17 @@ impl Section for WakeConfig {
         doc(
             "anywhere",
             "A name anywhere in the utterance counts, not only at its start. true or false.",
+        ),
+        doc(
+            "wake_word",
+            "mode = \"wake\": the openWakeWord model listened for (hey_jarvis, alexa, \
+             hey_mycroft). Its models are licensed CC BY-NC-SA 4.0 (non-commercial): \
+             `hark models fetch wake-hey-jarvis` shows the licence and installs them.",
+        ),
+        doc(
+            "threshold",
+            "mode = \"wake\": the wake word model's score (0.01 to 0.99) that counts \
+             as hearing it; lower hears it more readily, and more falsely.",
         ),
         doc(
             "follow_up_ms",
@@ -84,6 +123,8 @@ pub const HEARD_AS: &[(&str, &[&str])] = &[
         "hey",
         &["hey", "hi", "hay", "a", "ah", "oh", "okay", "ok", "stay"],
     ),
+    // The default wake word's (openWakeWord's "hey jarvis").
+    ("jarvis", &["jarvis", "jervis", "javis", "jarvas", "travis"]),
 ];
 
 /// A word and where it is in the text (byte range).
@@ -136,6 +177,29 @@ fn sounds_like(word: &str, heard: &str) -> bool {
 /// What was said to Hark in `text`: the words after its name, or `None`
 /// when no name of `config`'s is there.
 pub fn addressed(config: &WakeConfig, text: &str) -> Option<String> {
+    let (before, rest) = split_at_name(config, text, config.anywhere)?;
+    Some(
+        [before, rest]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// The words after the first of `config`'s names anywhere in `text` (a
+/// wake phrase ends what went before it); `None` when none is there.
+pub fn after_name(config: &WakeConfig, text: &str) -> Option<String> {
+    split_at_name(config, text, true).map(|(_, rest)| rest.to_owned())
+}
+
+/// `text` before and after the first name found (at its start only,
+/// unless `anywhere`), trimmed of the punctuation around the name.
+fn split_at_name<'t>(
+    config: &WakeConfig,
+    text: &'t str,
+    anywhere: bool,
+) -> Option<(&'t str, &'t str)> {
     let heard = words(text);
     let mut names: Vec<Vec<String>> = config
         .names
@@ -145,7 +209,7 @@ pub fn addressed(config: &WakeConfig, text: &str) -> Option<String> {
         .collect();
     // "hey hark" before "hark", so "hey" is not left in the words.
     names.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    let starts = if config.anywhere { heard.len() } else { 1 };
+    let starts = if anywhere { heard.len() } else { 1 };
     for start in 0..starts.min(heard.len()) {
         for name in &names {
             let Some(slice) = heard.get(start..start + name.len()) else {
@@ -161,12 +225,7 @@ pub fn addressed(config: &WakeConfig, text: &str) -> Option<String> {
                 } else {
                     text[..heard_start(text, &heard, start)].trim_end()
                 };
-                let said = [before, rest]
-                    .into_iter()
-                    .filter(|s| !s.is_empty())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                return Some(said);
+                return Some((before, rest));
             }
         }
     }
@@ -228,6 +287,20 @@ mod tests {
             addressed(&anywhere, "What time is it, Hark?").as_deref(),
             Some("What time is it,")
         );
+    }
+
+    #[test]
+    fn what_follows_a_wake_phrase_is_what_was_asked() {
+        let phrase = WakeConfig {
+            names: vec!["hey jarvis".into()],
+            ..WakeConfig::default()
+        };
+        assert_eq!(
+            after_name(&phrase, "she walked on. Hey Jarvis, what time is it?").as_deref(),
+            Some("what time is it?")
+        );
+        assert_eq!(after_name(&phrase, "Hey Jervis.").as_deref(), Some(""));
+        assert_eq!(after_name(&phrase, "What time is it?"), None);
     }
 
     #[test]

@@ -81,7 +81,9 @@ impl Section for DaemonConfig {
         "mode",
         "When Hark listens: \"always\"; \"name\" (always, but it answers only \
          what begins with its name, [wake] names, or follows a reply within \
-         [wake] follow_up_ms); \"push-to-talk\" (only while asked to over D-Bus, \
+         [wake] follow_up_ms); \"wake\" (only what follows the acoustic wake word, \
+         [wake] wake_word, whose model `hark models fetch wake-hey-jarvis` installs); \
+         \"push-to-talk\" (only while asked to over D-Bus, \
          e.g. from a key binding); or \"off\" (not listening; say and ask still \
          work).",
     )];

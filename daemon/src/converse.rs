@@ -65,9 +65,13 @@ pub fn run(args: ConverseArgs, globals: &Globals) -> anyhow::Result<()> {
         None => Output::Speaker,
     };
     // Here Hark always listens (there is nobody to press push-to-talk),
-    // answering everything or only what is said to it by name.
+    // answering everything, or only what is said to it by name or after
+    // its wake word.
     let mut session = config.session();
-    if session.mode != hark_session::ListenMode::Name {
+    if !matches!(
+        session.mode,
+        hark_session::ListenMode::Name | hark_session::ListenMode::Wake
+    ) {
         session.mode = hark_session::ListenMode::Always;
     }
     let mut setup = SessionSetup::new(session, input, output);

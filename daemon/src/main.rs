@@ -100,7 +100,7 @@ enum Command {
     #[command(subcommand)]
     Ptt(client::PushToTalk),
     /// When the running daemon listens: always, name (only what is said to
-    /// it by name), push-to-talk or off.
+    /// it by name), wake (only after its wake word), push-to-talk or off.
     Mode {
         #[arg(value_parser = hark_session::ListenMode::NAMES)]
         mode: String,

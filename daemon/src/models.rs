@@ -323,6 +323,55 @@ pub fn piper(config: &TtsConfig, store: &ModelStore) -> anyhow::Result<PiperVoic
     Ok(voice)
 }
 
+/// The acoustic wake word `[wake] wake_word` names, when its model is
+/// installed; in `mode = "wake"` its absence is an error that says how to
+/// fetch it (the daemon then hears nothing until it is there).
+pub fn wake_word(
+    config: &HarkConfig,
+    store: &ModelStore,
+) -> Option<Box<dyn hark_endpoint::WakeWordDetector>> {
+    let wake = &config.wake;
+    let wanted = config.daemon.mode == hark_session::ListenMode::Wake;
+    let Some(spec) = store::wake_word_spec(&wake.wake_word) else {
+        if wanted {
+            tracing::error!(
+                "[wake] wake_word = {:?} is not a wake word Hark can fetch (hey_jarvis, alexa, hey_mycroft)",
+                wake.wake_word
+            );
+        }
+        return None;
+    };
+    let loaded = (|| -> anyhow::Result<hark_endpoint::OpenWakeWord> {
+        let keyword = installed(store, spec, "wake word model")?;
+        let companion = |name: &str| store.root().join(name);
+        let files = hark_endpoint::WakeWordFiles {
+            melspectrogram: companion("melspectrogram.onnx"),
+            embedding: companion("embedding_model.onnx"),
+            keyword,
+        };
+        let ort_lib = installed(store, &ONNXRUNTIME, "ONNX Runtime")?;
+        Ok(hark_endpoint::OpenWakeWord::load(
+            &wake.wake_phrase(),
+            &files,
+            &ort_lib,
+            wake.threshold as f32,
+        )?)
+    })();
+    match loaded {
+        Ok(detector) => {
+            tracing::info!(wake_word = %wake.wake_word, "wake word model loaded");
+            Some(Box::new(detector))
+        }
+        Err(e) if wanted => {
+            tracing::error!(
+                "{e:#}; in wake mode Hark answers only after a reply until it is installed"
+            );
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// Smart Turn from the store, its hash checked (8 MB: a few ms), when
 /// `[turn]` asks for it. A model that is missing, corrupt or fails to load
 /// is not fatal: Hark says why and ends turns on silence instead.
@@ -413,5 +462,6 @@ pub fn session(config: &HarkConfig, store: &ModelStore) -> anyhow::Result<Models
         llm: llm(&config.llm, store)?,
         voice: voice(&config.voice, store)?,
         turn: turn_detector(&config.turn, store),
+        wake: wake_word(config, store),
     })
 }

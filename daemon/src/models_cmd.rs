@@ -17,7 +17,8 @@ pub enum ModelsCommand {
     Fetch {
         /// Catalogue names to install (e.g. `base`); default: the defaults.
         names: Vec<String>,
-        /// Install every catalogue model.
+        /// Install every catalogue model but the wake words (whose licence
+        /// is non-commercial: name them to install them).
         #[arg(long, conflicts_with = "names")]
         all: bool,
     },
@@ -67,7 +68,12 @@ pub fn run(cmd: ModelsCommand, store: &ModelStore) -> anyhow::Result<()> {
 
 fn fetch_models(store: &ModelStore, names: &[String], all: bool) -> anyhow::Result<()> {
     let specs: Vec<&store::ModelSpec> = if all {
-        store::CATALOGUE.iter().collect()
+        // Not the wake words: their licence allows no commercial use, so
+        // they come only by name.
+        store::CATALOGUE
+            .iter()
+            .filter(|s| s.license != store::WAKE_WORD_LICENSE)
+            .collect()
     } else if names.is_empty() {
         store::CATALOGUE.iter().filter(|s| s.default).collect()
     } else {
@@ -83,6 +89,12 @@ fn fetch_models(store: &ModelStore, names: &[String], all: bool) -> anyhow::Resu
     };
     eprintln!("hark: model store {}", store.root().display());
     for spec in specs {
+        if spec.license == store::WAKE_WORD_LICENSE {
+            eprintln!(
+                "hark: {} is licensed {}; by installing it you accept that licence",
+                spec.name, spec.license
+            );
+        }
         let mut progress = StderrProgress::new();
         let outcome = fetch::fetch(store, spec, &mut progress)
             .with_context(|| format!("installing model {}", spec.name))?;

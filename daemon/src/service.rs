@@ -306,8 +306,9 @@ impl HarkService {
         self.send(Command::SetMuted(muted)).await
     }
 
-    /// `always`, `name` (only what is said to Hark by name), `push-to-talk`
-    /// or `off`.
+    /// `always`, `name` (only what is said to Hark by name), `wake` (only
+    /// what follows the wake word, `[wake] wake_word`), `push-to-talk` or
+    /// `off`.
     async fn set_mode(
         &self,
         #[zbus(header)] header: zbus::message::Header<'_>,

@@ -18,6 +18,7 @@
 
 pub mod features;
 mod settings;
+pub mod wake;
 mod words;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use hark_onnx::ort::session::Session;
 use hark_onnx::ort::value::Tensor;
 
 pub use settings::{Detector, EndpointConfig};
+pub use wake::{OpenWakeWord, WakeWordDetector, WakeWordFiles};
 pub use words::{read as read_words, sounds_unfinished, Reading};
 
 use features::{last_window, LogMel, N_FRAMES, N_MELS};

@@ -263,6 +263,91 @@ pub const SMART_TURN: ModelSpec = ModelSpec {
     },
 };
 
+/// openWakeWord's front end, shared by its keyword models: the mel
+/// spectrogram and the speech embedding.
+const OPENWAKEWORD_FRONT_END: &[Companion] = &[
+    Companion {
+        file_name: "melspectrogram.onnx",
+        size: 1_087_958,
+        sha256: "ba2b0e0f8b7b875369a2c89cb13360ff53bac436f2895cced9f479fa65eb176f",
+        member: WheelMember {
+            package: "openwakeword",
+            version: "0.4.0",
+            member: "openwakeword/resources/models/melspectrogram.onnx",
+        },
+    },
+    Companion {
+        file_name: "embedding_model.onnx",
+        size: 1_328_103,
+        sha256: "ba754db3cd768a524c655ea90655ee5e6055a43b8dfd29366a11e93716ae9e51",
+        member: WheelMember {
+            package: "openwakeword",
+            version: "0.4.0",
+            member: "openwakeword/resources/models/embedding_model.onnx",
+        },
+    },
+];
+
+/// The pretrained keyword models' licence, which is not the package's.
+pub const WAKE_WORD_LICENSE: &str =
+    "CC BY-NC-SA 4.0 (openWakeWord's pretrained models: non-commercial use only)";
+
+const fn wake_word(
+    name: &'static str,
+    file_name: &'static str,
+    member: &'static str,
+    size: u64,
+    sha256: &'static str,
+) -> ModelSpec {
+    ModelSpec {
+        name,
+        kind: "wake word",
+        file_name,
+        size,
+        sha256,
+        default: false,
+        license: WAKE_WORD_LICENSE,
+        companions: OPENWAKEWORD_FRONT_END,
+        recipe: Recipe::Copy {
+            member: WheelMember {
+                package: "openwakeword",
+                version: "0.4.0",
+                member,
+            },
+        },
+    }
+}
+
+/// "Hey Jarvis" (`[wake] wake_word = "hey_jarvis"`), fetched only on request.
+pub const WAKE_HEY_JARVIS: ModelSpec = wake_word(
+    "wake-hey-jarvis",
+    "hey_jarvis_v0.1.onnx",
+    "openwakeword/resources/models/hey_jarvis_v0.1.onnx",
+    1_271_370,
+    "94a13cfe60075b132f6a472e7e462e8123ee70861bc3fb58434a73712ee0d2cb",
+);
+pub const WAKE_ALEXA: ModelSpec = wake_word(
+    "wake-alexa",
+    "alexa_v0.1.onnx",
+    "openwakeword/resources/models/alexa_v0.1.onnx",
+    854_246,
+    "6ff566a01d12670e8d9e3c59da32651db1575d17272a601b7f8a39283dfbae3e",
+);
+pub const WAKE_HEY_MYCROFT: ModelSpec = wake_word(
+    "wake-hey-mycroft",
+    "hey_mycroft_v0.1.onnx",
+    "openwakeword/resources/models/hey_mycroft_v0.1.onnx",
+    503_850,
+    "785bdf5655863ae47553b23793aa108c7b0152d4823f7869b41f2d2d765912fc",
+);
+
+/// The wake word models, by `[wake] wake_word` name.
+pub fn wake_word_spec(wake_word: &str) -> Option<&'static ModelSpec> {
+    CATALOGUE.iter().find(|s| {
+        s.kind == "wake word" && s.name.strip_prefix("wake-") == Some(&wake_word.replace('_', "-"))
+    })
+}
+
 /// Every model in the catalogue, defaults first.
 pub const CATALOGUE: &[ModelSpec] = &[
     WHISPER_TINY_EN,
@@ -271,6 +356,9 @@ pub const CATALOGUE: &[ModelSpec] = &[
     ONNXRUNTIME,
     SMART_TURN,
     WHISPER_BASE,
+    WAKE_HEY_JARVIS,
+    WAKE_ALEXA,
+    WAKE_HEY_MYCROFT,
 ];
 
 /// Looks a catalogue entry up by its short name.

@@ -166,10 +166,13 @@ pub enum ListenMode {
     /// Listening, but answering only what begins with Hark's name (`[wake]
     /// names`), or what follows a reply within `[wake] follow_up_ms`.
     Name,
+    /// Listening for the acoustic wake word (`[wake] wake_word`): only the
+    /// speech around it, or following a reply, is transcribed at all.
+    Wake,
 }
 
 impl ListenMode {
-    pub const NAMES: [&'static str; 4] = ["always", "push-to-talk", "off", "name"];
+    pub const NAMES: [&'static str; 5] = ["always", "push-to-talk", "off", "name", "wake"];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -177,6 +180,7 @@ impl ListenMode {
             ListenMode::PushToTalk => "push-to-talk",
             ListenMode::Off => "off",
             ListenMode::Name => "name",
+            ListenMode::Wake => "wake",
         }
     }
 }
@@ -189,12 +193,17 @@ impl FromStr for ListenMode {
             "push-to-talk" => Ok(ListenMode::PushToTalk),
             "off" => Ok(ListenMode::Off),
             "name" => Ok(ListenMode::Name),
+            "wake" => Ok(ListenMode::Wake),
             _ => Err(format!(
-                "unknown mode {name:?}; use always, push-to-talk, off or name"
+                "unknown mode {name:?}; use always, push-to-talk, off, name or wake"
             )),
         }
     }
 }
+
+/// How long before the wake word model is sure the phrase may have begun
+/// (openWakeWord reads 1.28 s; a phrase is rarely longer).
+const WAKE_LEAD_MS: u64 = 2_500;
 
 /// A transcription started when the user's speech paused.
 #[derive(Debug)]
@@ -314,6 +323,9 @@ pub struct Core {
     follow_up_until_ms: Option<u64>,
     /// Where the latest speech began.
     speech_started_ms: u64,
+    /// `mode = "wake"`: speech that begins in this span (ms) is around the
+    /// latest wake word, and is transcribed.
+    wake_window: Option<(u64, u64)>,
 }
 
 impl Core {
@@ -366,6 +378,7 @@ impl Core {
             wake: WakeConfig::default(),
             follow_up_until_ms: None,
             speech_started_ms: 0,
+            wake_window: None,
         }
     }
 
@@ -378,6 +391,18 @@ impl Core {
     /// then the words after its name, or all of it within the follow-up
     /// window, or nothing. Speech over Hark is judged as barge-in, not here.
     fn for_hark(&self, text: &str) -> Option<String> {
+        if self.mode == ListenMode::Wake && self.conversation.state() != State::Speaking {
+            // Only what was around the wake word was transcribed; the phrase
+            // itself, if Whisper wrote it, is not for the model.
+            let phrase = WakeConfig {
+                names: vec![self.wake.wake_phrase()],
+                ..self.wake.clone()
+            };
+            return Some(
+                hark_converse::address::after_name(&phrase, text)
+                    .unwrap_or_else(|| text.to_owned()),
+            );
+        }
         if self.mode != ListenMode::Name || self.conversation.state() == State::Speaking {
             return Some(text.to_owned());
         }
@@ -388,6 +413,17 @@ impl Core {
             .follow_up_until_ms
             .is_some_and(|until| self.speech_started_ms <= until);
         following_up.then(|| text.to_owned())
+    }
+
+    /// Whether speech that began at the latest onset may be transcribed:
+    /// always, except in wake mode away from a wake word and a reply.
+    fn awake(&self) -> bool {
+        let at = self.speech_started_ms;
+        self.mode != ListenMode::Wake
+            || self
+                .wake_window
+                .is_some_and(|(from, until)| (from..=until).contains(&at))
+            || self.follow_up_until_ms.is_some_and(|until| at <= until)
     }
 
     /// Whether replies are prepared during pauses (before `run`).
@@ -764,7 +800,7 @@ impl Core {
     fn effective_mute(&self) -> bool {
         self.user_muted
             || match self.mode {
-                ListenMode::Always | ListenMode::Name => false,
+                ListenMode::Always | ListenMode::Name | ListenMode::Wake => false,
                 ListenMode::Off => true,
                 ListenMode::PushToTalk => !self.push_to_talk_held,
             }
@@ -875,7 +911,8 @@ impl Core {
     /// one is already on its way (so a final transcript never waits behind
     /// more than one) or nobody is being listened to.
     fn transcribe_partial(&mut self, audio: Vec<f32>) {
-        if self.partial_in_flight
+        if !self.awake()
+            || self.partial_in_flight
             || self.conversation.state() != State::UserSpeaking
             || self.satellite.is_some()
         {
@@ -901,7 +938,11 @@ impl Core {
             .speculation
             .as_ref()
             .is_some_and(|s| s.waiting.is_some());
-        if owed || self.conversation.state() != State::UserSpeaking || self.satellite.is_some() {
+        if owed
+            || self.conversation.state() != State::UserSpeaking
+            || self.satellite.is_some()
+            || !self.awake()
+        {
             return;
         }
         let job = SttJob {
@@ -939,7 +980,7 @@ impl Core {
         );
         let text = match self.for_hark(&text) {
             Some(said) if said != text || self.mode != ListenMode::Name => {
-                if said != text {
+                if said != text && self.mode == ListenMode::Name {
                     self.emit(now, SessionEvent::WakeDetected { how: "name".into() });
                     // Only the name: the next words need none.
                     if said.trim().is_empty() {
@@ -1098,6 +1139,28 @@ impl Core {
 
     fn hearing(&mut self, now: u64, event: HearingEvent) {
         match event {
+            HearingEvent::WakeWord { at_ms, score } => {
+                if self.mode == ListenMode::Wake && !self.conversation.is_muted() {
+                    tracing::info!(at_ms, score, "wake word heard");
+                    // The phrase began up to WAKE_LEAD_MS before the model
+                    // was sure; the request may follow in the same breath
+                    // or after a pause.
+                    // Said within an utterance already under way (the VAD
+                    // may have joined it to speech before it), that
+                    // utterance counts too.
+                    let mut from = at_ms.saturating_sub(WAKE_LEAD_MS);
+                    if self.conversation.state() == State::UserSpeaking {
+                        from = from.min(self.speech_started_ms);
+                    }
+                    self.wake_window = Some((from, at_ms + self.wake.follow_up_ms));
+                    self.emit(
+                        now,
+                        SessionEvent::WakeDetected {
+                            how: "wake-word".into(),
+                        },
+                    );
+                }
+            }
             HearingEvent::SpeechStarted { at_ms } => {
                 self.speech_started_ms = at_ms;
                 let muted = self.conversation.is_muted();
@@ -1474,6 +1537,17 @@ impl Core {
             self.owe_empty_transcript(utterance);
             return;
         };
+        // In wake mode, speech away from the wake word costs no Whisper run.
+        if !self.awake() && self.conversation.state() != State::Speaking {
+            self.emit(
+                now,
+                SessionEvent::NotAddressed {
+                    text: String::new(),
+                },
+            );
+            self.owe_empty_transcript(utterance);
+            return;
+        }
         // Speech over Hark is judged here (a "mhm" must not start a
         // pipeline); a turn of the user's goes to the satellite's.
         if self.conversation.state() != State::Speaking {

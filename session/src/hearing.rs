@@ -87,6 +87,11 @@ pub enum HearingEvent {
         complete: bool,
         unfinished_words: Option<bool>,
     },
+    /// The wake word model heard its phrase, ending at `at_ms`.
+    WakeWord {
+        at_ms: u64,
+        score: f32,
+    },
     /// The ears switched to another input (the daemon's [`SwitchedInput`]).
     ///
     /// [`SwitchedInput`]: crate::input::SwitchedInput
@@ -678,6 +683,7 @@ pub fn spawn_hearing(
     echo: Option<EchoCancellation>,
     partial_every_ms: Option<u32>,
     endpointing: Option<Endpointing>,
+    mut wake_word: Option<Box<dyn hark_endpoint::WakeWordDetector>>,
     timeline: Timeline,
     stop: Arc<AtomicBool>,
     mut report: impl FnMut(HearingEvent) -> bool + Send + 'static,
@@ -712,6 +718,23 @@ pub fn spawn_hearing(
                     if let Some(aec) = aec.as_mut().filter(|_| source.hears_local_playback()) {
                         aec.clean(&mut frame, zero, segmenter.in_speech())
                             .map_err(|e| format!("echo cancellation: {e}"))?;
+                    }
+                    if let Some(detector) = wake_word.as_mut() {
+                        match detector.push(&frame.samples) {
+                            Ok(Some(score)) => {
+                                let at_ms = ms(frame.end_sample());
+                                if !report(HearingEvent::WakeWord { at_ms, score }) {
+                                    return Ok(());
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::error!(
+                                    "the wake word model failed, and is not listened to: {e}"
+                                );
+                                wake_word = None;
+                            }
+                        }
                     }
                     for event in segmenter.push(&frame).map_err(|e| e.to_string())? {
                         if !report(to_hearing(event)) {

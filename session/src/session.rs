@@ -150,6 +150,9 @@ pub struct Models {
     /// Smart Turn, when `[turn] detector = "smart"` and it loaded; `None`:
     /// the silence rule ends turns.
     pub turn: Option<Box<dyn TurnDetector>>,
+    /// The acoustic wake word, when its model is installed (`mode =
+    /// "wake"` listens for it).
+    pub wake: Option<Box<dyn hark_endpoint::WakeWordDetector>>,
 }
 
 fn thread(name: &'static str) -> impl FnOnce(std::io::Error) -> SessionError {
@@ -231,12 +234,15 @@ pub fn run_session(
             "panics will be injected into the engines (HARK_INJECT_PANIC)"
         );
     }
+    // The wake word runs on the ears' thread.
+    let wake_word = models.wake;
     // A panic in an engine fails its job, never its worker thread.
     let models = Models {
         stt: Box::new(Guarded::new(models.stt, Stage::Stt, &faults)),
         llm: Box::new(Guarded::new(models.llm, Stage::Llm, &faults)),
         voice: Box::new(Guarded::new(models.voice, Stage::Tts, &faults)),
         turn: models.turn,
+        wake: None,
     };
     let sink: Box<dyn SpeakerSink> = match (speaker_sink, output) {
         (Some(speaker), _) => Box::new(speaker),
@@ -333,6 +339,7 @@ pub fn run_session(
         echo,
         partial_every_ms,
         endpointing,
+        wake_word,
         timeline.clone(),
         stop.clone(),
         move |e: HearingEvent| to_core(CoreInput::Hearing(e)),

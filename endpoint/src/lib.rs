@@ -75,16 +75,7 @@ impl SmartTurn {
             message: e.to_string(),
         };
         let started = Instant::now();
-        let session = Session::builder()
-            .map_err(|e| load_err(&e))?
-            .with_intra_threads(1)
-            .map_err(|e| load_err(&e))?
-            .with_inter_threads(1)
-            .map_err(|e| load_err(&e))?
-            .with_intra_op_spinning(false)
-            .map_err(|e| load_err(&e))?
-            .commit_from_file(model)
-            .map_err(|e| load_err(&e))?;
+        let session = hark_onnx::single_thread_session(model).map_err(|e| load_err(&e))?;
         let input = session
             .inputs()
             .first()

@@ -134,3 +134,14 @@ pub fn ensure_runtime(lib: &Path) -> Result<(), OnnxError> {
     *loaded = Some(lib.to_path_buf());
     Ok(())
 }
+
+/// A session for the small models the ears run (Smart Turn, the wake
+/// word) from `model`, on one thread that does not spin: Whisper and the
+/// language model have the other core. Call [`ensure_runtime`] first.
+pub fn single_thread_session(model: &Path) -> Result<ort::session::Session, ort::Error> {
+    ort::session::Session::builder()?
+        .with_intra_threads(1)?
+        .with_inter_threads(1)?
+        .with_intra_op_spinning(false)?
+        .commit_from_file(model)
+}

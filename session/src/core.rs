@@ -655,17 +655,8 @@ impl Core {
         };
         first.adopted = Some(clause);
         if let Some(pcm) = first.audio.take() {
-            let audio_ms = pcm.len() as u64 * 1000 / u64::from(self.workers.speaker.rate().max(1));
-            self.emit(
-                now,
-                SessionEvent::Synthesized {
-                    clause,
-                    synth_ms: 0,
-                    audio_ms,
-                },
-            );
-            self.synthesized.insert(clause, pcm);
-            self.owed.push_back(Event::ClauseSynthesized { clause });
+            let rate = self.workers.speaker.rate();
+            self.owed_audio(now, clause, pcm, rate);
         }
         true
     }
@@ -1720,8 +1711,8 @@ impl Core {
         }
     }
 
-    /// Audio for `clause` that needs no voice, delivered as the voice's
-    /// would be.
+    /// Audio for `clause` already at hand (a prepared reply's first clause,
+    /// Home Assistant's answer), delivered as the voice's would be.
     fn owed_audio(&mut self, now: u64, clause: ClauseId, pcm: Vec<f32>, rate: u32) {
         let audio_ms = pcm.len() as u64 * 1000 / u64::from(rate.max(1));
         self.emit(

@@ -387,9 +387,11 @@ impl Core {
         self.wake = wake;
     }
 
-    /// What of `text` is for Hark: all of it unless the mode is `name`;
-    /// then the words after its name, or all of it within the follow-up
-    /// window, or nothing. Speech over Hark is judged as barge-in, not here.
+    /// What of `text` is for Hark. In `name` mode the words after its
+    /// name, or all of it within the follow-up window, or nothing; in
+    /// `wake` mode (where only speech around the wake word was transcribed)
+    /// what follows the wake phrase if Whisper wrote it; else all of it.
+    /// Speech over Hark is judged as barge-in, not here.
     fn for_hark(&self, text: &str) -> Option<String> {
         if self.mode == ListenMode::Wake && self.conversation.state() != State::Speaking {
             // Only what was around the wake word was transcribed; the phrase
@@ -1602,12 +1604,9 @@ impl Core {
             SatelliteEvent::Attach(_) => unreachable!("handled above"),
             SatelliteEvent::Detach => {
                 tracing::info!("Home Assistant stopped running Hark as its satellite");
-                let satellite = self.satellite.take().expect("checked above");
-                if let Some(utterance) = satellite.awaiting_transcript {
-                    self.owe_empty_transcript(utterance);
-                }
-                if let Some(reply) = satellite.reply {
-                    self.owed.push_back(Event::ReplyFinished { reply });
+                let mut satellite = self.satellite.take().expect("checked above");
+                for event in satellite.abandon() {
+                    self.feed(now, event);
                 }
             }
             SatelliteEvent::Transcript(text) => {
@@ -1658,20 +1657,10 @@ impl Core {
                 }
             }
             SatelliteEvent::Failed(message) => {
-                let (utterance, reply) = (satellite.awaiting_transcript.take(), satellite.reply);
-                satellite.reset_reply();
+                let owed = satellite.abandon();
                 self.error(now, "satellite", message);
-                if let Some(utterance) = utterance {
-                    self.feed(
-                        now,
-                        Event::Transcript {
-                            utterance,
-                            text: String::new(),
-                        },
-                    );
-                }
-                if let Some(reply) = reply {
-                    self.feed(now, Event::ReplyFinished { reply });
+                for event in owed {
+                    self.feed(now, event);
                 }
             }
         }

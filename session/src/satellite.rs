@@ -17,7 +17,7 @@
 use std::collections::VecDeque;
 
 use hark_converse::chunk::{ChunkConfig, ClauseSplitter};
-use hark_converse::turn::{ClauseId, ReplyId, UtteranceId};
+use hark_converse::turn::{ClauseId, Event, ReplyId, UtteranceId};
 
 /// The way out to the pipeline; the binary's end writes Wyoming events.
 /// Called on the core's thread: it must only queue, never block.
@@ -164,6 +164,31 @@ impl Satellite {
             end
         };
         audio[start.min(audio.len())..end.min(audio.len())].to_vec()
+    }
+
+    /// What the turn machine is owed when the pipeline will not answer
+    /// (it failed, or Home Assistant left): an empty transcript for the
+    /// utterance it heard, the end of the reply, and a failed synthesis for
+    /// each clause still waiting for audio. Ready for the next turn after.
+    pub fn abandon(&mut self) -> Vec<Event> {
+        let mut owed = Vec::new();
+        if let Some(utterance) = self.awaiting_transcript.take() {
+            owed.push(Event::Transcript {
+                utterance,
+                text: String::new(),
+            });
+        }
+        if let Some(reply) = self.reply {
+            owed.push(Event::ReplyFinished { reply });
+        }
+        owed.extend(
+            self.waiting
+                .iter()
+                .map(|(clause, _, _)| Event::SynthesisFailed { clause: *clause }),
+        );
+        self.answers_next = false;
+        self.reset_reply();
+        owed
     }
 
     /// The reply is over (played, talked over or failed): ready for the

@@ -1587,3 +1587,45 @@ fn in_name_mode_only_what_is_said_to_hark_is_answered_and_a_reply_opens_a_follow
     rig.transcribed(26_400, utterance, "And of Italy?");
     assert!(generated(&rig).is_empty());
 }
+
+#[test]
+fn a_satellite_pipeline_that_fails_or_leaves_costs_that_turn_only() {
+    use crate::satellite::SatelliteEvent;
+    let mut rig = Rig::new();
+    let piped: Arc<Mutex<Vec<Piped>>> = Arc::default();
+    let attach = |piped: &Arc<Mutex<Vec<Piped>>>| {
+        Command::Satellite(SatelliteEvent::Attach(Box::new(FakePipeline(
+            piped.clone(),
+        ))))
+    };
+    rig.command(0, attach(&piped));
+    assert_eq!(rig.user_speaks(1000, 2000), None);
+    rig.command(
+        3000,
+        Command::Satellite(SatelliteEvent::Failed(
+            "the pipeline failed: no intent".into(),
+        )),
+    );
+    assert!(rig.events().iter().any(|e| matches!(
+        e,
+        SessionEvent::Error { code: "satellite", message } if message.contains("no intent")
+    )));
+    assert!(rig.events().contains(&SessionEvent::NothingHeard));
+    assert_eq!(rig.core.conversation.state(), State::Listening);
+    // Home Assistant leaves while its answer's audio is awaited: the
+    // clause fails, the turn ends, and Hark answers by itself next.
+    assert_eq!(rig.user_speaks(4000, 5000), None);
+    rig.command(
+        5400,
+        Command::Satellite(SatelliteEvent::Transcript("Tell me a story.".into())),
+    );
+    rig.command(
+        5500,
+        Command::Satellite(SatelliteEvent::Reply("Once upon a time.".into())),
+    );
+    rig.command(6000, Command::Satellite(SatelliteEvent::Detach));
+    rig.tick_until(7000);
+    assert_eq!(rig.core.conversation.state(), State::Listening);
+    rig.take_calls();
+    assert!(rig.user_speaks(8000, 9000).is_some(), "Whisper again");
+}

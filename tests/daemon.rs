@@ -1627,9 +1627,18 @@ fn wait_event(daemon: &Daemon, name: &str, nth: usize, limit: Duration) -> serde
         if let Some(found) = named(&log, name).get(nth - 1) {
             return (*found).clone();
         }
+        let heard: Vec<&serde_json::Value> = log
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e["event"].as_str(),
+                    Some("transcript" | "not_addressed" | "wake_detected" | "user_turn")
+                )
+            })
+            .collect();
         assert!(
             started.elapsed() < limit,
-            "no {name} #{nth} within {limit:?}\n{}",
+            "no {name} #{nth} within {limit:?}; heard {heard:#?}\n{}",
             daemon.stderr()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -1638,7 +1647,12 @@ fn wait_event(daemon: &Daemon, name: &str, nth: usize, limit: Duration) -> serde
 
 #[test]
 fn in_name_mode_hark_answers_through_the_microphone_only_what_is_said_to_it() {
-    let daemon = Daemon::start_with(&["--set", "wake.follow_up_ms=5000"]);
+    let daemon = Daemon::start_with(&[
+        "--set",
+        "wake.follow_up_ms=5000",
+        "--set",
+        "wake.names=[\"Computer\"]",
+    ]);
     daemon.wait_state("listening", Duration::from_secs(30));
     // A mode chosen over D-Bus takes effect at the next utterance, and a
     // Reload of an unchanged file keeps it.
@@ -1652,17 +1666,22 @@ fn in_name_mode_hark_answers_through_the_microphone_only_what_is_said_to_it() {
         path
     };
     let alone = wav("alone", "What time is it?");
-    let called = wav("called", "Hark, what time is it?");
+    // A name tiny.en always writes the same way: Piper's short "Hark"
+    // through the microphone is sometimes dropped whole ("Hey, what time is
+    // it?"), which no spelling list can mend. Its spellings have their own
+    // tests (hark_converse::address, and tests/conversation.rs).
+    let called = wav("called", "Computer, what time is it?");
     // Without the name: heard, not answered.
     daemon.rig.play_into_mic(&alone);
     wait_event(&daemon, "not_addressed", 1, Duration::from_secs(30));
     // With it: answered, and the model (here the time skill) never sees it.
     daemon.rig.play_into_mic(&called);
-    let first = daemon.wait_signal("signals", "TurnFinished", 1, Duration::from_secs(30));
+    wait_event(&daemon, "turn_finished", 1, Duration::from_secs(30));
+    let first = daemon.wait_signal("signals", "TurnFinished", 1, Duration::from_secs(5));
     let heard = daemon.wait_signal("signals", "FinalTranscript", 1, Duration::from_secs(1));
     let heard = heard["text"].as_str().unwrap().to_lowercase();
     assert!(
-        heard.contains("time") && !heard.contains("hark"),
+        heard.contains("time") && !heard.contains("computer"),
         "{heard:?}"
     );
     let wake = daemon.wait_signal("signals", "WakeDetected", 1, Duration::from_secs(1));

@@ -636,7 +636,14 @@ fn without_a_sound_smart_turn_model_turns_end_on_a_fixed_silence() {
 fn in_name_mode_hark_answers_only_what_is_said_to_it_and_what_follows_its_reply() {
     let dir = tempfile::tempdir().unwrap();
     let aside = spoken(dir.path(), "aside", "Did you remember to feed the cat?");
-    let asked = spoken(dir.path(), "asked", "Hark, what is the capital of France?");
+    // A name tiny.en always writes the same way: Piper's short "Hark" is
+    // sometimes dropped whole ("What is the capital of France?"); its
+    // spellings are hark_converse::address's tests.
+    let asked = spoken(
+        dir.path(),
+        "asked",
+        "Computer, what is the capital of France?",
+    );
     let follow_up = spoken(dir.path(), "follow", "And what about Spain?");
     // The follow-up starts about five seconds after the first reply ends.
     let input = sequence(dir.path(), &[&aside, &asked, &follow_up], 9.0, 9.0);
@@ -646,6 +653,8 @@ fn in_name_mode_hark_answers_only_what_is_said_to_it_and_what_follows_its_reply(
         &[
             "--set",
             "daemon.mode=name",
+            "--set",
+            "wake.names=[\"Computer\"]",
             "--max-tokens",
             "20",
             "--temperature",

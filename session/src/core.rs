@@ -326,6 +326,8 @@ pub struct Core {
     /// `mode = "wake"`: speech that begins in this span (ms) is around the
     /// latest wake word, and is transcribed.
     wake_window: Option<(u64, u64)>,
+    /// Shared with the ears: whether to run the wake word model.
+    wake_listening: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Core {
@@ -379,6 +381,7 @@ impl Core {
             follow_up_until_ms: None,
             speech_started_ms: 0,
             wake_window: None,
+            wake_listening: None,
         }
     }
 
@@ -442,6 +445,16 @@ impl Core {
     /// [`crate::hearing::Endpointing::over_reply`]).
     pub fn set_over_reply(&mut self, flag: Arc<std::sync::atomic::AtomicBool>) {
         self.over_reply = Some(flag);
+    }
+
+    /// Raised while the mode is `wake`, so the ears run the wake word model
+    /// only then (before `run`).
+    pub fn set_wake_listening(&mut self, flag: Arc<std::sync::atomic::AtomicBool>) {
+        flag.store(
+            self.mode == ListenMode::Wake,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.wake_listening = Some(flag);
     }
 
     fn provisional_id(&mut self) -> u64 {
@@ -1433,6 +1446,12 @@ impl Core {
             return;
         }
         self.mode = mode;
+        if let Some(flag) = &self.wake_listening {
+            flag.store(
+                mode == ListenMode::Wake,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         self.emit(now, SessionEvent::Mode { mode });
         self.apply_mute(now);
     }

@@ -683,7 +683,7 @@ pub fn spawn_hearing(
     echo: Option<EchoCancellation>,
     partial_every_ms: Option<u32>,
     endpointing: Option<Endpointing>,
-    mut wake_word: Option<Box<dyn hark_endpoint::WakeWordDetector>>,
+    mut wake_word: Option<(Box<dyn hark_endpoint::WakeWordDetector>, Arc<AtomicBool>)>,
     timeline: Timeline,
     stop: Arc<AtomicBool>,
     mut report: impl FnMut(HearingEvent) -> bool + Send + 'static,
@@ -719,7 +719,10 @@ pub fn spawn_hearing(
                         aec.clean(&mut frame, zero, segmenter.in_speech())
                             .map_err(|e| format!("echo cancellation: {e}"))?;
                     }
-                    if let Some(detector) = wake_word.as_mut() {
+                    if let Some((detector, _)) = wake_word
+                        .as_mut()
+                        .filter(|(_, listening)| listening.load(Ordering::Relaxed))
+                    {
                         match detector.push(&frame.samples) {
                             Ok(Some(score)) => {
                                 let at_ms = ms(frame.end_sample());

@@ -234,8 +234,11 @@ pub fn run_session(
             "panics will be injected into the engines (HARK_INJECT_PANIC)"
         );
     }
-    // The wake word runs on the ears' thread.
-    let wake_word = models.wake;
+    // The wake word runs on the ears' thread, while the mode is `wake`.
+    let wake_listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wake_word = models
+        .wake
+        .map(|detector| (detector, wake_listening.clone()));
     // A panic in an engine fails its job, never its worker thread.
     let models = Models {
         stt: Box::new(Guarded::new(models.stt, Stage::Stt, &faults)),
@@ -370,6 +373,7 @@ pub fn run_session(
         core.set_heartbeat(heartbeat);
     }
     core.set_mode(config.mode);
+    core.set_wake_listening(wake_listening);
     core.set_wake(config.wake.clone());
     // Not for a model that calls tools: a tool's effect (a timer set, a
     // command run) could not be taken back with a dropped reply.

@@ -232,7 +232,9 @@ fn servers_that_go_away_mid_conversation_are_stood_in_for_by_the_local_models() 
     // (tiny.en, local or served, has heard "moon" as "man")
     assert!(turns[1].contains("made of"), "{turns:?}");
     assert_eq!(replies(&log).len(), 2, "{:?}", replies(&log));
-    // The user was told, once per server, what failed and who stood in.
+    // The user was told what failed and who stood in: once per server,
+    // or again when a slow machine's turn outlasted the 15 s in which the
+    // server is left alone.
     let errors = errors(&log);
     let told = |code: &str, uri: &str, standin: &str| {
         errors
@@ -240,12 +242,12 @@ fn servers_that_go_away_mid_conversation_are_stood_in_for_by_the_local_models() 
             .filter(|(c, m)| c == code && m.contains(uri) && m.contains(standin))
             .count()
     };
-    assert_eq!(
-        told("speech-to-text", &asr.uri(), "local Whisper"),
-        1,
+    let stt = told("speech-to-text", &asr.uri(), "local Whisper");
+    let voice = told("voice", &tts.uri(), "local Piper");
+    assert!(
+        (1..=2).contains(&stt) && (1..=2).contains(&voice),
         "{errors:#?}"
     );
-    assert_eq!(told("voice", &tts.uri(), "local Piper"), 1, "{errors:#?}");
     // Both replies were spoken, the second by the local voice.
     let said: Vec<String> = replies(&log).into_iter().map(|(text, _)| text).collect();
     let said = said.join(" ");

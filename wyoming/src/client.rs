@@ -457,27 +457,18 @@ impl Voice for WyomingVoice {
         Ok(if format.rate == self.rate {
             audio
         } else {
-            resample_linear(&audio, format.rate, self.rate)
+            to_session_rate(&audio, format.rate, self.rate)
         })
     }
 }
 
-/// Linear interpolation: only for a server whose voice changed rate after
-/// Hark connected (the session's rate is fixed at start).
-pub(crate) fn resample_linear(samples: &[f32], from: u32, to: u32) -> Vec<f32> {
-    if samples.is_empty() || from == 0 {
-        return Vec::new();
-    }
-    let n = (samples.len() as u64 * to as u64 / from as u64) as usize;
-    (0..n)
-        .map(|i| {
-            let position = i as f64 * from as f64 / to as f64;
-            let left = position.floor() as usize;
-            let right = (left + 1).min(samples.len() - 1);
-            let t = (position - left as f64) as f32;
-            samples[left.min(samples.len() - 1)] * (1.0 - t) + samples[right] * t
-        })
-        .collect()
+/// Audio at another rate than the session's: only from a server whose
+/// voice changed rate after Hark connected, or the local stand-in.
+pub(crate) fn to_session_rate(samples: &[f32], from: u32, to: u32) -> Vec<f32> {
+    hark_audio::resample::resample_mono(samples, from, to).unwrap_or_else(|e| {
+        tracing::error!("cannot resample the voice from {from} Hz to {to} Hz: {e}");
+        Vec::new()
+    })
 }
 
 #[cfg(test)]

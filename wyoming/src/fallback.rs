@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use hark_stt::{SpeechToText, SttError, Transcript};
 use hark_tts::{TtsError, Voice};
 
-use crate::client::{resample_linear, Deadlines, Endpoint, WyomingStt, WyomingVoice};
+use crate::client::{to_session_rate, Deadlines, Endpoint, WyomingStt, WyomingVoice};
 
 /// How long a failed server is left alone.
 pub const RETRY_AFTER: Duration = Duration::from_secs(15);
@@ -207,7 +207,7 @@ impl VoiceWithFallback {
         if rate == self.rate {
             audio
         } else {
-            resample_linear(&audio, rate, self.rate)
+            to_session_rate(&audio, rate, self.rate)
         }
     }
 }

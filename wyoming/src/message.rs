@@ -77,13 +77,9 @@ impl AudioFormat {
     }
 }
 
-/// 16-bit little-endian PCM from samples in -1..1.
-pub fn encode_s16le(samples: &[f32]) -> Vec<u8> {
-    samples
-        .iter()
-        .flat_map(|s| ((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes())
-        .collect()
-}
+/// 16-bit little-endian PCM from samples in -1..1 (Hark's stream
+/// encoding, shared).
+pub use hark_audio::stream::to_s16le as encode_s16le;
 
 /// Who made a program or model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -43,3 +43,39 @@ pub trait FrameSource: Send {
         true
     }
 }
+
+/// How loud speech in `samples` (16 kHz) was, in dBFS: the 90th
+/// percentile of its 10 ms blocks' power, so the silence around an
+/// utterance and a single click count for little. `None` for silence.
+pub fn speech_level_dbfs(samples: &[f32]) -> Option<f32> {
+    const BLOCK: usize = SAMPLE_RATE as usize / 100;
+    let mut powers: Vec<f32> = samples
+        .chunks_exact(BLOCK)
+        .map(|b| b.iter().map(|s| s * s).sum::<f32>() / BLOCK as f32)
+        .collect();
+    powers.sort_by(f32::total_cmp);
+    let loud = *powers.get(powers.len() * 9 / 10)?;
+    // Quieter than -70 dBFS is no speech at all.
+    (loud > 1e-7).then(|| 10.0 * loud.log10())
+}
+
+#[cfg(test)]
+mod level_tests {
+    use super::*;
+
+    #[test]
+    fn speech_level_ignores_surrounding_silence_and_follows_gain() {
+        let tone =
+            |amp: f32| -> Vec<f32> { (0..16_000).map(|i| amp * (i as f32 * 0.1).sin()).collect() };
+        let mut padded = vec![0.0; 16_000];
+        padded.extend(tone(0.5));
+        padded.extend(vec![0.0; 8_000]);
+        let level = speech_level_dbfs(&padded).unwrap();
+        // A sine of amplitude 0.5 has power 0.125: -9 dBFS.
+        assert!((level + 9.03).abs() < 0.2, "{level}");
+        let quieter = speech_level_dbfs(&tone(0.05)).unwrap();
+        assert!((level - quieter - 20.0).abs() < 0.2);
+        assert_eq!(speech_level_dbfs(&vec![0.0; 16_000]), None);
+        assert_eq!(speech_level_dbfs(&[0.1; 100]), None);
+    }
+}

@@ -14,7 +14,7 @@ pub mod vad;
 pub mod wav;
 
 pub use error::AudioError;
-pub use frame::{Frame, FrameSource, SAMPLE_RATE};
+pub use frame::{speech_level_dbfs, Frame, FrameSource, SAMPLE_RATE};
 
 /// A float sample from outside (a float WAV, an `f32le` stream) made safe
 /// for the resampler, whose FFT turns NaN, infinities and huge values into

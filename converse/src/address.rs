@@ -30,6 +30,20 @@ pub struct WakeConfig {
     pub wake_word: String,
     /// `mode = "wake"`: the model's score that counts as hearing it.
     pub threshold: f64,
+    /// `mode = "always"`: answer everything (`any`) or only what was
+    /// likely meant for Hark (`likely`, see [`crate::addressee`]).
+    pub addressee: Addressee,
+}
+
+/// Which speech Hark answers in `mode = "always"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Addressee {
+    /// Everything it hears (the default).
+    #[default]
+    Any,
+    /// What it judges was meant for it.
+    Likely,
 }
 
 impl WakeConfig {
@@ -47,6 +61,7 @@ impl Default for WakeConfig {
             follow_up_ms: 8000,
             wake_word: "hey_jarvis".into(),
             threshold: 0.5,
+            addressee: Addressee::Any,
         }
     }
 }
@@ -103,6 +118,13 @@ impl Section for WakeConfig {
              as hearing it; lower hears it more readily, and more falsely.",
         ),
         doc(
+            "addressee",
+            "mode = \"always\": \"any\" answers everything heard; \"likely\" only \
+             what was likely meant for Hark: its name, what follows a reply, and \
+             questions and requests, but not narration, statements, talk about \
+             others, or speech much quieter than the user's.",
+        ),
+        doc(
             "follow_up_ms",
             "After each reply, this long (ms) to go on talking without the name. \
              0 to 600000.",
@@ -128,14 +150,14 @@ pub const HEARD_AS: &[(&str, &[&str])] = &[
 ];
 
 /// A word and where it is in the text (byte range).
-struct Word {
-    text: String,
+pub(crate) struct Word {
+    pub(crate) text: String,
     end: usize,
 }
 
 /// The words of `text`, lower case, split at anything but letters,
 /// digits and apostrophes.
-fn words(text: &str) -> Vec<Word> {
+pub(crate) fn words(text: &str) -> Vec<Word> {
     let mut found = Vec::new();
     let mut current = String::new();
     for (at, c) in text.char_indices() {

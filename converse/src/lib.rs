@@ -8,18 +8,20 @@
 //!
 //! - [`turn`]: the state machine, barge-in rule and history.
 //! - [`chunk`]: cutting streamed reply text into speakable clauses.
+//! - [`address`], [`addressee`]: whether speech was meant for Hark.
 //! - [`speakable`]: rewriting what a model writes into what is said
 //!   (markdown, lists, URLs, emoji, abbreviations, numbers, units).
 //!
 //! [`TurnConfig`] is the `[conversation]` section of Hark's configuration.
 
 pub mod address;
+pub mod addressee;
 pub mod chunk;
 mod settings;
 pub mod speakable;
 pub mod turn;
 
-pub use address::WakeConfig;
+pub use address::{Addressee, WakeConfig};
 pub use chunk::{ChunkConfig, ClauseSplitter};
 pub use speakable::Speakable;
 pub use turn::{

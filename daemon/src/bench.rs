@@ -42,6 +42,20 @@ pub enum BenchCommand {
     /// into a PulseAudio sink with pacat, in voices that are not Hark's.
     /// Takes about 25 minutes with the defaults.
     Quality(QualityArgs),
+    /// How well `[wake] addressee = "likely"` tells speech meant for Hark
+    /// from speech that is not: precision and recall on a labelled set
+    /// (the repository's tests/addressee/set.tsv), each utterance
+    /// transcribed by Whisper first.
+    Addressee {
+        /// The labelled set: lines of LABEL<TAB>SOURCE<TAB>WHAT.
+        set: PathBuf,
+        /// espeak-ng voices for the set's spoken lines, taken in turn
+        /// (default: the five tiny.en transcribes best).
+        #[arg(long, value_delimiter = ',', value_name = "VOICE,...")]
+        voices: Vec<String>,
+        #[command(flatten)]
+        whisper: WhisperArgs,
+    },
     /// Whisper speed per file, 3 s utterance latency, idle listening CPU,
     /// for the configured Whisper model (stt.model, stt.threads).
     Stt {
@@ -164,6 +178,22 @@ pub fn run(cmd: BenchCommand, globals: &Globals) -> anyhow::Result<()> {
         BenchCommand::Converse(args) => converse(args, globals, &store)?,
         BenchCommand::Soak(args) => soak(args, globals, &store)?,
         BenchCommand::Quality(args) => quality(args, globals, &store)?,
+        BenchCommand::Addressee {
+            set,
+            voices,
+            whisper,
+        } => {
+            let config = globals.config(&whisper.to_overrides())?;
+            let voices = if voices.is_empty() {
+                let clear = crate::bench_addressee::CLEAR_VOICES.iter();
+                clear.map(|v| v.to_string()).collect()
+            } else {
+                voices
+            };
+            let mut stt = crate::models::whisper(&config.stt, &store)?;
+            let report = crate::bench_addressee::run(&set, &voices, &config.wake, &mut stt)?;
+            serde_json::to_string_pretty(&report)?
+        }
         BenchCommand::Stt {
             files,
             runs,

@@ -20,7 +20,7 @@ use hark_session::bench::quality::{Clip, Material, Mouth};
 use hark_session::BoxError;
 
 /// espeak-ng voices: American, British, Scottish, Caribbean, two female.
-const VOICES: &[&str] = &[
+pub const VOICES: &[&str] = &[
     "en-us",
     "en-gb",
     "en-us+f3",
@@ -148,6 +148,12 @@ pub fn material() -> anyhow::Result<Material> {
 
 /// `text` spoken by espeak-ng's `voice`, at 16 kHz.
 fn espeak(voice: &str, text: &str) -> anyhow::Result<Clip> {
+    let audio = espeak_audio(voice, text)?;
+    Ok(clip(&format!("espeak-ng {voice}: {text}"), audio))
+}
+
+/// `text` spoken by espeak-ng's `voice`, at 16 kHz, as it comes.
+pub fn espeak_audio(voice: &str, text: &str) -> anyhow::Result<Vec<f32>> {
     let wav = std::env::temp_dir().join(format!("hark-bench-espeak-{}.wav", std::process::id()));
     let out = Command::new("espeak-ng")
         .args(["-v", voice, "-s", "165", "-w"])
@@ -164,8 +170,7 @@ fn espeak(voice: &str, text: &str) -> anyhow::Result<Clip> {
     }
     let audio = hark_audio::wav::read_wav_16k_mono(&wav);
     let _ = std::fs::remove_file(&wav);
-    let audio = audio.with_context(|| format!("espeak-ng -v {voice} gave no readable WAV"))?;
-    Ok(clip(&format!("espeak-ng {voice}: {text}"), audio))
+    audio.with_context(|| format!("espeak-ng -v {voice} gave no readable WAV"))
 }
 
 /// A clip at [`PEAK`], with 100 ms of silence on each side.

@@ -5,6 +5,7 @@
 mod args;
 mod ask;
 mod bench;
+mod bench_addressee;
 mod bench_quality;
 mod client;
 mod config;

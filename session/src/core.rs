@@ -21,7 +21,8 @@ use hark_converse::turn::{
     Action, ClauseId, Conversation, Event, Notice, ReplyId, Role, State, Turn, TurnTimings,
     UtteranceId,
 };
-use hark_converse::WakeConfig;
+use hark_converse::addressee::{Cues, Reason};
+use hark_converse::{Addressee, WakeConfig};
 use hark_llm::{CancelHandle, ChatMessage, LlmEvent, INTERRUPTED_MARKER};
 use hark_skills::{Skills, SkillsConfig, Timer};
 use hark_stt::{SttJob, SttPurpose, SttResult};
@@ -321,6 +322,10 @@ pub struct Core {
     wake: WakeConfig,
     /// Speech that starts before this needs no name (ms on the timeline).
     follow_up_until_ms: Option<u64>,
+    /// How loud the latest utterance was (dBFS), and the user's speech
+    /// to Hark lately (a running mean), for `[wake] addressee = "likely"`.
+    heard_level_dbfs: Option<f32>,
+    user_level_dbfs: Option<f32>,
     /// Where the latest speech began.
     speech_started_ms: u64,
     /// `mode = "wake"`: speech that begins in this span (ms) is around the
@@ -379,6 +384,8 @@ impl Core {
             satellite: None,
             wake: WakeConfig::default(),
             follow_up_until_ms: None,
+            heard_level_dbfs: None,
+            user_level_dbfs: None,
             speech_started_ms: 0,
             wake_window: None,
             wake_listening: None,
@@ -408,16 +415,46 @@ impl Core {
                     .unwrap_or_else(|| text.to_owned()),
             );
         }
-        if self.mode != ListenMode::Name || self.conversation.state() == State::Speaking {
+        let following_up = self
+            .follow_up_until_ms
+            .is_some_and(|until| self.speech_started_ms <= until);
+        if self.conversation.state() == State::Speaking {
+            return Some(text.to_owned());
+        }
+        if self.mode == ListenMode::Always && self.wake.addressee == Addressee::Likely {
+            let cues = Cues {
+                follows_reply: following_up,
+                quieter_than_user_db: self
+                    .user_level_dbfs
+                    .zip(self.heard_level_dbfs)
+                    .map(|(user, heard)| user - heard),
+            };
+            let reason = hark_converse::addressee::judge(&self.wake, text, cues);
+            tracing::debug!(?reason, text, "meant for Hark?");
+            return match reason {
+                Reason::Name => hark_converse::address::addressed(&self.wake, text),
+                _ => reason.for_hark().then(|| text.to_owned()),
+            };
+        }
+        if self.mode != ListenMode::Name {
             return Some(text.to_owned());
         }
         if let Some(said) = hark_converse::address::addressed(&self.wake, text) {
             return Some(said);
         }
-        let following_up = self
-            .follow_up_until_ms
-            .is_some_and(|until| self.speech_started_ms <= until);
         following_up.then(|| text.to_owned())
+    }
+
+    /// Remembers how loud the user speaks to Hark (what was just judged
+    /// to be for it), so speech much quieter can be told apart.
+    fn heard_the_user(&mut self) {
+        const WEIGHT_OF_NEWEST: f32 = 0.3;
+        if let Some(heard) = self.heard_level_dbfs {
+            self.user_level_dbfs = Some(match self.user_level_dbfs {
+                Some(mean) => mean + WEIGHT_OF_NEWEST * (heard - mean),
+                None => heard,
+            });
+        }
     }
 
     /// Whether speech that began at the latest onset may be transcribed:
@@ -951,6 +988,7 @@ impl Core {
         {
             return;
         }
+        self.heard_level_dbfs = hark_audio::speech_level_dbfs(&audio);
         let job = SttJob {
             utterance: 0,
             audio,
@@ -1002,6 +1040,9 @@ impl Core {
                 String::new()
             }
         };
+        if !text.trim().is_empty() && self.conversation.state() != State::Speaking {
+            self.heard_the_user();
+        }
         // "Stop" said over Hark stops it however short it is; the words
         // then reach the skills, which forget them.
         self.last_transcript = text.clone();
@@ -1560,6 +1601,7 @@ impl Core {
             self.owe_empty_transcript(utterance);
             return;
         }
+        self.heard_level_dbfs = hark_audio::speech_level_dbfs(&ended.audio);
         // Speech over Hark is judged here (a "mhm" must not start a
         // pipeline); a turn of the user's goes to the satellite's.
         if self.conversation.state() != State::Speaking {

@@ -183,6 +183,12 @@ impl Rig {
     /// The user speaks from `from` to `to` (ms); the VAD reports the end
     /// 300 ms later. Returns the utterance the core asked Whisper for.
     fn user_speaks(&mut self, from: u64, to: u64) -> Option<u64> {
+        self.user_speaks_at(from, to, 0.0)
+    }
+
+    /// Speech whose samples all have `amplitude` (a level for the judge
+    /// of `[wake] addressee`).
+    fn user_speaks_at(&mut self, from: u64, to: u64, amplitude: f32) -> Option<u64> {
         self.hear(from, HearingEvent::SpeechStarted { at_ms: from });
         self.tick_until(to + 300);
         self.hear(
@@ -190,7 +196,7 @@ impl Rig {
             HearingEvent::SpeechEnded {
                 start_ms: from,
                 at_ms: to,
-                audio: vec![0.0; ((to - from) * 16) as usize],
+                audio: vec![amplitude; ((to - from) * 16) as usize],
             },
         );
         self.take_calls().into_iter().find_map(|c| match c {
@@ -1586,6 +1592,67 @@ fn in_name_mode_only_what_is_said_to_hark_is_answered_and_a_reply_opens_a_follow
     let utterance = rig.user_speaks(25_000, 26_000).unwrap();
     rig.transcribed(26_400, utterance, "And of Italy?");
     assert!(generated(&rig).is_empty());
+}
+
+#[test]
+fn with_addressee_likely_narration_chat_and_far_speech_are_left_alone() {
+    let mut rig = Rig::new();
+    rig.core.set_wake(hark_converse::WakeConfig {
+        addressee: hark_converse::Addressee::Likely,
+        ..hark_converse::WakeConfig::default()
+    });
+    let generated = |rig: &Rig| {
+        rig.take_calls()
+            .into_iter()
+            .filter(|c| matches!(c, Call::Generate { .. }))
+            .count()
+    };
+    // Narration from a radio: not for Hark, and said so.
+    let utterance = rig.user_speaks_at(1000, 3000, 0.1).unwrap();
+    rig.transcribed(3400, utterance, "He was not an ill-disposed young man.");
+    assert_eq!(generated(&rig), 0);
+    assert!(rig
+        .events()
+        .iter()
+        .any(|e| matches!(e, SessionEvent::NotAddressed { .. })));
+    // A question, close to the microphone: answered.
+    let utterance = rig.user_speaks_at(5000, 6000, 0.3).unwrap();
+    rig.transcribed(6400, utterance, "What is the capital of France?");
+    let calls = rig.take_calls();
+    let reply = calls
+        .iter()
+        .find_map(|c| match c {
+            Call::Generate { reply, .. } => Some(*reply),
+            _ => None,
+        })
+        .expect("answered");
+    rig.reply(6600, reply, &["Paris."]);
+    let clauses = rig.synthesize_all(6700, 1.0);
+    rig.play_through(6800, clauses[0].0, 1000);
+    // Within the follow-up window a fragment is answered too.
+    let utterance = rig.user_speaks_at(9000, 10_000, 0.3).unwrap();
+    rig.transcribed(10_400, utterance, "The one with the red cover.");
+    let calls = rig.take_calls();
+    let reply = calls
+        .iter()
+        .find_map(|c| match c {
+            Call::Generate { reply, .. } => Some(*reply),
+            _ => None,
+        })
+        .expect("answered");
+    rig.reply(10_600, reply, &["A fine choice."]);
+    let clauses = rig.synthesize_all(10_700, 1.0);
+    rig.play_through(10_800, clauses[0].0, 1000);
+    rig.tick_until(30_000);
+    rig.take_calls();
+    // Later, a question 20 dB quieter than the user's (a television
+    // across the room) is left alone; the user's own is answered.
+    let utterance = rig.user_speaks_at(40_000, 41_000, 0.03).unwrap();
+    rig.transcribed(41_400, utterance, "What is the capital of Spain?");
+    assert_eq!(generated(&rig), 0);
+    let utterance = rig.user_speaks_at(45_000, 46_000, 0.3).unwrap();
+    rig.transcribed(46_400, utterance, "What is the capital of Spain?");
+    assert_eq!(generated(&rig), 1);
 }
 
 #[test]

@@ -25,6 +25,9 @@ const HEARD: f64 = 0.5;
 const NAME: &str = "dev.hark.Hark";
 const PATH: &str = "/dev/hark/Hark";
 const IFACE: &str = "dev.hark.Hark1";
+const PROVIDER_NAME: &str = "dev.hark.Speech.Provider";
+const PROVIDER_PATH: &str = "/dev/hark/Speech/Provider";
+const PROVIDER_IFACE: &str = "org.freedesktop.Speech.Provider";
 
 /// A private bus, the audio rig and `hark daemon` on them.
 struct Daemon {
@@ -640,6 +643,31 @@ fn say_is_heard_on_the_speaker_and_interrupt_silences_it() {
     assert!(!spoken.is_empty() && LONG.starts_with(spoken), "{spoken:?}");
     assert!(spoken.len() < LONG.len() / 2, "{spoken:?}");
 
+    // The heads-up display followed: pages of the default 44 × 5, in
+    // order, the last one the page being spoken, cut where Hark stopped.
+    let pages = hud_pages(&signals);
+    assert!(!pages.is_empty(), "{signals:#?}");
+    assert!(pages.iter().all(|(text, ..)| fits_hud(text)), "{pages:#?}");
+    assert!(
+        pages.windows(2).all(|w| w[0].1 <= w[1].1),
+        "pages in order: {pages:#?}"
+    );
+    let (cut, ..) = pages.last().unwrap();
+    let (cut, heard) = (words(cut), words(spoken));
+    assert!(
+        !cut.is_empty() && heard.ends_with(&cut),
+        "the last page {cut:?} is not where Hark stopped, {heard:?}"
+    );
+    let interrupted_at = signals
+        .iter()
+        .position(|s| s["signal"] == "Interrupted")
+        .unwrap();
+    let last_page_at = signals
+        .iter()
+        .rposition(|s| s["signal"] == "HudPage")
+        .unwrap();
+    assert!(last_page_at > interrupted_at, "{signals:#?}");
+
     // The speaker carried the start of the text, then fell silent for good.
     let mut reader = hound::WavReader::open(&recording).unwrap();
     let audio: Vec<f32> = reader
@@ -743,6 +771,54 @@ fn a_spoken_question_gives_transcript_reply_chunks_and_turn_finished_in_order() 
         .find(|s| s["signal"] == "TurnFinished")
         .unwrap();
     assert!(turn["voice_to_voice_ms"].as_i64().unwrap() > 0, "{turn}");
+    // The heads-up display: the user's words as a page, then the reply's
+    // pages, each within 44 × 5, the last version of each covering the
+    // reply in order.
+    let pages = hud_pages(&signals);
+    assert!(pages.iter().all(|(text, ..)| fits_hud(text)), "{pages:#?}");
+    let (first, rest) = pages.split_first().expect("HUD pages");
+    assert_eq!(
+        words(&first.0),
+        words(heard["text"].as_str().unwrap()),
+        "{pages:#?}"
+    );
+    let mut reply: Vec<(u32, &str)> = Vec::new();
+    for (text, page, _) in rest {
+        reply.retain(|(p, _)| p != page);
+        reply.push((*page, text));
+    }
+    reply.sort_by_key(|(p, _)| *p);
+    let shown: Vec<String> = reply.iter().flat_map(|(_, t)| words(t)).collect();
+    assert_eq!(
+        shown,
+        words(turn["text"].as_str().unwrap()),
+        "{pages:#?}\n{turn}"
+    );
+}
+
+/// `(text, page, pages)` of every `HudPage` signal, in order.
+fn hud_pages(signals: &[serde_json::Value]) -> Vec<(String, u32, u32)> {
+    signals
+        .iter()
+        .filter(|s| s["signal"] == "HudPage")
+        .map(|s| {
+            (
+                s["text"].as_str().unwrap().to_owned(),
+                s["page"].as_u64().unwrap() as u32,
+                s["pages"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect()
+}
+
+/// Whether a page fits the default display, 44 columns × 5 lines.
+fn fits_hud(text: &str) -> bool {
+    let lines: Vec<&str> = text.split('\n').collect();
+    lines.len() <= 5 && lines.iter().all(|l| l.chars().count() <= 44)
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
 }
 
 #[test]
@@ -820,24 +896,40 @@ fn the_committed_introspection_matches_the_code() {
     let daemon = Daemon::start();
     let out = daemon.busctl(&["introspect", "--xml-interface", NAME, PATH]);
     let xml = ok(&out);
-    let ours = interface_xml(&xml).expect("dev.hark.Hark1 in the introspection");
-    let committed_path = repo_root().join("packaging/dev.hark.Hark1.xml");
+    let ours = interface_xml(&xml, IFACE).expect("dev.hark.Hark1 in the introspection");
+    same_as_committed("packaging/dev.hark.Hark1.xml", &ours);
+    // The speech provider, as Hark serves it.
+    let out = daemon.busctl(&[
+        "introspect",
+        "--xml-interface",
+        PROVIDER_NAME,
+        PROVIDER_PATH,
+    ]);
+    let xml = ok(&out);
+    let ours = interface_xml(&xml, PROVIDER_IFACE).expect("the provider in the introspection");
+    same_as_committed("packaging/dev.hark.Speech.Provider.xml", &ours);
+}
+
+/// Fails unless the committed file at `path` holds `ours` (HARK_BLESS=1
+/// writes it instead).
+fn same_as_committed(path: &str, ours: &str) {
+    let committed_path = repo_root().join(path);
     let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
     if committed != ours {
         if std::env::var_os("HARK_BLESS").is_some() {
-            std::fs::write(&committed_path, &ours).unwrap();
+            std::fs::write(&committed_path, ours).unwrap();
         } else {
             panic!(
-                "packaging/dev.hark.Hark1.xml differs from what the daemon serves; \
+                "{path} differs from what the daemon serves; \
                  rerun with HARK_BLESS=1 to update it. Served:\n{ours}"
             );
         }
     }
 }
 
-/// The `<interface name="dev.hark.Hark1">` element, wrapped as a document.
-fn interface_xml(xml: &str) -> Option<String> {
-    let start = xml.find(&format!("<interface name=\"{IFACE}\">"))?;
+/// The `<interface name="IFACE">` element, wrapped as a document.
+fn interface_xml(xml: &str, iface: &str) -> Option<String> {
+    let start = xml.find(&format!("<interface name=\"{iface}\">"))?;
     let end = start + xml[start..].find("</interface>")? + "</interface>".len();
     Some(format!(
         "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \
@@ -1212,6 +1304,24 @@ fn on_a_bus_shared_between_users_another_user_is_refused() {
             stderr(&refused)
         );
     }
+    // Hark's voice too: the speech provider refuses another user.
+    let refused = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "setpriv --reuid=65534 --regid=65534 --clear-groups gdbus call \
+             --address 'unix:path={}' --dest {PROVIDER_NAME} --object-path {PROVIDER_PATH} \
+             --method {PROVIDER_IFACE}.Synthesize 'handle 3' 'Hello.' '' 1.0 1.0 false '' \
+             3>/dev/null",
+            daemon.path("bus").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "Synthesize as another user");
+    assert!(
+        stderr(&refused).contains("Hark serves uid"),
+        "Synthesize: {}",
+        stderr(&refused)
+    );
     let history = call(false, "GetHistory", &[]);
     assert!(history.status.success(), "{}", stderr(&history));
     assert_eq!(daemon.property("Muted"), "b false");
@@ -1354,119 +1464,185 @@ fn the_default_speaker_and_microphone_pulled_out_and_back_are_used_again() {
     let _ = monitor.wait();
 }
 
+/// A private bus that activates Hark through the committed activation
+/// files (Exec= pointed at the binary under test), with the rig's and no
+/// user configuration in its environment.
+struct ActivatingBus {
+    address: String,
+    dir: PathBuf,
+    bus_daemon: Child,
+}
+
+impl ActivatingBus {
+    fn start(rig: &AudioRig, dir: &Path) -> ActivatingBus {
+        let services = dir.join("services");
+        std::fs::create_dir(&services).unwrap();
+        for file in ["dev.hark.Hark.service", "dev.hark.Speech.Provider.service"] {
+            let unit = std::fs::read_to_string(repo_root().join("systemd").join(file)).unwrap();
+            assert!(unit.contains("Exec=/usr/bin/hark daemon"), "{unit}");
+            // Where systemd is not the service manager the bus runs Exec=
+            // itself; here Exec= points at the binary under test.
+            let unit = unit.replace(
+                "Exec=/usr/bin/hark daemon",
+                &format!("Exec={} daemon", env!("CARGO_BIN_EXE_hark")),
+            );
+            std::fs::write(services.join(file), unit).unwrap();
+        }
+        let bus = dir.join("bus");
+        let address = format!("unix:path={}", bus.display());
+        let config = dir.join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+     "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+    <busconfig>
+      <type>session</type>
+      <listen>{address}</listen>
+      <servicedir>{}</servicedir>
+      <limit name="service_start_timeout">120000</limit>
+      <policy context="default">
+        <allow send_destination="*" eavesdrop="true"/>
+        <allow eavesdrop="true"/>
+        <allow own="*"/>
+      </policy>
+    </busconfig>
+    "#,
+                services.display()
+            ),
+        )
+        .unwrap();
+        // Activated services inherit the bus's environment: the rig, this bus,
+        // and no user configuration.
+        let mut cmd = Command::new("dbus-daemon");
+        cmd.arg(format!("--config-file={}", config.display()))
+            .arg("--nofork")
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("XDG_CONFIG_DIRS", dir.join("config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.join("err")).unwrap()));
+        rig.env(&mut cmd);
+        let bus_daemon = cmd.spawn().expect("run dbus-daemon");
+        let started = Instant::now();
+        while !bus.exists() {
+            assert!(started.elapsed() < Duration::from_secs(10), "no bus");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ActivatingBus {
+            address,
+            dir: dir.to_path_buf(),
+            bus_daemon,
+        }
+    }
+
+    fn busctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("busctl");
+        cmd.args(["--user", "--timeout=120"])
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address);
+        cmd.output().unwrap()
+    }
+
+    /// A method of the bus itself.
+    fn bus_call(&self, args: &[&str]) -> String {
+        let mut call = vec![
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+        ];
+        call.extend_from_slice(args);
+        ok(&self.busctl(&call))
+    }
+
+    /// The pid of the process that owns `name`.
+    fn pid_of(&self, name: &str) -> String {
+        let pid = self.bus_call(&["GetConnectionUnixProcessID", "s", name]);
+        pid.trim().trim_start_matches("u ").to_owned()
+    }
+
+    /// What the activated daemon (and the bus) logged.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("err")).unwrap_or_default()
+    }
+
+    /// Stops the daemon the bus activated (`pid`), then the bus.
+    fn stop(mut self, pid: &str) {
+        let _ = Command::new("kill").args(["-TERM", pid]).status();
+        let started = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", pid])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.bus_daemon.kill();
+        let _ = self.bus_daemon.wait();
+    }
+}
+
 #[test]
 fn calling_the_name_starts_the_daemon_through_its_activation_file() {
     let rig = AudioRig::start();
     let dir = tempfile::tempdir().unwrap();
-    let services = dir.path().join("services");
-    std::fs::create_dir(&services).unwrap();
-    let unit = std::fs::read_to_string(repo_root().join("systemd/dev.hark.Hark.service")).unwrap();
-    assert!(unit.contains("Exec=/usr/bin/hark daemon"), "{unit}");
-    // Where systemd is not the service manager the bus runs Exec= itself;
-    // here Exec= points at the binary under test.
-    let unit = unit.replace(
-        "Exec=/usr/bin/hark daemon",
-        &format!("Exec={} daemon", env!("CARGO_BIN_EXE_hark")),
-    );
-    std::fs::write(services.join("dev.hark.Hark.service"), unit).unwrap();
-    let bus = dir.path().join("bus");
-    let address = format!("unix:path={}", bus.display());
-    let config = dir.path().join("bus.conf");
-    std::fs::write(
-        &config,
-        format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>{address}</listen>
-  <servicedir>{}</servicedir>
-  <limit name="service_start_timeout">120000</limit>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-            services.display()
-        ),
-    )
-    .unwrap();
-    // Activated services inherit the bus's environment: the rig, this bus,
-    // and no user configuration.
-    let mut cmd = Command::new("dbus-daemon");
-    cmd.arg(format!("--config-file={}", config.display()))
-        .arg("--nofork")
-        .env("DBUS_SESSION_BUS_ADDRESS", &address)
-        .env("XDG_CONFIG_HOME", dir.path().join("config"))
-        .env("XDG_CONFIG_DIRS", dir.path().join("config"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.path().join("err")).unwrap(),
-        ));
-    rig.env(&mut cmd);
-    let mut bus_daemon = cmd.spawn().expect("run dbus-daemon");
-    let busctl = |args: &[&str]| {
-        let mut cmd = Command::new("busctl");
-        cmd.args(["--user", "--timeout=120"])
-            .args(args)
-            .env("DBUS_SESSION_BUS_ADDRESS", &address);
-        cmd.output().unwrap()
-    };
-    let started = Instant::now();
-    while !bus.exists() {
-        assert!(started.elapsed() < Duration::from_secs(10), "no bus");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let activatable = ok(&busctl(&[
-        "call",
-        "org.freedesktop.DBus",
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus",
-        "ListActivatableNames",
-    ]));
+    let bus = ActivatingBus::start(&rig, dir.path());
+    let activatable = bus.bus_call(&["ListActivatableNames"]);
     assert!(activatable.contains(NAME), "{activatable}");
 
     // Nobody owns the name: this call starts Hark, which owns its name
     // before its models are loaded.
-    let state = busctl(&["get-property", NAME, PATH, IFACE, "State"]);
-    let log = || std::fs::read_to_string(dir.path().join("err")).unwrap_or_default();
-    assert!(state.status.success(), "{}\n{}", stderr(&state), log());
-    assert_eq!(stdout(&state).trim(), "s \"loading\"", "{}", log());
-    let pid = ok(&busctl(&[
-        "call",
-        "org.freedesktop.DBus",
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus",
-        "GetConnectionUnixProcessID",
-        "s",
-        NAME,
-    ]));
-    let pid = pid.trim().trim_start_matches("u ").to_owned();
+    let state = bus.busctl(&["get-property", NAME, PATH, IFACE, "State"]);
+    assert!(state.status.success(), "{}\n{}", stderr(&state), bus.log());
+    assert_eq!(stdout(&state).trim(), "s \"loading\"", "{}", bus.log());
+    let pid = bus.pid_of(NAME);
     // A call made while it loads waits for the models instead of failing:
     // the first `hark say` of a session works.
     let mut say = hark();
     say.args(["say", "Hello there."])
-        .env("DBUS_SESSION_BUS_ADDRESS", &address);
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address);
     let said = run(&mut say);
-    assert!(said.status.success(), "{}\n{}", stderr(&said), log());
-    let state = ok(&busctl(&["get-property", NAME, PATH, IFACE, "State"]));
+    assert!(said.status.success(), "{}\n{}", stderr(&said), bus.log());
+    let state = ok(&bus.busctl(&["get-property", NAME, PATH, IFACE, "State"]));
     assert_ne!(state.trim(), "s \"loading\"");
-    let history = ok(&busctl(&["call", NAME, PATH, IFACE, "GetHistory"]));
+    let history = ok(&bus.busctl(&["call", NAME, PATH, IFACE, "GetHistory"]));
     assert!(history.starts_with("a(sst)"), "{history}");
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
-    let started = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() && started.elapsed() < Duration::from_secs(20)
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = Command::new("kill")
-        .args(["-KILL", &pid])
-        .stderr(Stdio::null())
-        .status();
-    let _ = bus_daemon.kill();
-    let _ = bus_daemon.wait();
+    bus.stop(&pid);
+}
+
+#[test]
+fn asking_for_the_speech_provider_starts_the_daemon_through_its_activation_file() {
+    let rig = AudioRig::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bus = ActivatingBus::start(&rig, dir.path());
+    // As Spiel finds providers: activatable names ending in .Speech.Provider.
+    let activatable = bus.bus_call(&["ListActivatableNames"]);
+    assert!(activatable.contains(PROVIDER_NAME), "{activatable}");
+    // Nobody owns it: asking for the voices starts Hark, which lists them
+    // before its models are loaded.
+    let voices = bus.busctl(&[
+        "get-property",
+        PROVIDER_NAME,
+        PROVIDER_PATH,
+        PROVIDER_IFACE,
+        "Voices",
+    ]);
+    assert!(
+        voices.status.success(),
+        "{}\n{}",
+        stderr(&voices),
+        bus.log()
+    );
+    let voices = stdout(&voices);
+    assert!(voices.starts_with("a(ssstas) 1 "), "{voices}");
+    assert!(voices.contains(&expected_voice_id()), "{voices}");
+    // The same daemon serves Hark's own interface.
+    let pid = bus.pid_of(PROVIDER_NAME);
+    assert_eq!(bus.pid_of(NAME), pid);
+    bus.stop(&pid);
 }
 
 /// Ends a child with SIGTERM, so it flushes what it has written.
@@ -1703,4 +1879,829 @@ fn in_name_mode_hark_answers_through_the_microphone_only_what_is_said_to_it() {
         "{first}"
     );
     stop(monitor);
+}
+
+/// The PCM of a libspeechprovider stream (`audio/x-spiel`): the header
+/// "0.01", then chunks of a type byte (1: audio), a u32 length in the
+/// machine's byte order, and that many bytes of S16LE.
+fn spiel_stream_pcm(stream: &[u8]) -> Vec<i16> {
+    assert!(
+        stream.starts_with(b"0.01"),
+        "no stream header: {:?}",
+        &stream[..stream.len().min(8)]
+    );
+    let mut at = 4;
+    let mut pcm = Vec::new();
+    while at < stream.len() {
+        assert_eq!(stream[at], 1, "chunk type at byte {at}");
+        assert!(at + 5 <= stream.len(), "a chunk's length cut at byte {at}");
+        let len = u32::from_ne_bytes(stream[at + 1..at + 5].try_into().unwrap()) as usize;
+        assert!(at + 5 + len <= stream.len(), "a chunk cut at byte {at}");
+        let bytes = &stream[at + 5..at + 5 + len];
+        pcm.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]])),
+        );
+        at += 5 + len;
+    }
+    pcm
+}
+
+/// Reads a provider's stream as libspeechprovider's reader does: one
+/// read(2) for the header, the type, the length and each chunk's bytes,
+/// never a loop (a chunk the pipe held only part of would be lost), and
+/// slowly, so the pipe fills as it does for a reader playing in real time.
+/// Returns the bytes, re-assembled.
+fn read_as_libspiel_does(mut pipe: std::io::PipeReader) -> Vec<u8> {
+    use std::io::Read;
+    let mut stream = vec![0u8; 4];
+    assert_eq!(pipe.read(&mut stream).unwrap(), 4, "the header in one read");
+    loop {
+        let mut kind = [0u8; 1];
+        if pipe.read(&mut kind).unwrap() == 0 {
+            return stream;
+        }
+        let mut len = [0u8; 4];
+        assert_eq!(pipe.read(&mut len).unwrap(), 4, "a length in one read");
+        let mut chunk = vec![0u8; u32::from_ne_bytes(len) as usize];
+        let got = pipe.read(&mut chunk).unwrap();
+        assert_eq!(got, chunk.len(), "a chunk in one read");
+        stream.extend_from_slice(&kind);
+        stream.extend_from_slice(&len);
+        stream.extend_from_slice(&chunk);
+        std::thread::sleep(Duration::from_millis(3));
+    }
+}
+
+/// `Synthesize` into a pipe through zbus: the whole stream, read until
+/// the daemon closes its end.
+async fn synthesize(
+    provider: &zbus::Proxy<'_>,
+    text: &str,
+    voice: &str,
+    rate: f64,
+    ssml: bool,
+) -> zbus::Result<Vec<u8>> {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let reading = std::thread::spawn(move || read_as_libspiel_does(reader));
+    let fd = zbus::OwnedFd::from(std::os::fd::OwnedFd::from(writer));
+    // The message, and our copy of the write end with it, is dropped when
+    // the call returns: the stream ends when the daemon closes its copy.
+    let called: zbus::Result<()> = provider
+        .call("Synthesize", &(fd, text, voice, 1.0f64, rate, ssml, "en"))
+        .await;
+    called?;
+    Ok(reading.join().unwrap())
+}
+
+/// The voice Hark's speech provider should list: the Piper voice the
+/// tests use.
+fn expected_voice_id() -> String {
+    std::env::var("HARK_PIPER_VOICE")
+        .ok()
+        .and_then(|p| {
+            Path::new(&p)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "en_US-joe-medium".into())
+}
+
+#[test]
+fn desktop_apps_speak_with_hark_through_the_speech_provider() {
+    let daemon = Daemon::start();
+    let address = daemon.address();
+    let dir = daemon.path("");
+    let text = "Hello from the desktop. Every application can now speak with this voice.";
+    let (rate_hz, normal_len) = block_on(async move {
+        let connection = zbus::connection::Builder::address(address.as_str())
+            .build()
+            .await
+            .unwrap();
+        // Discoverable as Spiel looks for providers.
+        let bus = zbus::fdo::DBusProxy::new(&connection).await.unwrap();
+        let names = bus.list_names().await.unwrap();
+        assert!(
+            names.iter().any(|n| n.as_str() == PROVIDER_NAME),
+            "{names:?}"
+        );
+        let provider = zbus::Proxy::new(&connection, PROVIDER_NAME, PROVIDER_PATH, PROVIDER_IFACE)
+            .await
+            .unwrap();
+        let name: String = provider.get_property("Name").await.unwrap();
+        assert_eq!(name, "Hark");
+        let voices: Vec<(String, String, String, u64, Vec<String>)> =
+            provider.get_property("Voices").await.unwrap();
+        assert_eq!(voices.len(), 1, "{voices:?}");
+        let (voice_name, id, format, features, languages) = &voices[0];
+        assert_eq!(*id, expected_voice_id());
+        assert!(!voice_name.is_empty());
+        assert_eq!(*features, 0);
+        assert!(languages.iter().any(|l| l == "en"), "{languages:?}");
+        let rate_hz: u32 = format
+            .strip_prefix("audio/x-spiel,format=S16LE,channels=1,rate=")
+            .unwrap_or_else(|| panic!("{format}"))
+            .parse()
+            .unwrap();
+
+        // Spoken, and Whisper hears the words back.
+        let stream = synthesize(&provider, text, id, 1.0, false).await.unwrap();
+        let pcm = spiel_stream_pcm(&stream);
+        assert!(pcm.len() > rate_hz as usize * 2, "{} samples", pcm.len());
+        let wav = dir.join("provider.wav");
+        write_wav_at(&wav, rate_hz, &pcm);
+        let heard = stdout(&run(hark().arg("transcribe").arg(&wav)));
+        assert!(wer(text, &heard) <= 0.25, "{heard:?}");
+
+        // Twice the rate: shorter. An empty voice id is the default voice;
+        // SSML is read as its words.
+        let fast = synthesize(&provider, text, "", 2.0, false).await.unwrap();
+        let fast = spiel_stream_pcm(&fast);
+        assert!(
+            (fast.len() as f64) < pcm.len() as f64 * 0.75,
+            "rate 2: {} samples, rate 1: {}",
+            fast.len(),
+            pcm.len()
+        );
+        let ssml = synthesize(
+            &provider,
+            "<speak>Good <emphasis>morning</emphasis><break time=\"500ms\"/> everyone.</speak>",
+            id,
+            1.0,
+            true,
+        )
+        .await
+        .unwrap();
+        let ssml = spiel_stream_pcm(&ssml);
+        let wav = dir.join("ssml.wav");
+        write_wav_at(&wav, rate_hz, &ssml);
+        let heard = stdout(&run(hark().arg("transcribe").arg(&wav)));
+        assert!(wer("Good morning everyone.", &heard) <= 0.34, "{heard:?}");
+        assert!(!heard.contains("emphasis"), "{heard:?}");
+
+        // A reader that goes away mid-stream cancels it; the provider
+        // serves the next request.
+        let (reader, writer) = std::io::pipe().unwrap();
+        let fd = zbus::OwnedFd::from(std::os::fd::OwnedFd::from(writer));
+        let long = "This is a long text that nobody will listen to. ".repeat(20);
+        let () = provider
+            .call(
+                "Synthesize",
+                &(fd, long.as_str(), id.as_str(), 1.0f64, 1.0f64, false, ""),
+            )
+            .await
+            .unwrap();
+        drop(reader);
+        let again = synthesize(&provider, "Still here.", id, 1.0, false)
+            .await
+            .unwrap();
+        assert!(spiel_stream_pcm(&again).len() > rate_hz as usize / 4);
+
+        // Bad arguments are refused plainly.
+        let refusal = |e: zbus::Error| match e {
+            zbus::Error::MethodError(name, Some(message), _) => {
+                assert_eq!(name.as_str(), "dev.hark.Hark1.Error.InvalidArgument");
+                message
+            }
+            other => panic!("{other:?}"),
+        };
+        let err = synthesize(&provider, "Hi.", "de_DE-nobody-low", 1.0, false)
+            .await
+            .unwrap_err();
+        assert!(refusal(err).contains("no voice"));
+        let huge = "a".repeat(5000);
+        let err = synthesize(&provider, &huge, id, 1.0, false)
+            .await
+            .unwrap_err();
+        assert!(refusal(err).contains("at most"));
+        for rate in [0.0, f64::NAN, 1000.0] {
+            let err = synthesize(&provider, "Hi.", id, rate, false)
+                .await
+                .unwrap_err();
+            assert!(refusal(err).contains("rate"));
+        }
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let fd = zbus::OwnedFd::from(std::os::fd::OwnedFd::from(reader));
+        let err = provider
+            .call::<_, _, ()>(
+                "Synthesize",
+                &(fd, "Hi.", id.as_str(), 1.0f64, 1.0f64, false, ""),
+            )
+            .await
+            .unwrap_err();
+        assert!(refusal(err).contains("not open for writing"));
+        (rate_hz, pcm.len())
+    });
+
+    // A command-line client passes a descriptor of its own: busctl ('h'
+    // takes an fd number; systemd 254 and later), else gdbus (GLib).
+    let out_file = daemon.path("cli-stream");
+    let shell = |line: String| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("{line} 3>'{}'", out_file.display()));
+        daemon.env(&mut cmd);
+        run(&mut cmd)
+    };
+    let busctl = shell(format!(
+        "busctl --user call {PROVIDER_NAME} {PROVIDER_PATH} {PROVIDER_IFACE} Synthesize \
+         hsssddbs 3 'Good evening.' '' 1 1 false ''"
+    ));
+    if !busctl.status.success() {
+        assert!(
+            stderr(&busctl).contains("not supported"),
+            "{}",
+            stderr(&busctl)
+        );
+        ok(&shell(format!(
+            "gdbus call --address '{}' --dest {PROVIDER_NAME} --object-path {PROVIDER_PATH} \
+             --method {PROVIDER_IFACE}.Synthesize 'handle 3' 'Good evening.' '' 1.0 1.0 false ''",
+            daemon.address()
+        )));
+    }
+    // A file never says it is finished: wait until it stops growing.
+    let started = Instant::now();
+    let mut last = (0, Instant::now());
+    loop {
+        let len = std::fs::metadata(&out_file).map_or(0, |m| m.len());
+        if len != last.0 {
+            last = (len, Instant::now());
+        } else if len > 4 && last.1.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{len} bytes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pcm = spiel_stream_pcm(&std::fs::read(&out_file).unwrap());
+    assert!(
+        pcm.len() > rate_hz as usize / 2 && pcm.len() < normal_len,
+        "{} samples",
+        pcm.len()
+    );
+    // The conversation was never involved.
+    assert_eq!(daemon.property("State"), "s \"listening\"");
+    let history = ok(&daemon.call("GetHistory", &[]));
+    assert_eq!(history.trim(), "a(sst) 0");
+    assert!(!daemon.stderr().contains("panicked"), "{}", daemon.stderr());
+}
+
+/// What the fake notification server was sent: (summary, body, icon).
+type Notes = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// `org.freedesktop.Notifications` for a test: records every `Notify`.
+struct FakeNotifications {
+    notes: Notes,
+}
+
+#[zbus::interface(name = "org.freedesktop.Notifications")]
+impl FakeNotifications {
+    #[allow(clippy::too_many_arguments)]
+    fn notify(
+        &self,
+        _app_name: String,
+        _replaces_id: u32,
+        app_icon: String,
+        summary: String,
+        body: String,
+        _actions: Vec<String>,
+        _hints: std::collections::HashMap<String, zbus::OwnedVariant>,
+        _expire_timeout: i32,
+    ) -> u32 {
+        let mut notes = self.notes.lock().unwrap();
+        notes.push((summary, body, app_icon));
+        notes.len() as u32
+    }
+}
+
+/// Serves [`FakeNotifications`] on the bus at `address` from a thread of
+/// its own, for the rest of the test.
+fn fake_notification_server(address: String) -> Notes {
+    let notes = Notes::default();
+    let served = notes.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        block_on(async move {
+            let connection = zbus::connection::Builder::address(address.as_str())
+                .serve_at(
+                    "/org/freedesktop/Notifications",
+                    FakeNotifications { notes: served },
+                )
+                .name("org.freedesktop.Notifications")
+                .build()
+                .await
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            std::future::pending::<()>().await;
+            drop(connection);
+        })
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the fake notification server started");
+    notes
+}
+
+#[test]
+fn with_notify_on_errors_and_timers_become_desktop_notifications_and_ptt_toggles() {
+    // The voice's first call panics: an `Error` event.
+    let setup = Setup {
+        env: vec![("HARK_INJECT_PANIC", "tts:1".into())],
+        ..Setup::default()
+    };
+    let daemon = Daemon::start_on(
+        &["--set", "desktop.notify=true", "--mode", "push-to-talk"],
+        None,
+        setup,
+    );
+    let notes = fake_notification_server(daemon.address());
+    let wait_notes = |count: usize| {
+        let started = Instant::now();
+        loop {
+            let seen = notes.lock().unwrap().clone();
+            if seen.len() >= count {
+                return seen;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{seen:?}\n{}",
+                daemon.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    ok(&daemon.call("Say", &["s", "These words are lost."]));
+    let seen = wait_notes(1);
+    assert!(seen[0].0.contains("voice"), "{seen:?}");
+    assert!(seen[0].1.contains("panicked"), "{seen:?}");
+    assert_eq!(seen[0].2, "dev.hark.Hark");
+    ok(&daemon.call("SetTimer", &["ts", "1", "tea"]));
+    let seen = wait_notes(2);
+    assert_eq!(seen[1].0, "Timer done: tea", "{seen:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        notes.lock().unwrap().len(),
+        2,
+        "{:?}",
+        notes.lock().unwrap()
+    );
+
+    // `hark ptt toggle`, as a desktop shortcut runs it (once the timer's
+    // announcement is over).
+    daemon.wait_state("idle", Duration::from_secs(20));
+    let toggle = || {
+        let mut cmd = hark();
+        cmd.args(["ptt", "toggle"]);
+        daemon.env(&mut cmd);
+        ok(&run(&mut cmd)).trim().to_owned()
+    };
+    assert_eq!(toggle(), "listening");
+    daemon.wait_state("listening", Duration::from_secs(10));
+    assert_eq!(toggle(), "not listening");
+    daemon.wait_state("idle", Duration::from_secs(10));
+}
+
+/// The speech corpus (the LibriVox clips and JFK) as one 16 kHz mono
+/// recording, each clip followed by `gap` seconds of silence, and what is
+/// said in it.
+fn corpus_recording(gap: f64) -> (Vec<f32>, String) {
+    let mut samples = Vec::new();
+    let mut said = Vec::new();
+    for (file, text) in speech_corpus() {
+        samples.extend(hark_audio::wav::read_wav_16k_mono(&file).unwrap());
+        samples.extend(std::iter::repeat_n(0.0, (gap * 16_000.0) as usize));
+        said.push(text);
+    }
+    (samples, said.join(" "))
+}
+
+/// Streams `bytes` into the daemon through `OpenAudioInput(format)`, waits
+/// until Hark is back on its microphone and has transcribed every
+/// utterance it heard, and returns those transcripts joined.
+fn stream_and_transcribe(daemon: &Daemon, format: &str, bytes: Vec<u8>) -> String {
+    use std::io::Write;
+    let log = daemon.path("events.jsonl");
+    let before = events(&log).len();
+    let address = daemon.address();
+    let format_owned = format.to_owned();
+    block_on(async move {
+        let proxy = connect(&address).await.unwrap();
+        let fd: zbus::OwnedFd = proxy
+            .call("OpenAudioInput", &(format_owned.as_str(),))
+            .await
+            .unwrap();
+        let mut socket = std::fs::File::from(std::os::fd::OwnedFd::from(fd));
+        // A compressed stream fits the socket's buffer whole: wait for the
+        // switch before writing, so the switch back is not missed.
+        let started = Instant::now();
+        loop {
+            let input: String = proxy.get_property("InputDevice").await.unwrap();
+            if input.starts_with("external: ") {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "{input}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::task::spawn_blocking(move || socket.write_all(&bytes).unwrap())
+            .await
+            .unwrap();
+        // Hark reads in real time, then hears the socket close.
+        let started = Instant::now();
+        loop {
+            let input: String = proxy.get_property("InputDevice").await.unwrap();
+            if input == "default" {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "{input}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    // Every utterance heard gets its transcript (or is found empty).
+    let started = Instant::now();
+    loop {
+        let log = events(&log);
+        let new = &log[before.min(log.len())..];
+        let ended = named(new, "speech_ended").len();
+        let done = named(new, "transcript").len() + named(new, "nothing_heard").len();
+        if ended > 0 && done >= ended {
+            return named(new, "transcript")
+                .iter()
+                .map(|e| e["text"].as_str().unwrap_or_default().trim().to_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{format}: {done} of {ended} utterances transcribed: {new:#?}\n{}",
+            daemon.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue 16: a companion (smart glasses) relays its microphone as Opus or
+/// LC3. The same recording streamed as PCM, as Opus (20 ms packets at
+/// 24 kbit/s) and as LC3 (10 ms frames at 32 kbit/s, encoded by liblc3's
+/// own `elc3`) is transcribed about as well; and with 5% of the Opus
+/// packets lost (marked by zero lengths, as a sender that numbers its
+/// packets knows them), the stream goes on and is still understood.
+#[test]
+fn opus_and_lc3_streams_are_transcribed_as_well_as_pcm() {
+    // Name mode with the default names: Hark transcribes everything and
+    // answers nothing, so no reply competes for the two cores.
+    let daemon = Daemon::start_with(&[
+        "--set",
+        "daemon.mode=\"name\"",
+        "--set",
+        "turn.detector=\"silence\"",
+        "--set",
+        "vad.end_silence_ms=700",
+    ]);
+    let (audio, reference) = corpus_recording(1.2);
+
+    let started = Instant::now();
+    let pcm = stream_and_transcribe(&daemon, "s16le", hark_audio::stream::to_s16le(&audio));
+    let pcm_wer = wer(&reference, &pcm);
+    eprintln!("PCM: WER {pcm_wer:.3} in {:?}: {pcm}", started.elapsed());
+
+    let started = Instant::now();
+    let packets = hark_audio::codec::opus::encode(&audio, 20.0, 24_000, None).unwrap();
+    let opus = stream_and_transcribe(
+        &daemon,
+        "opus:16000",
+        hark_audio::codec::framing::length_prefixed(&packets),
+    );
+    let opus_wer = wer(&reference, &opus);
+    eprintln!("Opus: WER {opus_wer:.3} in {:?}: {opus}", started.elapsed());
+
+    // elc3 writes a `.lc3` file: an 18-byte header (its length in the
+    // header's second u16), then exactly the stream's framing.
+    let started = Instant::now();
+    let wav = daemon.path("corpus.wav");
+    let samples: Vec<i16> = audio
+        .iter()
+        .map(|s| (s.clamp(-1.0, 1.0) * 32767.0).round() as i16)
+        .collect();
+    write_wav(&wav, &samples);
+    let lc3_file = daemon.path("corpus.lc3");
+    let out = Command::new("elc3")
+        .args(["-b", "32000", "-m", "10"])
+        .arg(&wav)
+        .arg(&lc3_file)
+        .output()
+        .expect("run elc3 (package liblc3-tools; run scripts/setup)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lc3_bytes = std::fs::read(&lc3_file).unwrap();
+    assert_eq!(&lc3_bytes[..2], &[0x1c, 0xcc], "a .lc3 file");
+    let header = usize::from(u16::from_le_bytes([lc3_bytes[2], lc3_bytes[3]]));
+    let lc3 = stream_and_transcribe(&daemon, "lc3:16000:10000", lc3_bytes[header..].to_vec());
+    let lc3_wer = wer(&reference, &lc3);
+    eprintln!("LC3: WER {lc3_wer:.3} in {:?}: {lc3}", started.elapsed());
+
+    // One packet in twenty, picked by a fixed xorshift, sent as a zero
+    // length; the encoder knows the link is lossy and adds FEC.
+    let started = Instant::now();
+    let mut packets = hark_audio::codec::opus::encode(&audio, 20.0, 24_000, Some(5)).unwrap();
+    let mut state = 0x2545_f491_u32;
+    let mut lost = 0;
+    for packet in &mut packets {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        if state % 100 < 5 {
+            packet.clear();
+            lost += 1;
+        }
+    }
+    let lossy = stream_and_transcribe(
+        &daemon,
+        "opus:16000",
+        hark_audio::codec::framing::length_prefixed(&packets),
+    );
+    let lossy_wer = wer(&reference, &lossy);
+    eprintln!(
+        "Opus, {lost} of {} packets lost: WER {lossy_wer:.3} in {:?}: {lossy}",
+        packets.len(),
+        started.elapsed()
+    );
+    assert!(
+        (0.04..=0.06).contains(&(lost as f64 / packets.len() as f64)),
+        "{lost} lost"
+    );
+
+    let stderr = daemon.stderr();
+    assert!(pcm_wer <= 0.15, "PCM WER {pcm_wer:.3}: {pcm}");
+    assert!(
+        opus_wer <= pcm_wer + 0.02,
+        "Opus WER {opus_wer:.3}, PCM {pcm_wer:.3}: {opus}"
+    );
+    assert!(
+        lc3_wer <= pcm_wer + 0.02,
+        "LC3 WER {lc3_wer:.3}, PCM {pcm_wer:.3}: {lc3}"
+    );
+    // A lost 20 ms can take a short word with it, and FEC's copy is coarse:
+    // up to about one more error in ten words.
+    assert!(
+        lossy_wer <= pcm_wer + 0.10,
+        "lossy Opus WER {lossy_wer:.3}, PCM {pcm_wer:.3}: {lossy}"
+    );
+    // The losses were told once, not once a packet.
+    assert_eq!(
+        stderr.matches("concealing a bad packet").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(daemon.property("State"), "s \"listening\"");
+}
+
+#[test]
+fn hark_speech_provider_alone_lends_the_voice_without_the_assistant() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = dir.path().join("bus");
+    let bus_pid = start_bus(&bus, false);
+    let address = format!("unix:path={}", bus.display());
+    let mut provider = hark()
+        .arg("speech-provider")
+        .env("DBUS_SESSION_BUS_ADDRESS", &address)
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .env("XDG_CONFIG_DIRS", dir.path().join("config"))
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("err")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("err")).unwrap_or_default();
+    let dir_path = dir.path().to_path_buf();
+    block_on(async {
+        let connection = zbus::connection::Builder::address(address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let bus = zbus::fdo::DBusProxy::new(&connection).await.unwrap();
+        let started = Instant::now();
+        while !bus
+            .list_names()
+            .await
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str() == PROVIDER_NAME)
+        {
+            assert!(started.elapsed() < Duration::from_secs(30), "{}", log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Only the provider: no assistant on the bus.
+        let names = bus.list_names().await.unwrap();
+        assert!(!names.iter().any(|n| n.as_str() == NAME), "{names:?}");
+        let provider = zbus::Proxy::new(&connection, PROVIDER_NAME, PROVIDER_PATH, PROVIDER_IFACE)
+            .await
+            .unwrap();
+        let voices: Vec<(String, String, String, u64, Vec<String>)> =
+            provider.get_property("Voices").await.unwrap();
+        let rate_hz: u32 = voices[0].2.rsplit('=').next().unwrap().parse().unwrap();
+        let text = "Good afternoon, the kettle has boiled.";
+        let stream = synthesize(&provider, text, "", 1.0, false).await.unwrap();
+        let wav = dir_path.join("alone.wav");
+        write_wav_at(&wav, rate_hz, &spiel_stream_pcm(&stream));
+        let heard = stdout(&run(hark().arg("transcribe").arg(&wav)));
+        assert!(wer(text, &heard) <= 0.34, "{heard:?}\n{}", log());
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &provider.id().to_string()])
+        .status();
+    let status = provider.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", log());
+    let _ = Command::new("kill").arg(bus_pid.to_string()).status();
+}
+
+/// Reads an `OpenAudioOutput` socket until it closes or `until`, keeping
+/// each read's bytes and when they arrived.
+fn read_lent_voice(
+    fd: zbus::OwnedFd,
+    until: Instant,
+) -> std::thread::JoinHandle<Vec<(Instant, Vec<u8>)>> {
+    use std::io::Read;
+    let mut socket = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(fd));
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buffer = vec![0u8; 8192];
+        while Instant::now() < until {
+            match socket.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => got.push((Instant::now(), buffer[..n].to_vec())),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => panic!("reading the voice: {e}"),
+            }
+        }
+        got
+    })
+}
+
+/// Issue 16: a companion takes Hark's voice. While its stream is open the
+/// reply goes into it in real time and the speaker stays silent;
+/// `Interrupt` stops the voice in the stream within 100 ms and sends
+/// `PlaybackStopped`; Opus comes out as it goes in; closing the stream
+/// gives the voice back to the speaker.
+#[test]
+fn open_audio_output_takes_the_voice_and_barge_in_stops_it_at_once() {
+    const LONG: &str = "Once upon a time there was a brave knight who lived in a castle by \
+        the sea. Every morning he rode out along the cliffs to look for dragons.";
+    let daemon = Daemon::start();
+    let speaker = daemon.path("speaker.wav");
+    let recorder = daemon.rig.record_speaker(&speaker);
+    let mut monitor = daemon.monitor("signals.jsonl");
+    let address = daemon.address();
+    let (received, interrupted_at) = block_on(async {
+        let proxy = connect(&address).await.unwrap();
+        let fd: zbus::OwnedFd = proxy.call("OpenAudioOutput", &("s16le",)).await.unwrap();
+        match proxy
+            .call::<_, _, zbus::OwnedFd>("OpenAudioOutput", &("s16le",))
+            .await
+        {
+            Err(zbus::Error::MethodError(name, _, _)) => {
+                assert_eq!(name.as_str(), "dev.hark.Hark1.Error.Busy")
+            }
+            other => panic!("a second stream at once: {other:?}"),
+        }
+        match proxy
+            .call::<_, _, zbus::OwnedFd>("OpenAudioOutput", &("mp3",))
+            .await
+        {
+            Err(zbus::Error::MethodError(name, _, _)) => {
+                assert_eq!(name.as_str(), "dev.hark.Hark1.Error.InvalidArgument")
+            }
+            other => panic!("a bad format: {other:?}"),
+        }
+        let reader = read_lent_voice(fd, Instant::now() + Duration::from_secs(15));
+        let started = Instant::now();
+        loop {
+            let output: String = proxy.get_property("OutputDevice").await.unwrap();
+            if output.starts_with("external: ") {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "{output}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _: () = proxy.call("Say", &(LONG,)).await.unwrap();
+        let started = Instant::now();
+        while proxy.get_property::<String>("State").await.unwrap() != "speaking" {
+            assert!(started.elapsed() < Duration::from_secs(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let _: () = proxy.call("Interrupt", &()).await.unwrap();
+        let interrupted_at = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Closing our end gives the voice back to the speaker.
+        drop(proxy);
+        (reader, interrupted_at)
+    });
+    // The reader keeps the socket open until its deadline.
+    let received = received.join().unwrap();
+    finish_recording(recorder);
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+
+    let samples = |bytes: &[u8]| -> Vec<f32> {
+        bytes
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+            .collect()
+    };
+    let voiced = |bytes: &[u8]| samples(bytes).iter().any(|s| s.abs() > 0.02);
+    let all: Vec<u8> = received.iter().flat_map(|(_, b)| b.clone()).collect();
+    let voice = samples(&all);
+    assert!(
+        voice.iter().any(|s| s.abs() > 0.05),
+        "no voice in the stream"
+    );
+    // After the interruption, no more voice arrives than was on its way.
+    let last_voice = received
+        .iter()
+        .rev()
+        .find(|(_, b)| voiced(b))
+        .map(|(at, _)| *at)
+        .unwrap();
+    let late_ms = last_voice
+        .saturating_duration_since(interrupted_at)
+        .as_millis();
+    assert!(late_ms <= 100, "voice arrived {late_ms} ms after Interrupt");
+    let signals = daemon.signals("signals.jsonl");
+    assert!(
+        signals
+            .iter()
+            .any(|s| s["signal"] == "PlaybackStopped" && s["flushed"] == true),
+        "{signals:#?}"
+    );
+    let spoken = signals
+        .iter()
+        .find(|s| s["signal"] == "Interrupted")
+        .expect("Interrupted")["spoken_part"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wav = daemon.path("lent.wav");
+    write_wav(
+        &wav,
+        &voice
+            .iter()
+            .map(|s| (s * 32767.0) as i16)
+            .collect::<Vec<_>>(),
+    );
+    let heard = stdout(&run(hark().arg("transcribe").arg(&wav)));
+    assert!(
+        wer(&spoken, &heard) <= 0.5,
+        "the stream said {heard:?}, Hark says it said {spoken:?}"
+    );
+    // The speaker said nothing meanwhile.
+    let local = hark_audio::wav::read_wav_16k_mono(&speaker).unwrap();
+    let loudest = local.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+    assert!(loudest < 0.02, "the speaker played {loudest}");
+
+    // Closed, the stream gives the voice back; Opus decodes back to it.
+    wait_property(&daemon, "OutputDevice", "s \"default\"");
+    let address = daemon.address();
+    let packets = block_on(async {
+        let proxy = connect(&address).await.unwrap();
+        let fd: zbus::OwnedFd = proxy
+            .call("OpenAudioOutput", &("opus:16000",))
+            .await
+            .unwrap();
+        let reader = read_lent_voice(fd, Instant::now() + Duration::from_secs(8));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _: () = proxy
+            .call("Say", &("What is the capital of France?",))
+            .await
+            .unwrap();
+        reader
+    })
+    .join()
+    .unwrap();
+    let bytes: Vec<u8> = packets.into_iter().flat_map(|(_, b)| b).collect();
+    let format: hark_audio::stream::StreamFormat = "opus:16000".parse().unwrap();
+    let mut decoder = hark_audio::codec::decoder(format).unwrap();
+    let mut decoded = Vec::new();
+    decoder.decode(&bytes, &mut decoded);
+    assert_eq!(decoder.losses().concealed, 0);
+    let wav = daemon.path("lent-opus.wav");
+    write_wav(
+        &wav,
+        &decoded
+            .iter()
+            .map(|s| (s * 32767.0) as i16)
+            .collect::<Vec<_>>(),
+    );
+    let heard = stdout(&run(hark().arg("transcribe").arg(&wav)));
+    assert!(
+        wer("What is the capital of France?", &heard) <= HEARD,
+        "the Opus stream said {heard:?}"
+    );
+    wait_property(&daemon, "OutputDevice", "s \"default\"");
 }

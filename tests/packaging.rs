@@ -14,6 +14,9 @@ const FILES: &[&str] = &[
     "./usr/bin/hark",
     "./usr/lib/systemd/user/hark.service",
     "./usr/share/dbus-1/services/dev.hark.Hark.service",
+    "./usr/share/dbus-1/services/dev.hark.Speech.Provider.service",
+    "./usr/share/applications/dev.hark.Hark.desktop",
+    "./usr/share/icons/hicolor/scalable/apps/dev.hark.Hark.svg",
     "./usr/share/hark/systemd/network.conf",
     "./usr/share/doc/hark/config.toml.example",
     "./usr/share/doc/hark/copyright",
@@ -183,7 +186,55 @@ fn the_real_binary_packages() {
     check_package(&deb);
     let control = dpkg_deb(&["-I"], &deb);
     // dpkg-shlibdeps found the libraries the binary links.
-    for lib in ["libasound2", "libespeak-ng1"] {
+    for lib in ["libasound2", "libespeak-ng1", "libopus0", "liblc3-0"] {
         assert!(control.contains(lib), "Depends lacks {lib}:\n{control}");
     }
+}
+
+#[test]
+fn the_desktop_entry_runs_hark_and_names_its_icon() {
+    let entry = std::fs::read_to_string(repo().join("packaging/dev.hark.Hark.desktop")).unwrap();
+    let main: Vec<&str> = entry
+        .lines()
+        .skip_while(|l| *l != "[Desktop Entry]")
+        .take_while(|l| !l.starts_with("[Desktop Action"))
+        .collect();
+    let value = |key: &str| {
+        main.iter()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in the desktop entry:\n{entry}"))
+    };
+    assert_eq!(value("Type"), "Application");
+    assert_eq!(value("Exec"), "hark ptt toggle");
+    // The icon is found by the name it is installed under.
+    assert_eq!(value("Icon"), "dev.hark.Hark");
+    assert!(repo().join("packaging/dev.hark.Hark.svg").is_file());
+    // Every action named is defined, and runs hark.
+    for action in value("Actions").split(';').filter(|a| !a.is_empty()) {
+        let header = format!("[Desktop Action {action}]");
+        let section: Vec<&str> = entry
+            .lines()
+            .skip_while(|l| *l != header)
+            .skip(1)
+            .take_while(|l| !l.starts_with('['))
+            .collect();
+        assert!(
+            section.iter().any(|l| l.starts_with("Exec=hark ")),
+            "{header} missing or without Exec=hark:\n{entry}"
+        );
+    }
+    // desktop-file-validate, where installed (package desktop-file-utils).
+    if let Ok(out) = Command::new("desktop-file-validate")
+        .arg(repo().join("packaging/dev.hark.Hark.desktop"))
+        .output()
+    {
+        assert!(
+            out.status.success() && out.stdout.is_empty(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let svg = std::fs::read_to_string(repo().join("packaging/dev.hark.Hark.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
 }

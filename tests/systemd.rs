@@ -223,3 +223,21 @@ fn the_activation_file_names_the_unit_and_its_bus_name() {
     assert_eq!(value(&unit, "ExecStart"), value(&activation, "Exec"));
     assert_eq!(value(&unit, "Type"), Some("notify"));
 }
+
+#[test]
+fn the_speech_provider_activation_file_starts_the_same_unit() {
+    let text =
+        std::fs::read_to_string(repo().join("systemd/dev.hark.Speech.Provider.service")).unwrap();
+    assert_eq!(
+        text.lines().find(|l| l.starts_with('[')),
+        Some("[D-BUS Service]")
+    );
+    let activation = keys(&text);
+    let unit = keys(&unit_text());
+    // Spiel finds providers by this suffix.
+    let name = value(&activation, "Name").unwrap();
+    assert!(name.ends_with(".Speech.Provider"), "{name}");
+    assert_eq!(name, "dev.hark.Speech.Provider");
+    assert_eq!(value(&activation, "SystemdService"), Some("hark.service"));
+    assert_eq!(value(&unit, "ExecStart"), value(&activation, "Exec"));
+}

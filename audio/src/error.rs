@@ -19,8 +19,13 @@ pub enum AudioError {
     EmptyWav { path: PathBuf },
     #[error("resampler: {0}")]
     Resample(String),
-    #[error("PCM format {format:?}: {message}")]
-    PcmFormat { format: String, message: String },
+    #[error("audio stream format {format:?}: {message}")]
+    StreamFormat { format: String, message: String },
+    #[error("cannot decode {format}: {source}")]
+    Codec {
+        format: String,
+        source: crate::codec::CodecError,
+    },
     #[error("audio source stopped: {0}")]
     Stopped(String),
 }

@@ -4,6 +4,7 @@
 //! Downstream code sees only [`FrameSource`]: it cannot tell whether frames
 //! came from a cpal device or a file.
 
+pub mod codec;
 pub mod device;
 pub mod error;
 pub mod frame;

@@ -9,6 +9,7 @@
 //! - [`turn`]: the state machine, barge-in rule and history.
 //! - [`chunk`]: cutting streamed reply text into speakable clauses.
 //! - [`address`], [`addressee`]: whether speech was meant for Hark.
+//! - [`hud`]: pages for a heads-up display, sent as their words are spoken.
 //! - [`speakable`]: rewriting what a model writes into what is said
 //!   (markdown, lists, URLs, emoji, abbreviations, numbers, units).
 //!
@@ -17,6 +18,7 @@
 pub mod address;
 pub mod addressee;
 pub mod chunk;
+pub mod hud;
 mod settings;
 pub mod speakable;
 pub mod turn;

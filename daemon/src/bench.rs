@@ -31,7 +31,8 @@ pub enum BenchCommand {
     /// the conversation script with recordings of other voices and of
     /// noise woven in, over and over, while the process's memory,
     /// descriptors and threads are read every half second. Prints turns,
-    /// errors, panics and growth after warm-up as JSON.
+    /// errors, panics, growth after warm-up, Whisper runs and CPU time per
+    /// second of audio as JSON. Hark listens in the configured mode.
     Soak(SoakArgs),
     /// How well Hark holds a conversation, through the real microphone and
     /// speaker of an audio server where the speaker leaks into the
@@ -118,6 +119,11 @@ pub struct SoakArgs {
     /// How far into Hark's reply each interruption starts, in ms.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub interrupt_after_ms: u64,
+
+    /// Play only the recordings (nobody speaks to Hark): what listening
+    /// costs. Compare modes with `--set daemon.mode=name` or `=wake`.
+    #[arg(long)]
+    pub no_questions: bool,
 
     #[command(flatten)]
     pub session: SessionArgs,
@@ -262,6 +268,7 @@ fn soak(args: SoakArgs, globals: &Globals, store: &ModelStore) -> anyhow::Result
         speed: args.speed,
         recordings,
         interrupt_after_ms: args.interrupt_after_ms,
+        questions: !args.no_questions,
     };
     let mut user_voice = crate::models::piper(&config.voice, store)?;
     eprintln!(

@@ -231,7 +231,10 @@ mod tests {
         assert_eq!(items[1].source, Source::Wav("/x.wav".into()));
         std::fs::write(&path, "directed\tsay\tWhat?\nmaybe\tsay\tHm.\n").unwrap();
         let error = format!("{:#}", read_set(&path, &voices).unwrap_err());
-        assert!(error.contains("set.tsv:2") && error.contains("maybe"), "{error}");
+        assert!(
+            error.contains("set.tsv:2") && error.contains("maybe"),
+            "{error}"
+        );
         std::fs::write(&path, "directed\tsay\tWhat?\n").unwrap();
         assert!(read_set(&path, &voices).is_err());
     }

@@ -20,6 +20,7 @@ pub trait Hark {
     fn interrupt(&self) -> zbus::Result<()>;
     fn start_listening(&self) -> zbus::Result<()>;
     fn stop_listening(&self) -> zbus::Result<()>;
+    fn toggle_listening(&self) -> zbus::Result<bool>;
     fn set_muted(&self, muted: bool) -> zbus::Result<()>;
     fn set_mode(&self, mode: &str) -> zbus::Result<()>;
     fn clear_history(&self) -> zbus::Result<()>;
@@ -100,13 +101,28 @@ fn parse_duration(text: &str) -> Result<u64, String> {
     Ok(total)
 }
 
-/// `hark ptt start|stop`.
+/// `hark ptt start|stop|toggle`.
 #[derive(Subcommand, Debug, Clone, Copy)]
 pub enum PushToTalk {
     /// Start listening (key pressed).
     Start,
     /// Stop listening (key released).
     Stop,
+    /// Start listening, or stop if listening: one desktop shortcut
+    /// (GNOME, KDE) for push-to-talk. Prints `listening` or `not listening`.
+    Toggle,
+}
+
+/// `hark monitor`'s flags.
+#[derive(Args, Debug)]
+pub struct MonitorArgs {
+    /// One JSON object per line instead of text.
+    #[arg(long, conflicts_with = "hud")]
+    pub json: bool,
+    /// Draw the heads-up display's pages (the HudPage signal) in a box of
+    /// the configured `[hud] columns` × `lines`, as glasses would show them.
+    #[arg(long)]
+    pub hud: bool,
 }
 
 #[derive(Args, Debug)]
@@ -126,8 +142,15 @@ pub enum Request {
     Mute(bool),
     PushToTalk(PushToTalk),
     Mode(String),
-    History { json: bool, clear: bool },
-    Monitor { json: bool },
+    History {
+        json: bool,
+        clear: bool,
+    },
+    Monitor {
+        json: bool,
+        /// Draw HUD pages in a box of this size instead.
+        hud: Option<hark_converse::hud::HudConfig>,
+    },
     Stream(StreamArgs),
     Timers(Option<TimersCommand>),
 }
@@ -140,8 +163,9 @@ pub struct StreamArgs {
     #[arg(value_name = "FILE|-")]
     pub input: std::path::PathBuf,
 
-    /// Format of raw PCM on standard input: ENCODING[:RATE[:CHANNELS]],
-    /// encoding s16le or f32le.
+    /// Format of standard input: raw PCM as ENCODING[:RATE[:CHANNELS]]
+    /// (encoding s16le or f32le), or packets each preceded by its length
+    /// (u16 little-endian) as opus:RATE or lc3:RATE:FRAME_US.
     #[arg(long, value_name = "FORMAT", default_value = "s16le")]
     pub format: String,
 }
@@ -220,6 +244,17 @@ async fn request_on(
         Request::Mute(muted) => hark.set_muted(muted).await.map_err(explain)?,
         Request::PushToTalk(PushToTalk::Start) => hark.start_listening().await.map_err(explain)?,
         Request::PushToTalk(PushToTalk::Stop) => hark.stop_listening().await.map_err(explain)?,
+        Request::PushToTalk(PushToTalk::Toggle) => {
+            let listening = hark.toggle_listening().await.map_err(explain)?;
+            println!(
+                "{}",
+                if listening {
+                    "listening"
+                } else {
+                    "not listening"
+                }
+            );
+        }
         Request::Mode(mode) => hark.set_mode(&mode).await.map_err(explain)?,
         Request::History { clear: true, .. } => hark.clear_history().await.map_err(explain)?,
         Request::History { json, .. } => {
@@ -233,7 +268,7 @@ async fn request_on(
                 }
             }
         }
-        Request::Monitor { json } => monitor(hark, connection, json).await?,
+        Request::Monitor { json, hud } => monitor(hark, connection, json, hud).await?,
         Request::Timers(None) => {
             let timers = hark.timers().await.map_err(explain)?;
             if timers.is_empty() {
@@ -317,6 +352,7 @@ async fn monitor(
     hark: &HarkProxy<'_>,
     connection: &zbus::Connection,
     json: bool,
+    hud: Option<hark_converse::hud::HudConfig>,
 ) -> anyhow::Result<()> {
     // Fails plainly when nobody is there to monitor.
     hark.state().await.map_err(explain)?;
@@ -339,6 +375,10 @@ async fn monitor(
             "StateChanged" | "PartialTranscript" | "FinalTranscript" | "ReplyChunk" => {
                 let (text,): (String,) = body.deserialize()?;
                 serde_json::json!({ "text": text })
+            }
+            "PlaybackStopped" => {
+                let (flushed,): (bool,) = body.deserialize()?;
+                serde_json::json!({ "flushed": flushed })
             }
             "Interrupted" => {
                 let (spoken,): (String,) = body.deserialize()?;
@@ -378,9 +418,17 @@ async fn monitor(
                 let (how,): (String,) = body.deserialize()?;
                 serde_json::json!({ "how": how })
             }
+            "HudPage" => {
+                let (text, page, pages): (String, u32, u32) = body.deserialize()?;
+                serde_json::json!({ "text": text, "page": page, "pages": pages })
+            }
             _ => serde_json::json!({}),
         };
-        if json {
+        if let Some(size) = hud {
+            if member.as_str() == "HudPage" {
+                println!("{}", hud_box(&fields, size));
+            }
+        } else if json {
             let mut line = serde_json::json!({ "signal": member.as_str() });
             if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields)
             {
@@ -400,9 +448,43 @@ async fn monitor(
     Ok(())
 }
 
+/// A HUD page drawn in a box of the display's size, its number below.
+fn hud_box(page: &serde_json::Value, size: hark_converse::hud::HudConfig) -> String {
+    let text = page["text"].as_str().unwrap_or_default();
+    let rule = "─".repeat(size.columns + 2);
+    let mut out = format!("┌{rule}┐\n");
+    let mut lines = text
+        .split('\n')
+        .map(|l| l.chars().take(size.columns).collect::<String>());
+    for _ in 0..size.lines {
+        let line = lines.next().unwrap_or_default();
+        let pad = size.columns - line.chars().count();
+        out.push_str(&format!("│ {line}{} │\n", " ".repeat(pad)));
+    }
+    let number = format!(" {}/{} ", page["page"], page["pages"]);
+    let tail = "─".repeat((size.columns + 2).saturating_sub(number.chars().count()));
+    out.push_str(&format!("└{tail}{number}┘"));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_duration;
+
+    #[test]
+    fn a_hud_page_is_drawn_in_a_box_of_the_display_size() {
+        let size = hark_converse::hud::HudConfig {
+            columns: 10,
+            lines: 3,
+        };
+        let page = serde_json::json!({ "text": "Paris is\nthe capital", "page": 1, "pages": 2 });
+        let drawn = super::hud_box(&page, size);
+        let rows: Vec<&str> = drawn.lines().collect();
+        assert_eq!(rows.len(), 5, "{drawn}");
+        assert!(rows.iter().all(|r| r.chars().count() == 14), "{drawn}");
+        assert_eq!(rows[1], "│ Paris is   │");
+        assert!(rows[4].ends_with(" 1/2 ┘"), "{drawn}");
+    }
 
     #[test]
     fn durations_on_the_command_line() {

@@ -4,8 +4,10 @@
 //! `hark_tts::TtsConfig`, `[audio]` `hark_session::AudioConfig`,
 //! `[conversation]` `hark_converse::TurnConfig`, `[turn]`
 //! `hark_endpoint::EndpointConfig`, `[skills]`
-//! `hark_skills::SkillsConfig`); only `[daemon]` is the binary's. `hark_config` does the reading, the line-numbered errors, the
-//! overrides and the commented default file.
+//! `hark_skills::SkillsConfig`); only `[daemon]` and `[desktop]`
+//! (`crate::desktop::DesktopConfig`) are the binary's. `hark_config` does
+//! the reading, the line-numbered errors, the overrides and the commented
+//! default file.
 //!
 //! Which file is read (the first that exists wins; there is no merging):
 //!
@@ -26,6 +28,7 @@ use hark_audio::vad::VadConfig;
 use hark_config::{
     doc, ConfigError, ConfigSource, Docs, InvalidValue, KeyDoc, Loaded, Override, Section, Settings,
 };
+use hark_converse::hud::HudConfig;
 use hark_converse::turn::TurnConfig;
 use hark_converse::WakeConfig;
 use hark_endpoint::EndpointConfig;
@@ -36,6 +39,8 @@ use hark_stt::SttConfig;
 use hark_tts::TtsConfig;
 use hark_wyoming::WyomingConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::desktop::DesktopConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -57,6 +62,10 @@ pub struct HarkConfig {
     pub wake: WakeConfig,
     /// Hark as a Wyoming server (`[wyoming]`).
     pub wyoming: WyomingConfig,
+    /// Notifications and the speech provider (`[desktop]`).
+    pub desktop: DesktopConfig,
+    /// The heads-up display's size (`[hud]`).
+    pub hud: HudConfig,
     /// Commands a model may call (`[[tools]]`); none by default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolConfig>,
@@ -115,7 +124,9 @@ impl Settings for HarkConfig {
         }
         self.daemon.validate().map_err(within("daemon"))?;
         self.wake.validate().map_err(within("wake"))?;
-        self.wyoming.validate().map_err(within("wyoming"))
+        self.wyoming.validate().map_err(within("wyoming"))?;
+        self.desktop.validate().map_err(within("desktop"))?;
+        self.hud.validate().map_err(within("hud"))
     }
 }
 
@@ -167,6 +178,8 @@ fn docs() -> Docs {
         .section::<DaemonConfig>("daemon")
         .section::<WakeConfig>("wake")
         .section::<WyomingConfig>("wyoming")
+        .section::<DesktopConfig>("desktop")
+        .section::<HudConfig>("hud")
 }
 
 const HEADER: &str = r#"# Hark configuration.

@@ -8,6 +8,11 @@
 //!  "hark-core": run_session (the conversation core and its workers) ◀─ inbox
 //! ```
 //!
+//! Beside it, on the same connection: `dev.hark.Speech.Provider`
+//! (`speech_provider.rs`, desktop apps' speech, apart from the core) and,
+//! with `[desktop] notify`, a task that shows timers and errors as desktop
+//! notifications (`desktop.rs`).
+//!
 //! Start-up order: the configuration is checked, the object is served and
 //! the bus name taken (so a second daemon fails at once), then the devices
 //! open and the models load; READY=1 goes to systemd only when the core
@@ -28,7 +33,9 @@ use hark_session::{
 
 use crate::args::SessionArgs;
 use crate::config::HarkConfig;
-use crate::service::{pump_signals, HarkService, Mirror, BUS_NAME, OBJECT_PATH};
+use crate::lent::LentVoice;
+use crate::service::{own_name, pump_signals, HarkService, Mirror, BUS_NAME, OBJECT_PATH};
+use crate::speech_provider::{PROVIDER_NAME, PROVIDER_PATH};
 use crate::Globals;
 
 #[derive(Args, Debug)]
@@ -125,11 +132,7 @@ async fn serve(
         .build()
         .await
         .context("cannot connect to the D-Bus session bus (is DBUS_SESSION_BUS_ADDRESS set?)")?;
-    let reply = connection
-        .request_name_with_flags(BUS_NAME, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE)
-        .await
-        .with_context(|| format!("cannot request the name {BUS_NAME}"))?;
-    if reply != zbus::fdo::RequestNameReply::PrimaryOwner {
+    if !own_name(&connection, BUS_NAME).await? {
         anyhow::bail!(
             "{BUS_NAME} is already taken on the session bus: another Hark daemon is running"
         );
@@ -139,12 +142,33 @@ async fn serve(
         path = OBJECT_PATH,
         "serving on the session bus"
     );
+    // Hark's voice for other programs: one copy, loaded when first asked.
+    let lent = Arc::new(LentVoice::new(&config.voice, &store));
+    if config.desktop.speech_provider {
+        match crate::speech_provider::serve(&connection, lent.clone()).await {
+            Ok(()) => tracing::info!(
+                name = PROVIDER_NAME,
+                path = PROVIDER_PATH,
+                "lending Hark's voice to desktop apps (speech provider)"
+            ),
+            // Another provider by that name (`hark speech-provider`): the
+            // daemon runs on without.
+            Err(e) => tracing::error!("no speech provider: {e:#}"),
+        }
+    }
     // Home Assistant's way in; a port that cannot be had is logged, and
     // the daemon serves D-Bus all the same.
     let _wyoming = config.wyoming.listen.as_deref().and_then(|listen| {
-        crate::wyoming::start(listen, &config, &store, Some(inbox.clone()))
+        crate::wyoming::start(listen, &config, &store, lent, Some(inbox.clone()))
             .map_err(|e| tracing::error!("{e:#}"))
             .ok()
+    });
+    // Desktop notifications read the same events as the signals, on a
+    // task of their own.
+    let notes_tx = config.desktop.notify.then(|| {
+        let (notes_tx, notes_rx) = tokio::sync::mpsc::unbounded_channel::<SessionEvent>();
+        tokio::spawn(crate::desktop::notify_events(connection.clone(), notes_rx));
+        notes_tx
     });
 
     let (published_tx, published_rx) = tokio::sync::mpsc::unbounded_channel::<SessionEvent>();
@@ -152,6 +176,7 @@ async fn serve(
         connection.clone(),
         mirror.clone(),
         published_rx,
+        config.hud,
     ));
 
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
@@ -181,6 +206,11 @@ async fn serve(
             }
             if crate::service::is_published(event) {
                 let _ = published_tx.send(event.clone());
+            }
+            if let Some(notes) = &notes_tx {
+                if crate::desktop::is_notified(event) {
+                    let _ = notes.send(event.clone());
+                }
             }
         }));
     if let Some(path) = &events {

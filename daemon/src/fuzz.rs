@@ -1,5 +1,6 @@
 //! Mutation fuzzing of every parser of outside bytes Hark has: WAV files,
-//! `OpenAudioInput` format strings and PCM streams, the configuration file
+//! `OpenAudioInput` format strings and its Opus and LC3 packet streams
+//! (framing and decoders, cut anywhere), the configuration file
 //! and `--set`, the SSE stream of an OpenAI-compatible server, and the
 //! Wyoming protocol's event stream.
 //!
@@ -182,27 +183,162 @@ fn wav_files() {
 
 #[test]
 fn audio_input_formats_and_streams() {
-    use hark_audio::stream::{PcmFormat, PcmStreamSource};
+    use hark_audio::stream::{StreamFormat, StreamSource};
     let seeds: Vec<Vec<u8>> = [
         "s16le",
         "s16le:48000:2",
         "f32le:44100",
         "f32le:16000:1",
         "s16le:8000",
+        "opus:48000",
+        "opus",
+        "lc3:16000:7500",
+        "lc3:48000",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect();
     fuzz("format", &seeds, |bytes| {
         let text = String::from_utf8_lossy(bytes);
-        if let Ok(format) = text.parse::<PcmFormat>() {
-            // A format that parses can be streamed (the stream's own
-            // garbage and half frames are tests of `hark_audio::stream`;
-            // it runs in real time).
-            assert!(format.frame_bytes() > 0, "{format}");
-            PcmStreamSource::new(std::io::empty(), format, 320, "fuzz")
+        if let Ok(format) = text.parse::<StreamFormat>() {
+            // A format that parses can be streamed, and reads back the
+            // same (the stream's own garbage and half frames are the
+            // targets below and tests of `hark_audio::stream`; it runs in
+            // real time).
+            assert_eq!(format.to_string().parse::<StreamFormat>().unwrap(), format);
+            StreamSource::new(std::io::empty(), format, 320, "fuzz")
                 .unwrap_or_else(|e| panic!("{format} parsed but cannot be streamed: {e}"));
         }
+    });
+}
+
+/// Decodes `bytes` with a fresh decoder for `format`, once whole and once
+/// cut at random places, as socket reads cut it: both must give the same
+/// samples, all finite and within full scale, and no more of them than
+/// `most_per_byte` per byte of input (a length field is not believed).
+fn decode_split_anywhere(rng: &mut Rng, format: &str, bytes: &[u8], most_per_byte: usize) {
+    let decoder = || hark_audio::codec::decoder(format.parse().unwrap()).unwrap();
+    let mut whole = Vec::new();
+    decoder().decode(bytes, &mut whole);
+    let mut split = Vec::new();
+    let mut cut = decoder();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = 1 + rng.below(rest.len());
+        let (now, later) = rest.split_at(n);
+        cut.decode(now, &mut split);
+        rest = later;
+    }
+    assert!(whole == split, "{format}: the cuts changed the samples");
+    assert!(
+        whole.iter().all(|s| s.is_finite() && s.abs() <= 1.0),
+        "{format}: a sample out of range"
+    );
+    assert!(
+        whole.len() <= bytes.len() * most_per_byte,
+        "{format}: {} samples from {} bytes",
+        whole.len(),
+        bytes.len()
+    );
+}
+
+#[test]
+fn pcm_streams() {
+    // The first byte picks the format, as for LC3 below.
+    const FORMATS: [&str; 3] = ["s16le:16000:1", "f32le:48000:2", "s16le:44100:3"];
+    let seeds: Vec<Vec<u8>> = (0..FORMATS.len())
+        .map(|i| {
+            let mut seed = vec![i as u8];
+            seed.extend(hark_audio::stream::to_s16le(&sweep(16_000, 0.01)));
+            seed
+        })
+        .collect();
+    let mut rng = Rng(19);
+    fuzz("pcm", &seeds, |bytes| {
+        if let Some((&which, stream)) = bytes.split_first() {
+            let format = FORMATS[usize::from(which) % FORMATS.len()];
+            decode_split_anywhere(&mut rng, format, stream, 1);
+        }
+    });
+}
+
+/// A short voice-like sweep at `rate`.
+fn sweep(rate: u32, seconds: f32) -> Vec<f32> {
+    (0..(rate as f32 * seconds) as usize)
+        .map(|i| {
+            let t = i as f32 / rate as f32;
+            0.5 * (2.0 * std::f32::consts::PI * (150.0 + 900.0 * t) * t).sin()
+        })
+        .collect()
+}
+
+#[test]
+fn opus_streams() {
+    use hark_audio::codec::framing::length_prefixed;
+    use hark_audio::codec::opus::encode;
+    let audio = sweep(16_000, 0.12);
+    let plain = encode(&audio, 20.0, 24_000, None).unwrap();
+    let with_fec = encode(&audio, 20.0, 16_000, Some(10)).unwrap();
+    let long = encode(&audio, 60.0, 32_000, None).unwrap();
+    let short = encode(&audio[..800], 10.0, 24_000, None).unwrap();
+    let mut gappy = plain.clone();
+    gappy[2].clear();
+    let mut absurd = length_prefixed(&plain[..2]);
+    absurd.extend(0xfff0u16.to_le_bytes());
+    absurd.extend(length_prefixed(&plain[2..]));
+    let seeds = vec![
+        length_prefixed(&plain),
+        length_prefixed(&with_fec),
+        length_prefixed(&long),
+        length_prefixed(&short),
+        length_prefixed(&gappy),
+        absurd,
+    ];
+    let mut rng = Rng(13);
+    // Each length field (two bytes) stands for at most a packet and a
+    // concealed one: 120 ms twice at 16 kHz, 1920 samples a byte.
+    fuzz("opus", &seeds, |bytes| {
+        decode_split_anywhere(&mut rng, "opus:16000", bytes, 1920)
+    });
+}
+
+/// LC3 configurations the target decodes as, chosen by an input's first
+/// byte so that mutations also try a stream under the wrong one.
+const LC3_FORMATS: [(&str, u32, u32); 4] = [
+    ("lc3:16000:10000", 16_000, 10_000),
+    ("lc3:48000:7500", 48_000, 7_500),
+    ("lc3:8000:10000", 8_000, 10_000),
+    ("lc3:24000:7500", 24_000, 7_500),
+];
+
+#[test]
+fn lc3_streams() {
+    use hark_audio::codec::framing::length_prefixed;
+    use hark_audio::codec::lc3::Lc3Encoder;
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    for (i, &(_, rate, frame_us)) in LC3_FORMATS.iter().enumerate() {
+        for frame_bytes in [20, 40, 120] {
+            let frames = Lc3Encoder::new(rate, frame_us, frame_bytes)
+                .unwrap()
+                .encode(&sweep(rate, 0.06));
+            let mut seed = vec![i as u8];
+            seed.extend(length_prefixed(&frames));
+            seeds.push(seed);
+        }
+    }
+    let mut gappy = seeds[1].clone();
+    gappy.extend(length_prefixed([&[][..], &[1, 2, 3][..], &[0xff; 400][..]]));
+    gappy.extend(401u16.to_le_bytes());
+    seeds.push(gappy);
+    let mut rng = Rng(17);
+    fuzz("lc3", &seeds, |bytes| {
+        let Some((&which, stream)) = bytes.split_first() else {
+            return;
+        };
+        let (format, rate, frame_us) = LC3_FORMATS[usize::from(which) % LC3_FORMATS.len()];
+        // At most a frame per length field (two bytes).
+        let frame = (rate as u64 * u64::from(frame_us) / 1_000_000) as usize;
+        decode_split_anywhere(&mut rng, format, stream, frame.div_ceil(2));
     });
 }
 

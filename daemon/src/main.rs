@@ -11,9 +11,11 @@ mod client;
 mod config;
 mod converse;
 mod daemon;
+mod desktop;
 mod devices;
 #[cfg(test)]
 mod fuzz;
+mod lent;
 mod listen;
 mod manpage;
 mod models;
@@ -22,6 +24,7 @@ mod notify;
 mod progress;
 mod service;
 mod speak;
+mod speech_provider;
 mod transcribe;
 mod wyoming;
 
@@ -115,8 +118,9 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         clear: bool,
     },
-    /// Print the running daemon's signals as they happen, one line each.
-    Monitor(client::JsonArg),
+    /// Print the running daemon's signals as they happen, one line each;
+    /// `--hud` draws its heads-up display pages instead.
+    Monitor(client::MonitorArgs),
     /// The running daemon's timers; `set` and `cancel` change them.
     Timers {
         #[command(subcommand)]
@@ -139,6 +143,11 @@ enum Command {
     /// Home Assistant's Wyoming protocol: serve Hark's Whisper and voice.
     #[command(subcommand)]
     Wyoming(wyoming::WyomingCommand),
+    /// Lend Hark's voice to desktop apps without the assistant: serve
+    /// only the speech provider (org.freedesktop.Speech.Provider, GNOME's
+    /// Spiel) as dev.hark.Speech.Provider, until interrupted. `hark
+    /// daemon` serves it too.
+    SpeechProvider,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(manpage::CompletionsArgs),
     /// Write the man pages into a directory.
@@ -243,7 +252,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json: *json,
             clear: *clear,
         }),
-        Command::Monitor(args) => Some(client::Request::Monitor { json: args.json }),
+        Command::Monitor(args) => Some(client::Request::Monitor {
+            json: args.json,
+            // The box is the configured display's size.
+            hud: match args.hud {
+                true => Some(
+                    Globals {
+                        models_dir: None,
+                        config_file: cli.config.clone(),
+                        settings: cli.settings.clone(),
+                    }
+                    .config(&[])?
+                    .hud,
+                ),
+                false => None,
+            },
+        }),
         Command::Stream(args) => Some(client::Request::Stream(args.clone())),
         Command::Timers { action } => Some(client::Request::Timers(action.clone())),
         _ => None,
@@ -274,6 +298,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon(args) => daemon::run(args, &globals),
         Command::Bench(cmd) => bench::run(cmd, &globals),
         Command::Wyoming(cmd) => wyoming::run(cmd, &globals),
+        Command::SpeechProvider => speech_provider::run(&globals),
         Command::Status
         | Command::Interrupt
         | Command::Mute

@@ -303,7 +303,7 @@ pub(crate) fn wyoming_voice_name(voice: &str) -> String {
 }
 
 /// The Piper voice file `config` names, checked.
-fn piper_file(config: &TtsConfig, store: &ModelStore) -> anyhow::Result<PathBuf> {
+pub fn piper_file(config: &TtsConfig, store: &ModelStore) -> anyhow::Result<PathBuf> {
     if config.voice == PIPER_JOE_MEDIUM.name {
         installed(store, &PIPER_JOE_MEDIUM, "Piper voice")
     } else {

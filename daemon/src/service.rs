@@ -8,6 +8,7 @@
 //! task in the order the core produced them. Nothing here owns
 //! conversation state.
 
+use hark_converse::hud::{HudConfig, HudFeed, HudPage};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use zbus::object_server::SignalEmitter;
 use hark_converse::turn::State;
 use hark_session::events::{role_name, state_name};
 use hark_session::input::ExternalInput;
+use hark_session::output::ExternalOutput;
 use hark_session::{Command, CoreInput, ListenMode, Reply, SessionEvent};
 
 use crate::daemon::Reload;
@@ -79,6 +81,14 @@ pub struct HarkService {
     reload: Reload,
     /// [`READY_WAIT`], shorter in tests.
     ready_wait: Duration,
+    auth: Authorizer,
+    /// Push-to-talk as last asked for over D-Bus (`ToggleListening` flips
+    /// it): only these methods move the core's own flag, so the two agree.
+    push_to_talk: std::sync::atomic::AtomicBool,
+}
+
+/// Who may call the daemon's objects: only its own user.
+pub struct Authorizer {
     /// The uid whose assistant this is (the daemon's own).
     owner_uid: Option<u32>,
     /// Callers already asked about: unique name → whether it is the owner.
@@ -96,10 +106,8 @@ impl HarkService {
             mirror,
             reload,
             ready_wait: READY_WAIT,
-            owner_uid: std::fs::metadata("/proc/self")
-                .ok()
-                .map(|m| std::os::unix::fs::MetadataExt::uid(&m)),
-            callers: Mutex::default(),
+            auth: Authorizer::new(),
+            push_to_talk: Default::default(),
         }
     }
 
@@ -133,10 +141,45 @@ impl HarkService {
         }
     }
 
+    async fn authorize(
+        &self,
+        header: &zbus::message::Header<'_>,
+        connection: &zbus::Connection,
+    ) -> Result<(), HarkError> {
+        self.auth.check(header, connection).await
+    }
+
+    /// Push-to-talk pressed (`held`) or released, remembered once the
+    /// core has it.
+    async fn push_to_talk(&self, held: bool) -> Result<(), HarkError> {
+        self.send(Command::Listen(held)).await?;
+        self.push_to_talk
+            .store(held, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn mirror(&self) -> Mirror {
+        self.mirror
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Authorizer {
+    pub fn new() -> Self {
+        Self {
+            owner_uid: std::fs::metadata("/proc/self")
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m)),
+            callers: Mutex::default(),
+        }
+    }
+
     /// Refuses a caller of another uid: the session bus admits only its
     /// user, but a bus shared between users must not let one drive, or
     /// read the history of, another's assistant.
-    async fn authorize(
+    pub async fn check(
         &self,
         header: &zbus::message::Header<'_>,
         connection: &zbus::Connection,
@@ -179,13 +222,17 @@ impl HarkService {
             )))
         }
     }
+}
 
-    fn mirror(&self) -> Mirror {
-        self.mirror
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
+/// Takes `name` on the bus; false if someone has it (never queued, so a
+/// second daemon fails at once).
+pub async fn own_name(connection: &zbus::Connection, name: &str) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    let reply = connection
+        .request_name_with_flags(name, zbus::fdo::RequestNameFlags::DO_NOT_QUEUE)
+        .await
+        .with_context(|| format!("cannot request the name {name}"))?;
+    Ok(reply == zbus::fdo::RequestNameReply::PrimaryOwner)
 }
 
 /// Longest refusal sent back, in bytes: a message that quotes a huge
@@ -283,7 +330,7 @@ impl HarkService {
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<(), HarkError> {
         self.authorize(&header, connection).await?;
-        self.send(Command::Listen(true)).await
+        self.push_to_talk(true).await
     }
 
     /// Push-to-talk released.
@@ -293,7 +340,21 @@ impl HarkService {
         #[zbus(connection)] connection: &zbus::Connection,
     ) -> Result<(), HarkError> {
         self.authorize(&header, connection).await?;
-        self.send(Command::Listen(false)).await
+        self.push_to_talk(false).await
+    }
+
+    /// Push-to-talk as one key: pressed once to listen, again to stop (for
+    /// a desktop shortcut, which sees no key release). Returns whether
+    /// Hark now listens.
+    async fn toggle_listening(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+    ) -> Result<bool, HarkError> {
+        self.authorize(&header, connection).await?;
+        let held = !self.push_to_talk.load(std::sync::atomic::Ordering::SeqCst);
+        self.push_to_talk(held).await?;
+        Ok(held)
     }
 
     async fn set_muted(
@@ -348,11 +409,17 @@ impl HarkService {
             .collect())
     }
 
-    /// Returns a socket to write raw PCM into: Hark listens to it instead
-    /// of its microphone until it is closed. `format` is
+    /// Returns a socket to write audio into: Hark listens to it instead of
+    /// its microphone until it is closed. `format` is raw PCM as
     /// `ENCODING[:RATE[:CHANNELS]]`: `s16le` (16 kHz mono), or for example
-    /// `s16le:48000:2` or `f32le:44100`. Write in real time; a pause is
-    /// heard as silence. One stream at a time.
+    /// `s16le:48000:2` or `f32le:44100`; or mono Opus packets as
+    /// `opus:RATE` (8000, 12000, 16000, 24000 or 48000), or mono LC3
+    /// frames as `lc3:RATE:FRAME_US` (8000, 16000, 24000, 32000 or 48000;
+    /// 7500 or 10000), each packet preceded by its length as a
+    /// little-endian u16, as in the payload of a `.lc3` file. Write in real
+    /// time; a pause is heard as silence. A packet lost on the way (sent
+    /// as a zero length), too long or refused by the codec is concealed,
+    /// never the end of the stream. One stream at a time.
     async fn open_audio_input(
         &self,
         #[zbus(header)] header: zbus::message::Header<'_>,
@@ -360,7 +427,7 @@ impl HarkService {
         format: String,
     ) -> Result<zbus::OwnedFd, HarkError> {
         self.authorize(&header, connection).await?;
-        let parsed: hark_audio::stream::PcmFormat = format
+        let parsed: hark_audio::stream::StreamFormat = format
             .parse()
             .map_err(|e| invalid(format!("OpenAudioInput: {e}")))?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| {
@@ -387,6 +454,54 @@ impl HarkService {
             .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
             .map_err(HarkError::Busy)?;
         tracing::info!(%caller, format = %parsed, "audio input opened");
+        Ok(std::os::fd::OwnedFd::from(theirs).into())
+    }
+
+    /// Returns a socket to read Hark's voice from: while it is open the
+    /// voice goes there instead of the speaker (which plays nothing), in
+    /// real time, silence included, so a companion app can play it on
+    /// smart glasses. `format` is as for `OpenAudioInput`: raw PCM
+    /// (`s16le`, `s16le:48000:2`, `f32le:22050`, …), or mono Opus
+    /// (`opus:RATE`, 20 ms packets) or LC3 (`lc3:RATE:FRAME_US`) packets,
+    /// each preceded by its length as a little-endian u16. When Hark stops
+    /// talking at once (barge-in, `Interrupt`) the stream falls silent and
+    /// `PlaybackStopped(true)` is sent: drop what is buffered. Closing the
+    /// socket, or not reading it for 2 s, gives the voice back to the
+    /// speaker. One stream at a time.
+    async fn open_audio_output(
+        &self,
+        #[zbus(header)] header: zbus::message::Header<'_>,
+        #[zbus(connection)] connection: &zbus::Connection,
+        format: String,
+    ) -> Result<zbus::OwnedFd, HarkError> {
+        self.authorize(&header, connection).await?;
+        let parsed: hark_audio::stream::StreamFormat = format
+            .parse()
+            .map_err(|e| invalid(format!("OpenAudioOutput: {e}")))?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+            HarkError::NotReady(format!("OpenAudioOutput: cannot make a socket: {e}"))
+        })?;
+        // Hark only writes, the caller only reads.
+        let _ = ours.shutdown(std::net::Shutdown::Read);
+        let _ = theirs.shutdown(std::net::Shutdown::Write);
+        let caller = header
+            .sender()
+            .map_or_else(|| "an unknown caller".to_owned(), |s| s.to_string());
+        let (reply, answer) = answer();
+        self.send(Command::OpenOutput {
+            output: ExternalOutput {
+                stream: ours,
+                format: parsed,
+                label: format!("stream to {caller} ({parsed})"),
+            },
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
+            .map_err(HarkError::Busy)?;
+        tracing::info!(%caller, format = %parsed, "audio output opened");
         Ok(std::os::fd::OwnedFd::from(theirs).into())
     }
 
@@ -551,6 +666,12 @@ impl HarkService {
     #[zbus(signal)]
     async fn interrupted(emitter: &SignalEmitter<'_>, spoken_part: &str) -> zbus::Result<()>;
 
+    /// Hark's voice stopped at once: `flushed` when what was queued is
+    /// dropped (barge-in, `Interrupt`), else paused (it may resume). A
+    /// companion playing an `OpenAudioOutput` stream drops its buffer.
+    #[zbus(signal)]
+    async fn playback_stopped(emitter: &SignalEmitter<'_>, flushed: bool) -> zbus::Result<()>;
+
     /// A reply ended. Latencies in ms, -1 where a stage did not happen:
     /// end of speech → Hark's voice, end of speech → transcript, transcript
     /// → first token, first token → first audio; then end of speech → the
@@ -581,6 +702,20 @@ impl HarkService {
     /// heads-up display shows that Hark is listening).
     #[zbus(signal)]
     async fn wake_detected(emitter: &SignalEmitter<'_>, how: &str) -> zbus::Result<()>;
+
+    /// A page for a heads-up display of `[hud] columns` × `lines`: the
+    /// user's words when accepted as a turn, then the reply's pages, each
+    /// sent as its first word is about to be spoken (a page the model
+    /// wrote on after it was shown comes again with the same number;
+    /// `pages` is the count known then). When Hark is talked over, the
+    /// page being spoken comes again cut where Hark stopped.
+    #[zbus(signal)]
+    async fn hud_page(
+        emitter: &SignalEmitter<'_>,
+        text: &str,
+        page: u32,
+        pages: u32,
+    ) -> zbus::Result<()>;
 }
 
 fn latency(from: Option<u64>, to: Option<u64>) -> i64 {
@@ -607,6 +742,8 @@ pub fn is_published(event: &SessionEvent) -> bool {
         | E::TimerFired { .. }
         | E::WakeDetected { .. }
         | E::Error { .. } => true,
+        // The heads-up display's pages follow the voice.
+        E::Synthesized { .. } | E::PlaybackStarted { .. } | E::PlaybackStopped { .. } => true,
         E::SpeechStarted { muted, .. } => !muted,
         E::PartialTranscript { current, .. } => *current,
         _ => false,
@@ -619,6 +756,7 @@ pub async fn pump_signals(
     connection: zbus::Connection,
     mirror: Arc<Mutex<Mirror>>,
     mut events: tokio::sync::mpsc::UnboundedReceiver<SessionEvent>,
+    hud: HudConfig,
 ) {
     let iface = match connection
         .object_server()
@@ -631,8 +769,14 @@ pub async fn pump_signals(
             return;
         }
     };
+    let mut hud = HudFeed::new(hud);
+    // Bumped when the pages already scheduled are no longer true (the
+    // user spoke, Hark was talked over).
+    let hud_epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
     while let Some(event) = events.recv().await {
         let emitter = iface.signal_emitter();
+        // The display's pages follow the signal they illustrate.
+        let for_hud = event.clone();
         let service = iface.get().await;
         let update = |f: &dyn Fn(&mut Mirror)| {
             f(&mut mirror.lock().unwrap_or_else(|p| p.into_inner()));
@@ -712,9 +856,74 @@ pub async fn pump_signals(
                 HarkService::timer_fired(emitter, &label).await
             }
             SessionEvent::WakeDetected { how } => HarkService::wake_detected(emitter, &how).await,
+            SessionEvent::PlaybackStopped { flushed } => {
+                HarkService::playback_stopped(emitter, flushed).await
+            }
             _ => Ok(()),
         };
         if let Err(e) = sent {
+            tracing::warn!("cannot emit a D-Bus signal: {e}");
+        }
+        drop(service);
+        feed_hud(&mut hud, &hud_epoch, emitter, &for_hud).await;
+    }
+}
+
+/// Shows `event` on the heads-up display: pages now, or spawned to wait
+/// until their first word is spoken.
+async fn feed_hud(
+    hud: &mut HudFeed,
+    epoch: &Arc<std::sync::atomic::AtomicU64>,
+    emitter: &SignalEmitter<'static>,
+    event: &SessionEvent,
+) {
+    use std::sync::atomic::Ordering;
+    let now: Vec<HudPage> = match event {
+        SessionEvent::UserTurn { text } => {
+            epoch.fetch_add(1, Ordering::Relaxed);
+            hud.user_turn(text)
+        }
+        SessionEvent::Clause { clause, text } => {
+            hud.clause(*clause, text);
+            Vec::new()
+        }
+        SessionEvent::Synthesized {
+            clause, audio_ms, ..
+        } => {
+            hud.synthesized(*clause, *audio_ms);
+            Vec::new()
+        }
+        SessionEvent::PlaybackStarted { clause } => {
+            let mut now = Vec::new();
+            for (delay_ms, page) in hud.playback_started(*clause) {
+                if delay_ms == 0 {
+                    now.push(page);
+                    continue;
+                }
+                let (emitter, epoch) = (emitter.clone(), epoch.clone());
+                let scheduled = epoch.load(Ordering::Relaxed);
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                    if epoch.load(Ordering::Relaxed) == scheduled {
+                        let _ = HarkService::hud_page(&emitter, &page.text, page.page, page.pages)
+                            .await;
+                    }
+                });
+            }
+            now
+        }
+        SessionEvent::Interrupted { spoken_part, .. } => {
+            epoch.fetch_add(1, Ordering::Relaxed);
+            hud.interrupted(spoken_part).into_iter().collect()
+        }
+        SessionEvent::TurnFinished { .. } => {
+            hud.new_reply();
+            Vec::new()
+        }
+        _ => Vec::new(),
+    };
+    for page in now {
+        if let Err(e) = HarkService::hud_page(emitter, &page.text, page.page, page.pages).await {
             tracing::warn!("cannot emit a D-Bus signal: {e}");
         }
     }

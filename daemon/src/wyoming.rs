@@ -4,9 +4,10 @@
 //! The server has engines of its own, loaded at its first request, so a
 //! Home Assistant pipeline never waits behind Hark's own conversation
 //! (nor the other way round) and a busy machine pays nothing for a server
-//! nobody calls. Each engine serves one request at a time.
+//! nobody calls. Each engine serves one request at a time. The voice is
+//! a [`LentVoice`], in the daemon the same one desktop apps are lent
+//! (`speech_provider.rs`).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +17,6 @@ use hark_models::store::ModelStore;
 use hark_session::core::{Command, CoreInput};
 use hark_session::satellite::{SatelliteEvent, SatellitePipeline};
 use hark_stt::{SpeechToText, WhisperStt};
-use hark_tts::PiperVoice;
 use hark_wyoming::message::{
     encode_s16le, Attribution, AudioFormat, Info, Message, Model, Program, Satellite, VoiceChoice,
 };
@@ -24,6 +24,7 @@ use hark_wyoming::server::{SatelliteHost, UtteranceListener, WakeService};
 use hark_wyoming::{Endpoint, ServerLimits, Services, WyomingServer};
 
 use crate::config::HarkConfig;
+use crate::lent::{with_engine, LentVoice};
 use crate::Globals;
 
 /// Where `hark wyoming serve` listens unless told: the port Home
@@ -53,7 +54,8 @@ pub fn run(command: WyomingCommand, globals: &Globals) -> anyhow::Result<()> {
         .listen
         .or_else(|| config.wyoming.listen.clone())
         .unwrap_or_else(|| DEFAULT_LISTEN.into());
-    let server = start(&listen, &config, &store, None)?;
+    let voice = Arc::new(LentVoice::new(&config.voice, &store));
+    let server = start(&listen, &config, &store, voice, None)?;
     eprintln!(
         "hark: serving Wyoming on {} (Ctrl-C stops)",
         server.endpoint()
@@ -62,15 +64,7 @@ pub fn run(command: WyomingCommand, globals: &Globals) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the signal watcher")?;
-    runtime.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        anyhow::Ok(())
-    })?;
+    runtime.block_on(crate::lent::until_stopped())?;
     tracing::info!("stopping the Wyoming server");
     Ok(())
 }
@@ -78,15 +72,17 @@ pub fn run(command: WyomingCommand, globals: &Globals) -> anyhow::Result<()> {
 /// The core's inbox, once the models are loaded (the daemon's).
 pub type Inbox = tokio::sync::watch::Receiver<Option<SyncSender<CoreInput>>>;
 
-/// The server on `listen` with Hark's engines as `config` names them.
+/// The server on `listen` with Hark's engines as `config` names them, and
+/// `voice` (which the daemon lends desktop apps too).
 pub fn start(
     listen: &str,
     config: &HarkConfig,
     store: &ModelStore,
+    voice: Arc<LentVoice>,
     inbox: Option<Inbox>,
 ) -> anyhow::Result<WyomingServer> {
     let endpoint: Endpoint = listen.parse().context("wyoming.listen")?;
-    let mut services = HarkServices::new(config.clone(), store.clone());
+    let mut services = HarkServices::new(config.clone(), store.clone(), voice);
     services.satellite = inbox.map(DaemonSatellite::new);
     let services = Arc::new(services);
     let limits = ServerLimits {
@@ -105,41 +101,19 @@ struct HarkServices {
     store: ModelStore,
     voice_name: String,
     stt: Mutex<Option<WhisperStt>>,
-    voice: Mutex<Option<PiperVoice>>,
+    voice: Arc<LentVoice>,
     satellite: Option<DaemonSatellite>,
 }
 
 impl HarkServices {
-    fn new(config: HarkConfig, store: ModelStore) -> Self {
-        let voice_name = crate::models::wyoming_voice_name(&config.voice.voice);
+    fn new(config: HarkConfig, store: ModelStore, voice: Arc<LentVoice>) -> Self {
         Self {
             config,
             store,
-            voice_name,
+            voice_name: voice.name().to_owned(),
             stt: Mutex::new(None),
-            voice: Mutex::new(None),
+            voice,
             satellite: None,
-        }
-    }
-}
-
-/// Runs `work` on the engine in `slot`, loading it first if need be. A
-/// panic fails this request and drops the engine, to be loaded afresh.
-fn with_engine<E, T>(
-    slot: &Mutex<Option<E>>,
-    load: impl FnOnce() -> anyhow::Result<E>,
-    work: impl FnOnce(&mut E) -> Result<T, String>,
-) -> Result<T, String> {
-    let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-    if slot.is_none() {
-        *slot = Some(load().map_err(|e| format!("{e:#}"))?);
-    }
-    let engine = slot.as_mut().expect("loaded above");
-    match catch_unwind(AssertUnwindSafe(|| work(engine))) {
-        Ok(result) => result,
-        Err(_) => {
-            *slot = None;
-            Err("the engine panicked; it is loaded again for the next request".into())
         }
     }
 }
@@ -276,17 +250,7 @@ impl Services for HarkServices {
                 ));
             }
         }
-        with_engine(
-            &self.voice,
-            || crate::models::piper(&self.config.voice, &self.store),
-            |voice| {
-                let rate = voice.sample_rate();
-                voice
-                    .synthesize(text)
-                    .map(|audio| (audio, rate))
-                    .map_err(|e| e.to_string())
-            },
-        )
+        self.voice.synthesize(text, 1.0)
     }
 }
 

@@ -100,6 +100,8 @@ pub enum BenchError {
     UserVoice(String),
     #[error(transparent)]
     Audio(#[from] AudioError),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// When a scripted user utterance starts.

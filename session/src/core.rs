@@ -17,11 +17,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hark_converse::addressee::{Cues, Reason};
 use hark_converse::turn::{
     Action, ClauseId, Conversation, Event, Notice, ReplyId, Role, State, Turn, TurnTimings,
     UtteranceId,
 };
-use hark_converse::addressee::{Cues, Reason};
 use hark_converse::{Addressee, WakeConfig};
 use hark_llm::{CancelHandle, ChatMessage, LlmEvent, INTERRUPTED_MARKER};
 use hark_skills::{Skills, SkillsConfig, Timer};
@@ -33,6 +33,7 @@ use crate::clock::Timeline;
 use crate::events::{HistoryTurn, SessionEvent, Subscriber};
 use crate::hearing::{HearingEvent, PauseWords};
 use crate::input::{ExternalInput, InputSwitch};
+use crate::output::{ExternalOutput, OutputSwitch};
 use crate::prepared::{FirstClause, Prepared, PROVISIONAL};
 use crate::satellite::{Satellite, SatelliteEvent};
 use crate::speaker::{PlaybackReport, SpeakerCommand};
@@ -119,6 +120,12 @@ pub enum Command {
     /// `reply` gets why not, if another stream is already in.
     OpenInput {
         input: ExternalInput,
+        reply: Reply<Result<(), String>>,
+    },
+    /// Speak into this stream instead of the speaker until it closes;
+    /// `reply` gets why not, if another stream already takes the voice.
+    OpenOutput {
+        output: ExternalOutput,
         reply: Reply<Result<(), String>>,
     },
     /// A timer of `seconds` called `label`; `reply` gets it, or why not.
@@ -293,6 +300,8 @@ pub struct Core {
     push_to_talk_held: bool,
     /// Where `OpenInput` streams go; `None` where the input is fixed.
     input_switch: Option<Arc<InputSwitch>>,
+    /// Where `OpenOutput` streams go; `None` where the output is a file.
+    output_switch: Option<Arc<OutputSwitch>>,
     /// A partial transcription is queued or running.
     partial_in_flight: bool,
     /// Set by `Stop` or a stop rule: end once Hark is quiet.
@@ -362,6 +371,7 @@ impl Core {
             user_muted: false,
             push_to_talk_held: false,
             input_switch: None,
+            output_switch: None,
             partial_in_flight: false,
             stopping: false,
             input_ended_ms: None,
@@ -825,6 +835,11 @@ impl Core {
     /// Lets `OpenInput` commands reach the ears (before `run`).
     pub fn set_input_switch(&mut self, switch: Arc<InputSwitch>) {
         self.input_switch = Some(switch);
+    }
+
+    /// Where `OpenOutput` streams are left for the speaker (before `run`).
+    pub fn set_output_switch(&mut self, switch: Arc<OutputSwitch>) {
+        self.output_switch = Some(switch);
     }
 
     /// Starts in `mode` (before `run`).
@@ -1439,6 +1454,13 @@ impl Core {
                 let attached = match &self.input_switch {
                     Some(switch) => switch.attach(input),
                     None => Err("this session listens to a fixed input".into()),
+                };
+                reply.send(attached);
+            }
+            Command::OpenOutput { output, reply } => {
+                let attached = match &self.output_switch {
+                    Some(switch) => switch.attach(output),
+                    None => Err("this session speaks into a file".into()),
                 };
                 reply.send(attached);
             }

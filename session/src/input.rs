@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hark_audio::device::DeviceSource;
-use hark_audio::stream::{PcmFormat, PcmStreamSource};
+use hark_audio::stream::{StreamFormat, StreamSource};
 use hark_audio::{AudioError, Frame, FrameSource, SAMPLE_RATE};
 
 /// How often a missing microphone is tried again.
@@ -28,7 +28,7 @@ const STREAM_READ_TIMEOUT: Duration = Duration::from_millis(100);
 pub struct ExternalInput {
     /// Hark's end of the socket pair; the caller writes into the other.
     pub stream: UnixStream,
-    pub format: PcmFormat,
+    pub format: StreamFormat,
     /// Who sent it ("companion :1.42").
     pub label: String,
 }
@@ -85,7 +85,9 @@ pub struct InputChange {
 
 enum Current {
     Microphone(DeviceSource),
-    External(PcmStreamSource<UnixStream>),
+    /// Boxed: the stream's decoder and resampler state would make the
+    /// enum that large whatever it holds.
+    External(Box<StreamSource<UnixStream>>),
     /// No microphone: silence, and another try at `retry_at`.
     Nothing {
         retry_at: Instant,
@@ -186,13 +188,13 @@ impl SwitchedInput {
         let opened = stream
             .set_read_timeout(Some(STREAM_READ_TIMEOUT))
             .map_err(|e| AudioError::Stopped(format!("{label}: {e}")))
-            .and_then(|()| PcmStreamSource::new(stream, format, self.frame_len, label));
+            .and_then(|()| StreamSource::new(stream, format, self.frame_len, label));
         match opened {
             Ok(source) => {
                 let name = format!("external: {}", source.describe());
                 tracing::info!(input = %name, "listening to a stream instead of the microphone");
                 // Closing the microphone stops it queueing unheard audio.
-                self.current = Current::External(source);
+                self.current = Current::External(Box::new(source));
                 self.offset = None;
                 (self.report)(InputChange {
                     name,
@@ -352,7 +354,7 @@ mod tests {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let external = |stream| ExternalInput {
             stream,
-            format: PcmFormat::S16LE_16K_MONO,
+            format: StreamFormat::S16LE_16K_MONO,
             label: "test".into(),
         };
         switch.attach(external(ours)).unwrap();
@@ -389,5 +391,43 @@ mod tests {
         assert_eq!(names.last().unwrap(), "none");
         let (again, _keep) = UnixStream::pair().unwrap();
         switch.attach(external(again)).unwrap();
+    }
+
+    #[test]
+    fn an_opus_stream_with_bad_packets_is_heard_to_its_end() {
+        use hark_audio::codec::framing::length_prefixed;
+        let (mut input, switch, changes) = input();
+        input.next_frame().unwrap();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        switch
+            .attach(ExternalInput {
+                stream: ours,
+                format: "opus:48000".parse().unwrap(),
+                label: "glasses".into(),
+            })
+            .unwrap();
+        let tone: Vec<f32> = (0..4800).map(|i| 0.5 * (i as f32 * 0.1).sin()).collect();
+        let mut packets = hark_audio::codec::opus::encode(&tone, 20.0, 24_000, None).unwrap();
+        packets[2] = vec![0xff; 7]; // garbage
+        packets[4].clear(); // lost
+        let mut bytes = length_prefixed(&packets);
+        bytes.extend(0xffffu16.to_le_bytes()); // absurd, then cut short
+        theirs.write_all(&bytes).unwrap();
+        drop(theirs);
+        let mut loud = 0;
+        while changes.lock().unwrap().len() < 3 {
+            let frame = input.next_frame().unwrap().unwrap();
+            loud += usize::from(frame.samples.iter().any(|s| s.abs() > 0.1));
+        }
+        // 300 ms of tone in 10 ms frames, about all of it heard.
+        assert!(loud >= 20, "{loud} loud frames");
+        let names: Vec<String> = changes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(names[1], "external: glasses (opus:48000)");
+        assert_eq!(names[2], "none", "back to the (missing) microphone");
     }
 }

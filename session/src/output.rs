@@ -8,10 +8,22 @@
 //! stream continues on it. The stream's rate is fixed for the session (the
 //! voice is resampled to it upstream); a device of another rate gets the
 //! stream resampled here.
+//!
+//! A companion app (smart glasses that play sound themselves) may borrow
+//! the voice with `OpenAudioOutput`: while its stream is open the voice is
+//! encoded into it ([`ExternalOutput`]) at the speaker's real-time pace,
+//! the speaker plays silence (so its timeline, and the echo canceller's
+//! reference, go on unbroken), and when the app closes its end, or stops
+//! reading for [`LENT_STALL`], the voice is the speaker's again.
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hark_audio::codec::encode::{encoder, StreamEncoder};
 use hark_audio::resample::Resampler;
+use hark_audio::stream::StreamFormat;
 use hark_audio::AudioError;
 
 use crate::speaker::{DeviceSink, SpeakerSink};
@@ -21,6 +33,138 @@ pub const RETRY: Duration = Duration::from_secs(2);
 
 /// The stream's rate when there is no device to take it from at start.
 const NO_DEVICE_RATE: u32 = 48_000;
+
+/// Audio a companion may leave unread before its stream is given up.
+pub const LENT_STALL: Duration = Duration::from_secs(2);
+
+/// A stream opened with `OpenAudioOutput`, to carry Hark's voice.
+#[derive(Debug)]
+pub struct ExternalOutput {
+    /// Hark's end of the socket pair; the caller reads the other.
+    pub stream: UnixStream,
+    pub format: StreamFormat,
+    /// Who asked for it ("stream to :1.42").
+    pub label: String,
+}
+
+/// Where `OpenAudioOutput` leaves a stream for the speaker to pick up;
+/// shared by the core (which attaches) and [`ReconnectingSink`] (which
+/// takes, and releases when the stream ends).
+#[derive(Debug, Default)]
+pub struct OutputSwitch {
+    slot: Mutex<OutputSlot>,
+}
+
+#[derive(Debug, Default)]
+struct OutputSlot {
+    pending: Option<ExternalOutput>,
+    /// A stream is pending or carrying the voice.
+    busy: bool,
+}
+
+impl OutputSwitch {
+    fn slot(&self) -> std::sync::MutexGuard<'_, OutputSlot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `output` to carry the voice instead of the speaker. One
+    /// stream at a time: the current one must be closed first.
+    pub fn attach(&self, output: ExternalOutput) -> Result<(), String> {
+        let mut slot = self.slot();
+        if slot.busy {
+            return Err("another app already takes Hark's voice; \
+                 it must close its file descriptor first"
+                .into());
+        }
+        slot.busy = true;
+        slot.pending = Some(output);
+        Ok(())
+    }
+
+    fn take(&self) -> Option<ExternalOutput> {
+        self.slot().pending.take()
+    }
+
+    fn release(&self) {
+        self.slot().busy = false;
+    }
+}
+
+/// The voice on its way into an [`ExternalOutput`].
+struct Lent {
+    label: String,
+    stream: UnixStream,
+    encoder: Box<dyn StreamEncoder>,
+    /// From the speaker's rate to the format's (`None`: the same).
+    resampler: Option<Resampler>,
+    resampled: Vec<f32>,
+    /// Encoded and not yet taken by the reader (a packet's start may have
+    /// gone already: nothing is dropped from here, or the framing breaks).
+    unsent: Vec<u8>,
+    /// `unsent` past this many bytes: the reader has stalled.
+    stall_bytes: usize,
+}
+
+impl Lent {
+    fn open(output: ExternalOutput, rate: u32) -> Result<Self, String> {
+        let encoder = encoder(output.format).map_err(|e| e.to_string())?;
+        let resampler = if encoder.rate() == rate {
+            None
+        } else {
+            Some(Resampler::with_output_rate(rate, 1, encoder.rate()).map_err(|e| e.to_string())?)
+        };
+        output
+            .stream
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        // Sized from the rawest format this rate allows: 32-bit samples
+        // on 8 channels, as a ceiling for anything encoded.
+        let stall_bytes = (LENT_STALL.as_secs_f64() * encoder.rate() as f64 * 32.0) as usize;
+        Ok(Self {
+            label: output.label,
+            stream: output.stream,
+            encoder,
+            resampler,
+            resampled: Vec::new(),
+            unsent: Vec::new(),
+            stall_bytes,
+        })
+    }
+
+    /// Encodes `samples` and sends what the reader will take; an error
+    /// once the reader is gone or has stalled.
+    fn send(&mut self, samples: &[f32]) -> Result<(), String> {
+        let samples = match &mut self.resampler {
+            None => samples,
+            Some(resampler) => {
+                self.resampled.clear();
+                resampler
+                    .process(samples, &mut self.resampled)
+                    .map_err(|e| e.to_string())?;
+                &self.resampled
+            }
+        };
+        self.encoder.encode(samples, &mut self.unsent);
+        while !self.unsent.is_empty() {
+            match self.stream.write(&self.unsent) {
+                Ok(0) => return Err("the reader closed it".into()),
+                Ok(n) => {
+                    self.unsent.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("the reader closed it ({e})")),
+            }
+        }
+        if self.unsent.len() > self.stall_bytes {
+            return Err(format!(
+                "the reader has taken nothing for {} s",
+                LENT_STALL.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// What the sink tells the core when its device comes or goes: the
 /// device's name (`none` without one) and, without one, why.
@@ -37,6 +181,11 @@ pub struct ReconnectingSink {
     /// Gaps of devices since detached, at the stream's rate.
     gaps_before: u64,
     on_change: OnOutputChange,
+    /// Where `OpenAudioOutput` streams arrive; `None`: never lent.
+    switch: Option<Arc<OutputSwitch>>,
+    lent: Option<Lent>,
+    /// Silence for the speaker while the voice is lent.
+    zeros: Vec<f32>,
 }
 
 /// An open device and the conversions to and from its rate.
@@ -102,7 +251,55 @@ impl ReconnectingSink {
             next_try: Instant::now() + RETRY,
             gaps_before: 0,
             on_change,
+            switch: None,
+            lent: None,
+            zeros: Vec::new(),
         }
+    }
+
+    /// Lends the voice to the streams `switch` hands over.
+    pub fn with_switch(mut self, switch: Arc<OutputSwitch>) -> Self {
+        self.switch = Some(switch);
+        self
+    }
+
+    /// Picks up a stream `OpenAudioOutput` left.
+    fn poll_switch(&mut self) {
+        let Some(output) = self.switch.as_ref().and_then(|s| s.take()) else {
+            return;
+        };
+        let label = output.label.clone();
+        match Lent::open(output, self.rate) {
+            Ok(lent) => {
+                tracing::info!(stream = %label, "the voice goes to a stream");
+                (self.on_change)(format!("external: {label}"), None);
+                self.lent = Some(lent);
+            }
+            Err(why) => {
+                tracing::warn!(stream = %label, "cannot lend the voice: {why}");
+                self.end_lent();
+            }
+        }
+    }
+
+    /// The stream is over: the voice is the speaker's again.
+    fn end_lent(&mut self) {
+        self.lent = None;
+        if let Some(switch) = &self.switch {
+            switch.release();
+        }
+        let (name, problem) = match &self.attached {
+            Some(attached) => (attached.sink.name().to_owned(), None),
+            None => (
+                "none".to_owned(),
+                Some(format!(
+                    "no speaker ({}); replies go out as text only, trying again every {} s",
+                    self.device_name.as_deref().unwrap_or("default"),
+                    RETRY.as_secs()
+                )),
+            ),
+        };
+        (self.on_change)(name, problem);
     }
 
     /// The device's name, or `none`.
@@ -140,6 +337,29 @@ impl ReconnectingSink {
         tracing::info!(device = sink.name(), "speaker back: speaking on");
         (self.on_change)(sink.name().to_owned(), None);
         self.attached = Some(Attached { sink, rates });
+    }
+
+    /// Writes to the speaker, or keeps time silently without one.
+    fn write_local(&mut self, samples: &[f32]) -> Result<(), AudioError> {
+        let Some(attached) = &mut self.attached else {
+            self.silent.write(samples.len());
+            return Ok(());
+        };
+        let written = match &mut attached.rates {
+            None => attached.sink.write(samples),
+            Some(bridge) => {
+                bridge.scratch.clear();
+                bridge
+                    .to_device
+                    .process(samples, &mut bridge.scratch)
+                    .and_then(|()| attached.sink.write(&bridge.scratch))
+            }
+        };
+        if let Err(e) = written {
+            self.detach(&e);
+            self.silent.write(samples.len());
+        }
+        Ok(())
     }
 
     /// The device failed: go on silently, and look for it again.
@@ -200,25 +420,26 @@ impl SpeakerSink for ReconnectingSink {
     }
 
     fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
-        let Some(attached) = &mut self.attached else {
-            self.silent.write(samples.len());
-            return Ok(());
-        };
-        let written = match &mut attached.rates {
-            None => attached.sink.write(samples),
-            Some(bridge) => {
-                bridge.scratch.clear();
-                bridge
-                    .to_device
-                    .process(samples, &mut bridge.scratch)
-                    .and_then(|()| attached.sink.write(&bridge.scratch))
+        self.poll_switch();
+        if let Some(lent) = &mut self.lent {
+            match lent.send(samples) {
+                Ok(()) => {
+                    // The speaker plays silence meanwhile: its timeline and
+                    // the echo reference go on.
+                    let mut zeros = std::mem::take(&mut self.zeros);
+                    zeros.clear();
+                    zeros.resize(samples.len(), 0.0);
+                    let written = self.write_local(&zeros);
+                    self.zeros = zeros;
+                    return written;
+                }
+                Err(why) => {
+                    tracing::info!(stream = %lent.label, "the voice is the speaker's again: {why}");
+                    self.end_lent();
+                }
             }
-        };
-        if let Err(e) = written {
-            self.detach(&e);
-            self.silent.write(samples.len());
         }
-        Ok(())
+        self.write_local(samples)
     }
 
     fn queued(&self) -> usize {

@@ -212,18 +212,23 @@ pub fn run_session(
     };
     // A missing speaker is not fatal: the sink keeps time silently and
     // tries again (the core hears of it as it runs).
+    // `OpenAudioOutput` streams reach the speaker through this.
+    let output_switch = Arc::new(crate::output::OutputSwitch::default());
     let speaker_sink = match &output {
         Output::Speaker => {
             let to_core = post(&inbox);
-            Some(ReconnectingSink::open(
-                config.audio.output_device.as_deref(),
-                Box::new(move |output, problem| {
-                    to_core(CoreInput::Playback(PlaybackReport::OutputChanged {
-                        output,
-                        problem,
-                    }));
-                }),
-            ))
+            Some(
+                ReconnectingSink::open(
+                    config.audio.output_device.as_deref(),
+                    Box::new(move |output, problem| {
+                        to_core(CoreInput::Playback(PlaybackReport::OutputChanged {
+                            output,
+                            problem,
+                        }));
+                    }),
+                )
+                .with_switch(output_switch.clone()),
+            )
         }
         Output::File { .. } => None,
     };
@@ -247,6 +252,7 @@ pub fn run_session(
         turn: models.turn,
         wake: None,
     };
+    let speaker_sink_lends = speaker_sink.is_some();
     let sink: Box<dyn SpeakerSink> = match (speaker_sink, output) {
         (Some(speaker), _) => Box::new(speaker),
         (None, Output::File { path, tap }) => {
@@ -387,6 +393,9 @@ pub fn run_session(
     }
     if let Some(switch) = switch {
         core.set_input_switch(switch);
+    }
+    if speaker_sink_lends {
+        core.set_output_switch(output_switch);
     }
     let outcome = core.run(rules);
     // The core (and with it every worker handle) is gone: the threads see

@@ -157,6 +157,11 @@ pub fn stderr(out: &Output) -> String {
 /// A 16 kHz mono 16-bit WAV, written by hand so the test does not trust the
 /// code under test to write it.
 pub fn write_wav(path: &std::path::Path, samples: &[i16]) {
+    write_wav_at(path, 16000, samples)
+}
+
+/// A mono 16-bit WAV at `rate` Hz, written by hand.
+pub fn write_wav_at(path: &std::path::Path, rate: u32, samples: &[i16]) {
     let data_len = (samples.len() * 2) as u32;
     let mut b = Vec::with_capacity(44 + data_len as usize);
     b.extend_from_slice(b"RIFF");
@@ -165,8 +170,8 @@ pub fn write_wav(path: &std::path::Path, samples: &[i16]) {
     b.extend_from_slice(&16u32.to_le_bytes());
     b.extend_from_slice(&1u16.to_le_bytes());
     b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&16000u32.to_le_bytes());
-    b.extend_from_slice(&32000u32.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes());
     b.extend_from_slice(&2u16.to_le_bytes());
     b.extend_from_slice(&16u16.to_le_bytes());
     b.extend_from_slice(b"data");

@@ -128,6 +128,15 @@ impl PiperVoice {
         self.sentence_silence_s = seconds.max(0.0);
     }
 
+    /// Sets Piper's `length_scale` (phoneme durations: 2.0 speaks half as
+    /// fast); the voice's own value is `config().length_scale` until then.
+    /// Kept between 0.1 and 10.
+    pub fn set_length_scale(&mut self, scale: f32) {
+        if scale.is_finite() {
+            self.config.length_scale = scale.clamp(0.1, 10.0);
+        }
+    }
+
     /// Synthesizes `text` to mono f32 samples in [-1, 1] at
     /// [`sample_rate`](Self::sample_rate). Text without any phonemes
     /// (empty, whitespace, punctuation only) gives an empty Vec.

@@ -12,6 +12,12 @@
 //! timeline. Inference keeps its real speed, so it looks slower on the
 //! faster clock; the pipeline's logic is the same.
 //!
+//! With `questions` off only the recordings play (with the silences after
+//! them): nobody speaks to Hark, which is what its listening costs. Hark
+//! listens in the configured mode, so `always`, `name` and `wake` can be
+//! compared on the same audio by the CPU time the process used per second
+//! of audio and the Whisper runs it made.
+//!
 //! A sampler thread reads the process's resident memory, open file
 //! descriptors and threads from `/proc/self` every half second. Growth is
 //! measured after a warm-up (the first tenth of the audio): the median
@@ -44,6 +50,9 @@ pub struct SoakOptions {
     pub recordings: Vec<PathBuf>,
     /// How far into Hark's reply each interruption starts, in ms.
     pub interrupt_after_ms: u64,
+    /// Play the script's questions and interruptions (else only the
+    /// recordings).
+    pub questions: bool,
 }
 
 /// One reading of the process.
@@ -60,6 +69,8 @@ pub struct ProcessSample {
 #[derive(Debug, Serialize)]
 pub struct SoakReport {
     pub cores: usize,
+    /// The listening mode (`[daemon] mode`).
+    pub mode: String,
     pub speed: f64,
     pub audio_hours: f64,
     pub wall_secs: f64,
@@ -74,6 +85,16 @@ pub struct SoakReport {
     pub panics: usize,
     /// The first few errors' messages.
     pub first_errors: Vec<String>,
+    /// Whisper runs (final, speculative and partial transcripts).
+    pub whisper_runs: usize,
+    /// Utterances heard and judged not meant for Hark.
+    pub not_addressed: usize,
+    /// CPU time (user + system) the process used from the models' loading
+    /// to the end.
+    pub cpu_secs: f64,
+    /// `cpu_secs` per second of audio, in percent of one core: what
+    /// listening (and answering) costs at real time.
+    pub cpu_percent_of_one_core: f64,
     pub rss_start_kb: u64,
     /// Median over the second tenth of the audio (after warm-up).
     pub rss_warm_kb: u64,
@@ -140,6 +161,24 @@ fn read_process() -> (u64, u64, u64, u64) {
     (field("VmRSS:"), field("VmHWM:"), fds, field("Threads:"))
 }
 
+/// CPU time (user + system, seconds) this process has used so far, from
+/// `/proc/self/stat` (in USER_HZ ticks, 100 a second on Linux).
+fn cpu_secs() -> f64 {
+    const TICKS_PER_SEC: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces), from state.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / TICKS_PER_SEC
+}
+
 /// The script source, counting what it has played for the sampler.
 struct Counted {
     inner: ScriptSource,
@@ -172,6 +211,10 @@ struct Gathered {
     errors: usize,
     panics: usize,
     first_errors: Vec<String>,
+    whisper_runs: usize,
+    not_addressed: usize,
+    /// CPU seconds used when the models were loaded.
+    cpu_at_ready: f64,
 }
 
 /// How many error messages the report quotes.
@@ -180,17 +223,23 @@ const QUOTED_ERRORS: usize = 10;
 /// The soak: Hark as `config` and `load` make it, the user's side spoken
 /// by `user_voice` plus `options.recordings`, for `options.hours` of audio.
 pub fn soak(
-    mut config: SessionConfig,
+    config: SessionConfig,
     user_voice: &mut dyn Voice,
     load: impl FnOnce() -> Result<Models, BoxError>,
     options: &SoakOptions,
     prepare: impl FnOnce(&mut SessionSetup),
 ) -> Result<SoakReport, BenchError> {
-    config.mode = crate::ListenMode::Always;
-    tracing::info!("synthesizing the user's side");
+    let mode = format!("{:?}", config.mode).to_lowercase();
     let mut script = Vec::new();
-    for say in SCRIPT {
-        script.push(Line::speak(say, user_voice)?);
+    if options.questions {
+        tracing::info!("synthesizing the user's side");
+        for say in SCRIPT {
+            script.push(Line::speak(say, user_voice)?);
+        }
+    } else if options.recordings.is_empty() {
+        return Err(BenchError::Invalid(
+            "without the questions there is nothing to play: give recordings".into(),
+        ));
     }
     let recordings = options
         .recordings
@@ -233,8 +282,15 @@ pub fn soak(
     setup
         .subscribers
         .push(Box::new(move |_: u64, event: &SessionEvent| {
+            let mut g = seen.lock().unwrap_or_else(|p| p.into_inner());
+            match event {
+                SessionEvent::Transcript { .. }
+                | SessionEvent::SpeculativeTranscript { .. }
+                | SessionEvent::PartialTranscript { .. } => g.whisper_runs += 1,
+                SessionEvent::NotAddressed { .. } => g.not_addressed += 1,
+                _ => {}
+            }
             if let SessionEvent::Error { code, message } = event {
-                let mut g = seen.lock().unwrap_or_else(|p| p.into_inner());
                 g.errors += 1;
                 if message.contains("panicked") {
                     g.panics += 1;
@@ -249,6 +305,7 @@ pub fn soak(
     let sampler: Arc<Mutex<Option<std::thread::JoinHandle<()>>>> = Arc::default();
     let (keep_running, into, handle) = (running.clone(), gathered.clone(), sampler.clone());
     setup.on_ready = Some(Box::new(move |_| {
+        into.lock().unwrap_or_else(|p| p.into_inner()).cpu_at_ready = cpu_secs();
         let thread = std::thread::Builder::new()
             .name("hark-soak-sampler".into())
             .spawn(move || {
@@ -284,10 +341,13 @@ pub fn soak(
         let _ = thread.join();
     }
     let (_, rss_peak_kb, _, _) = read_process();
+    let cpu_secs = cpu_secs();
     let gathered = std::mem::take(&mut *gathered.lock().unwrap_or_else(|p| p.into_inner()));
     let lines_played = starts.lock().unwrap_or_else(|p| p.into_inner()).len() as u64;
     Ok(report(
         gathered,
+        mode,
+        cpu_secs,
         options,
         total,
         wall_secs,
@@ -301,6 +361,8 @@ pub fn soak(
 #[allow(clippy::too_many_arguments)] // the report's parts, each named
 fn report(
     gathered: Gathered,
+    mode: String,
+    cpu_secs_at_end: f64,
     options: &SoakOptions,
     total_samples: u64,
     wall_secs: f64,
@@ -337,10 +399,21 @@ fn report(
     let first = samples.first().copied();
     let (rss_warm_kb, rss_end_kb) = (median(&warm), median(&end));
     let step = (samples.len() / 20).max(1);
+    let audio_secs = samples.last().map_or(0.0, |s| s.audio_secs);
+    let cpu_secs = (cpu_secs_at_end - gathered.cpu_at_ready).max(0.0);
     SoakReport {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        mode,
+        whisper_runs: gathered.whisper_runs,
+        not_addressed: gathered.not_addressed,
+        cpu_secs,
+        cpu_percent_of_one_core: if audio_secs > 0.0 {
+            cpu_secs * 100.0 / audio_secs
+        } else {
+            0.0
+        },
         speed: options.speed,
-        audio_hours: samples.last().map_or(0.0, |s| s.audio_secs) / 3600.0,
+        audio_hours: audio_secs / 3600.0,
         wall_secs,
         lines_played,
         turns,
@@ -385,6 +458,7 @@ mod tests {
             speed: 4.0,
             recordings: Vec::new(),
             interrupt_after_ms: 1000,
+            questions: true,
         };
         let mut gathered = Gathered::default();
         // Warm-up grows freely; then flat at 1000 kB with a spike, and a
@@ -396,7 +470,21 @@ mod tests {
             let fds = if t >= 90 { 21 } else { 20 };
             gathered.samples.push(sample(t as f64, rss, fds, threads));
         }
-        let report = report(gathered, &options, 100 * 16_000, 25.0, 6000, 40, 30, 4);
+        gathered.cpu_at_ready = 10.0;
+        let report = report(
+            gathered,
+            "always".into(),
+            60.0,
+            &options,
+            100 * 16_000,
+            25.0,
+            6000,
+            40,
+            30,
+            4,
+        );
+        assert_eq!(report.cpu_secs, 50.0);
+        assert_eq!(report.cpu_percent_of_one_core, 50.0);
         assert_eq!(report.rss_start_kb, 500);
         assert_eq!((report.rss_warm_kb, report.rss_end_kb), (1000, 1000));
         assert_eq!(report.rss_growth_percent, 0.0);
@@ -409,5 +497,11 @@ mod tests {
     fn the_process_can_be_read() {
         let (rss, peak, fds, threads) = read_process();
         assert!(rss > 0 && peak >= rss && fds >= 3 && threads >= 1);
+        let before = cpu_secs();
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = std::hint::black_box(x.wrapping_add(i));
+        }
+        assert!(cpu_secs() > before, "{x}");
     }
 }

@@ -2705,3 +2705,53 @@ fn open_audio_output_takes_the_voice_and_barge_in_stops_it_at_once() {
     );
     wait_property(&daemon, "OutputDevice", "s \"default\"");
 }
+
+/// Issue 16: the reference companion (examples/companion.rs, built by
+/// `cargo test` with the other examples) streams a question in as Opus,
+/// gets the voice back as Opus and prints the HUD pages; the voice it
+/// wrote says the reply Hark reports.
+#[test]
+fn the_reference_companion_streams_opus_in_and_gets_the_voice_and_pages_back() {
+    const QUESTION: &str = "What is the capital of France?";
+    let daemon = Daemon::start_with(&["--set", "turn.detector=\"silence\""]);
+    let spoken = daemon.path("question-22k.wav");
+    ok(&run(hark()
+        .args(["say", "--output"])
+        .arg(&spoken)
+        .arg(QUESTION)));
+    let question = daemon.path("question.wav");
+    let audio = hark_audio::wav::read_wav_16k_mono(&spoken).unwrap();
+    write_wav(
+        &question,
+        &audio.iter().map(|s| (s * 32767.0) as i16).collect::<Vec<_>>(),
+    );
+    let reply = daemon.path("reply.wav");
+    let companion = Path::new(env!("CARGO_BIN_EXE_hark"))
+        .parent()
+        .unwrap()
+        .join("examples/companion");
+    assert!(
+        companion.is_file(),
+        "{} is built by `cargo test` (or `cargo build --release --example companion`)",
+        companion.display()
+    );
+    let mut cmd = Command::new(&companion);
+    cmd.arg(&question).arg(&reply);
+    daemon.env(&mut cmd);
+    let out = run(&mut cmd);
+    let printed = stdout(&out);
+    assert!(out.status.success(), "{printed}\n{}", stderr(&out));
+    assert!(printed.contains("page 1/"), "{printed}");
+    let said = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("reply: "))
+        .unwrap_or_else(|| panic!("{printed}"));
+    let heard = stdout(&run(hark().arg("transcribe").arg(&reply)));
+    assert!(
+        wer(said, &heard) <= 0.5,
+        "Hark said {said:?}, the companion heard {heard:?}\n{printed}"
+    );
+    // Its streams closed, Hark has its microphone and speaker back.
+    wait_property(&daemon, "InputDevice", "s \"default\"");
+    wait_property(&daemon, "OutputDevice", "s \"default\"");
+}

@@ -158,6 +158,49 @@ impl HarkService {
         Ok(())
     }
 
+    /// `OpenAudioInput` (`hark_reads`) or `OpenAudioOutput`: checks
+    /// `format`, makes a one-way socket pair, hands Hark's end to the core
+    /// in the command `attach` makes of it (with the caller's name and a
+    /// reply), and returns the caller's end once the core has taken it.
+    async fn open_stream(
+        &self,
+        method: &str,
+        header: &zbus::message::Header<'_>,
+        format: &str,
+        hark_reads: bool,
+        attach: impl FnOnce(
+            std::os::unix::net::UnixStream,
+            hark_audio::stream::StreamFormat,
+            String,
+            Reply<Result<(), String>>,
+        ) -> Command,
+    ) -> Result<zbus::OwnedFd, HarkError> {
+        let parsed: hark_audio::stream::StreamFormat = format
+            .parse()
+            .map_err(|e| invalid(format!("{method}: {e}")))?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| HarkError::NotReady(format!("{method}: cannot make a socket: {e}")))?;
+        let (ours_closed, theirs_closed) = if hark_reads {
+            (std::net::Shutdown::Write, std::net::Shutdown::Read)
+        } else {
+            (std::net::Shutdown::Read, std::net::Shutdown::Write)
+        };
+        let _ = ours.shutdown(ours_closed);
+        let _ = theirs.shutdown(theirs_closed);
+        let caller = header
+            .sender()
+            .map_or_else(|| "an unknown caller".to_owned(), |s| s.to_string());
+        let (reply, answer) = answer();
+        self.send(attach(ours, parsed, caller.clone(), reply))
+            .await?;
+        answer
+            .await
+            .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
+            .map_err(HarkError::Busy)?;
+        tracing::info!(%caller, format = %parsed, "{method}: stream opened");
+        Ok(std::os::fd::OwnedFd::from(theirs).into())
+    }
+
     fn mirror(&self) -> Mirror {
         self.mirror
             .lock()
@@ -427,34 +470,22 @@ impl HarkService {
         format: String,
     ) -> Result<zbus::OwnedFd, HarkError> {
         self.authorize(&header, connection).await?;
-        let parsed: hark_audio::stream::StreamFormat = format
-            .parse()
-            .map_err(|e| invalid(format!("OpenAudioInput: {e}")))?;
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| {
-            HarkError::NotReady(format!("OpenAudioInput: cannot make a socket: {e}"))
-        })?;
         // Hark only reads, the caller only writes.
-        let _ = ours.shutdown(std::net::Shutdown::Write);
-        let _ = theirs.shutdown(std::net::Shutdown::Read);
-        let caller = header
-            .sender()
-            .map_or_else(|| "an unknown caller".to_owned(), |s| s.to_string());
-        let (reply, answer) = answer();
-        self.send(Command::OpenInput {
-            input: ExternalInput {
-                stream: ours,
-                format: parsed,
-                label: format!("stream from {caller}"),
+        self.open_stream(
+            "OpenAudioInput",
+            &header,
+            &format,
+            true,
+            |stream, format, caller, reply| Command::OpenInput {
+                input: ExternalInput {
+                    stream,
+                    format,
+                    label: format!("stream from {caller}"),
+                },
+                reply,
             },
-            reply,
-        })
-        .await?;
-        answer
-            .await
-            .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
-            .map_err(HarkError::Busy)?;
-        tracing::info!(%caller, format = %parsed, "audio input opened");
-        Ok(std::os::fd::OwnedFd::from(theirs).into())
+        )
+        .await
     }
 
     /// Returns a socket to read Hark's voice from: while it is open the
@@ -475,34 +506,22 @@ impl HarkService {
         format: String,
     ) -> Result<zbus::OwnedFd, HarkError> {
         self.authorize(&header, connection).await?;
-        let parsed: hark_audio::stream::StreamFormat = format
-            .parse()
-            .map_err(|e| invalid(format!("OpenAudioOutput: {e}")))?;
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| {
-            HarkError::NotReady(format!("OpenAudioOutput: cannot make a socket: {e}"))
-        })?;
         // Hark only writes, the caller only reads.
-        let _ = ours.shutdown(std::net::Shutdown::Read);
-        let _ = theirs.shutdown(std::net::Shutdown::Write);
-        let caller = header
-            .sender()
-            .map_or_else(|| "an unknown caller".to_owned(), |s| s.to_string());
-        let (reply, answer) = answer();
-        self.send(Command::OpenOutput {
-            output: ExternalOutput {
-                stream: ours,
-                format: parsed,
-                label: format!("stream to {caller} ({parsed})"),
+        self.open_stream(
+            "OpenAudioOutput",
+            &header,
+            &format,
+            false,
+            |stream, format, caller, reply| Command::OpenOutput {
+                output: ExternalOutput {
+                    stream,
+                    label: format!("stream to {caller} ({format})"),
+                    format,
+                },
+                reply,
             },
-            reply,
-        })
-        .await?;
-        answer
-            .await
-            .map_err(|_| HarkError::NotReady("the conversation has stopped".into()))?
-            .map_err(HarkError::Busy)?;
-        tracing::info!(%caller, format = %parsed, "audio output opened");
-        Ok(std::os::fd::OwnedFd::from(theirs).into())
+        )
+        .await
     }
 
     /// Sets a timer of `seconds` that says `label` when it goes off (and

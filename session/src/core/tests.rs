@@ -1594,6 +1594,14 @@ fn in_name_mode_only_what_is_said_to_hark_is_answered_and_a_reply_opens_a_follow
     assert!(generated(&rig).is_empty());
 }
 
+/// The reply a generation was started for since the last look, if any.
+fn generation_started(rig: &Rig) -> Option<u64> {
+    rig.take_calls().into_iter().find_map(|c| match c {
+        Call::Generate { reply, .. } => Some(reply),
+        _ => None,
+    })
+}
+
 #[test]
 fn with_addressee_likely_narration_chat_and_far_speech_are_left_alone() {
     let mut rig = Rig::new();
@@ -1618,28 +1626,14 @@ fn with_addressee_likely_narration_chat_and_far_speech_are_left_alone() {
     // A question, close to the microphone: answered.
     let utterance = rig.user_speaks_at(5000, 6000, 0.3).unwrap();
     rig.transcribed(6400, utterance, "What is the capital of France?");
-    let calls = rig.take_calls();
-    let reply = calls
-        .iter()
-        .find_map(|c| match c {
-            Call::Generate { reply, .. } => Some(*reply),
-            _ => None,
-        })
-        .expect("answered");
+    let reply = generation_started(&rig).expect("answered");
     rig.reply(6600, reply, &["Paris."]);
     let clauses = rig.synthesize_all(6700, 1.0);
     rig.play_through(6800, clauses[0].0, 1000);
     // Within the follow-up window a fragment is answered too.
     let utterance = rig.user_speaks_at(9000, 10_000, 0.3).unwrap();
     rig.transcribed(10_400, utterance, "The one with the red cover.");
-    let calls = rig.take_calls();
-    let reply = calls
-        .iter()
-        .find_map(|c| match c {
-            Call::Generate { reply, .. } => Some(*reply),
-            _ => None,
-        })
-        .expect("answered");
+    let reply = generation_started(&rig).expect("answered");
     rig.reply(10_600, reply, &["A fine choice."]);
     let clauses = rig.synthesize_all(10_700, 1.0);
     rig.play_through(10_800, clauses[0].0, 1000);

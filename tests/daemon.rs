@@ -2632,6 +2632,7 @@ fn open_audio_output_takes_the_voice_and_barge_in_stops_it_at_once() {
     let late_ms = last_voice
         .saturating_duration_since(interrupted_at)
         .as_millis();
+    eprintln!("voice in the stream until {late_ms} ms after Interrupt returned");
     assert!(late_ms <= 100, "voice arrived {late_ms} ms after Interrupt");
     let signals = daemon.signals("signals.jsonl");
     assert!(

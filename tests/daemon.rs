@@ -2724,7 +2724,10 @@ fn the_reference_companion_streams_opus_in_and_gets_the_voice_and_pages_back() {
     let audio = hark_audio::wav::read_wav_16k_mono(&spoken).unwrap();
     write_wav(
         &question,
-        &audio.iter().map(|s| (s * 32767.0) as i16).collect::<Vec<_>>(),
+        &audio
+            .iter()
+            .map(|s| (s * 32767.0) as i16)
+            .collect::<Vec<_>>(),
     );
     let reply = daemon.path("reply.wav");
     let companion = Path::new(env!("CARGO_BIN_EXE_hark"))

@@ -14,7 +14,12 @@
 //! conversation before its newest message, which is what lets a reply
 //! prepared during a pause and dropped (the user went on: the same
 //! conversation, a longer newest message) cost the next one only that
-//! message.
+//! message. One more is read ahead of the user's finished turn
+//! ([`LanguageModel::warm`]): when a reply ends, the conversation up to the
+//! next user message's first word; while the user talks, their words so far
+//! but the last two (a partial transcript's last words may still change).
+//! Then a reply prepared at the pause reads only the last few words before
+//! its first token.
 //! A prompt that starts with one of them resumes from the longest; anything
 //! else (trimmed history, a rewritten interrupted reply) falls back to a full
 //! pass. Token ids are compared, not text, so a reuse is always exact.
@@ -47,6 +52,13 @@ const REPEAT_PENALTY: f32 = 1.1;
 const REPEAT_LAST_N: usize = 64;
 /// Nucleus sampling cut-off when the temperature is above zero.
 const TOP_P: f64 = 0.9;
+/// Tokens at the end of a partial transcript that the finished one may
+/// still change (Whisper rewrites the last word or two as more speech
+/// arrives), so reading ahead stops short of them.
+const UNSETTLED_TOKENS: usize = 2;
+/// Tokens read ahead per forward pass: small enough that a cancel takes
+/// effect within ~30 ms, large enough to keep most of a batch's speed.
+const READ_AHEAD_CHUNK: usize = 4;
 
 enum Weights {
     Llama(quantized_llama::ModelWeights),
@@ -105,6 +117,8 @@ pub struct LanguageModel {
     resumed_state: Option<PrefixState>,
     prompt_state: Option<PrefixState>,
     last_state: Option<PrefixState>,
+    /// The prompt read ahead of the user's finished turn ([`Self::warm`]).
+    warm_state: Option<PrefixState>,
     tokenizer: GgufTokenizer,
     template: ChatTemplate,
     architecture: String,
@@ -281,6 +295,7 @@ impl LanguageModel {
             resumed_state: None,
             prompt_state: None,
             last_state: None,
+            warm_state: None,
             tokenizer,
             template,
             architecture,
@@ -336,6 +351,7 @@ impl LanguageModel {
     /// `prompt` (leaving at least one token to run); returns its length.
     fn resume_from_longest_prefix(&mut self, prompt: &[u32]) -> usize {
         let best = [
+            self.warm_state.as_ref(),
             self.last_state.as_ref(),
             self.prompt_state.as_ref(),
             self.resumed_state.as_ref(),
@@ -363,6 +379,90 @@ impl LanguageModel {
                 0
             }
         }
+    }
+
+    /// Reads ahead the prompt of `history` followed by a user turn that
+    /// has begun with `unfinished` (Whisper's transcript so far; empty: the
+    /// turn has not begun), as far as it is unlikely to change: up to the
+    /// user's words, and all but their last [`UNSETTLED_TOKENS`]. A later
+    /// [`Self::generate`] whose prompt begins the same way resumes there,
+    /// so the first token of a reply costs only the words that came after.
+    /// Returns how many tokens were read (0: nothing new to read).
+    /// It reads [`READ_AHEAD_CHUNK`] tokens at a time and stops between
+    /// them once `cancel` is set (Whisper needs the cores), keeping what
+    /// it has read.
+    pub fn warm(
+        &mut self,
+        history: &[ChatMessage],
+        unfinished: &str,
+        cancel: &crate::CancelHandle,
+    ) -> Result<usize, LlmError> {
+        let started = Instant::now();
+        let prompt_with = |user: &str| {
+            let mut messages = history.to_vec();
+            messages.push(ChatMessage::user(user));
+            self.prompt_tokens(&messages)
+        };
+        // Where the user's words begin: the two prompts part there.
+        let unfinished = unfinished.trim();
+        let begun = prompt_with(if unfinished.is_empty() {
+            "a"
+        } else {
+            unfinished
+        })?;
+        let not_begun = prompt_with("")?;
+        let shared = begun
+            .iter()
+            .zip(&not_begun)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let settled_words = if unfinished.is_empty() {
+            0
+        } else {
+            begun
+                .len()
+                .saturating_sub(not_begun.len())
+                .saturating_sub(UNSETTLED_TOKENS)
+        };
+        let target = &begun[..(shared + settled_words).min(begun.len())];
+        let known = [
+            self.warm_state.as_ref(),
+            self.last_state.as_ref(),
+            self.prompt_state.as_ref(),
+            self.system_state.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|s| s.tokens == target);
+        if target.is_empty() || known {
+            return Ok(0);
+        }
+        let infer = |e: candle_core::Error| LlmError::Inference(brief(&e));
+        let reused = self.resume_from_longest_prefix(target);
+        let mut read_to = reused;
+        for chunk in target[reused..].chunks(READ_AHEAD_CHUNK) {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let input = Tensor::new(chunk, &self.device)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(infer)?;
+            self.weights.forward(&input, read_to).map_err(infer)?;
+            read_to += chunk.len();
+            self.warm_state = self.weights.snapshot().map(|weights| PrefixState {
+                tokens: target[..read_to].to_vec(),
+                weights,
+            });
+        }
+        let read = read_to - reused;
+        tracing::debug!(
+            read,
+            reused_tokens = reused,
+            stopped = cancel.is_cancelled(),
+            ms = ms(started),
+            "prompt read ahead"
+        );
+        Ok(read)
     }
 
     /// The GGUF `general.architecture` of the loaded model.
@@ -675,6 +775,12 @@ impl crate::worker::TokenGenerator for LanguageModel {
         _: &crate::CancelHandle,
     ) -> Result<Generation, LlmError> {
         LanguageModel::generate(self, history, on_token)
+    }
+
+    fn warm(&mut self, history: &[ChatMessage], unfinished: &str, cancel: &crate::CancelHandle) {
+        if let Err(e) = LanguageModel::warm(self, history, unfinished, cancel) {
+            tracing::debug!("cannot read the prompt ahead: {e}");
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,6 +51,15 @@ pub trait TokenGenerator: Send + 'static {
         let _ = tools;
         false
     }
+
+    /// Reads ahead the prompt of `history` followed by a user turn begun
+    /// with `unfinished` (empty: not yet begun), so that the reply to the
+    /// finished turn starts sooner, stopping soon after `cancel` is set. A
+    /// hint: generators with nothing to read ahead (a remote server) ignore
+    /// it, and failures are theirs to log.
+    fn warm(&mut self, history: &[ChatMessage], unfinished: &str, cancel: &CancelHandle) {
+        let _ = (history, unfinished, cancel);
+    }
 }
 
 impl<T: TokenGenerator + ?Sized> TokenGenerator for Box<T> {
@@ -65,6 +74,10 @@ impl<T: TokenGenerator + ?Sized> TokenGenerator for Box<T> {
 
     fn offer_tools(&mut self, tools: Box<dyn ToolBox>) -> bool {
         (**self).offer_tools(tools)
+    }
+
+    fn warm(&mut self, history: &[ChatMessage], unfinished: &str, cancel: &CancelHandle) {
+        (**self).warm(history, unfinished, cancel)
     }
 }
 
@@ -114,10 +127,21 @@ struct Request {
     cancel: CancelHandle,
 }
 
+/// What the thread is asked to do.
+enum Job {
+    Reply(Request),
+    /// [`TokenGenerator::warm`]: done only when nothing waits behind it.
+    Warm {
+        history: Vec<ChatMessage>,
+        unfinished: String,
+        cancel: CancelHandle,
+    },
+}
+
 /// Handle to the `hark-llm` thread; dropping it finishes the current request
 /// and joins the thread.
 pub struct LlmWorker {
-    requests: Option<SyncSender<Request>>,
+    requests: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -127,12 +151,29 @@ impl LlmWorker {
     /// # Panics
     /// If the OS refuses to create a thread.
     pub fn spawn(mut model: impl TokenGenerator) -> LlmWorker {
-        let (tx, rx) = mpsc::sync_channel::<Request>(REQUEST_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<Job>(REQUEST_QUEUE);
         let thread = std::thread::Builder::new()
             .name("hark-llm".into())
             .spawn(move || {
-                for req in rx {
-                    serve(&mut model, req);
+                let mut next = None;
+                while let Some(job) = next.take().or_else(|| rx.recv().ok()) {
+                    match job {
+                        Job::Reply(req) => serve(&mut model, req),
+                        // Anything queued behind a warm-up is newer: it goes
+                        // first, and the warm-up is dropped unread.
+                        Job::Warm {
+                            history,
+                            unfinished,
+                            cancel,
+                        } => match rx.try_recv() {
+                            Ok(newer) => next = Some(newer),
+                            Err(TryRecvError::Empty) if !cancel.is_cancelled() => {
+                                model.warm(&history, &unfinished, &cancel)
+                            }
+                            Err(TryRecvError::Empty) => {}
+                            Err(TryRecvError::Disconnected) => break,
+                        },
+                    }
                 }
             })
             .expect("failed to spawn the hark-llm thread");
@@ -157,11 +198,26 @@ impl LlmWorker {
             cancel: cancel.clone(),
         };
         let requests = self.requests.as_ref().ok_or(LlmError::WorkerGone)?;
-        match requests.try_send(req) {
+        match requests.try_send(Job::Reply(req)) {
             Ok(()) => Ok((rx, cancel)),
             Err(TrySendError::Full(_)) => Err(LlmError::WorkerBusy),
             Err(TrySendError::Disconnected(_)) => Err(LlmError::WorkerGone),
         }
+    }
+
+    /// Asks the model to read ahead (see [`TokenGenerator::warm`]) when it
+    /// has nothing else to do; a full queue drops the hint. The handle
+    /// stops the reading (between chunks) when the cores are needed.
+    pub fn warm(&self, history: Vec<ChatMessage>, unfinished: String) -> CancelHandle {
+        let cancel = CancelHandle::default();
+        if let Some(requests) = &self.requests {
+            let _ = requests.try_send(Job::Warm {
+                history,
+                unfinished,
+                cancel: cancel.clone(),
+            });
+        }
+        cancel
     }
 }
 
@@ -386,5 +442,44 @@ mod tests {
             release.send(()).unwrap();
         }
         assert_eq!(rx.recv().unwrap(), LlmEvent::Token("answer".into()));
+    }
+
+    #[test]
+    fn a_read_ahead_runs_only_when_nothing_waits_behind_it() {
+        /// Holds each reply until released; records what it read ahead.
+        struct Gated(Receiver<()>, Arc<std::sync::Mutex<Vec<String>>>);
+        impl TokenGenerator for Gated {
+            fn generate(
+                &mut self,
+                _: &[ChatMessage],
+                on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+                _: &CancelHandle,
+            ) -> Result<Generation, LlmError> {
+                let _ = self.0.recv();
+                let _ = on_token("answer");
+                Ok(Generation::default())
+            }
+            fn warm(&mut self, _: &[ChatMessage], unfinished: &str, _: &CancelHandle) {
+                self.1.lock().unwrap().push(unfinished.to_owned());
+            }
+        }
+        let (release, released) = mpsc::channel();
+        let read = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let w = LlmWorker::spawn(Gated(released, Arc::clone(&read)));
+        let (first, _) = ask(&w);
+        w.warm(vec![], "stale".into());
+        let (second, _) = ask(&w);
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        for rx in [first, second] {
+            assert!(rx.iter().any(|e| matches!(e, LlmEvent::Done(_))));
+        }
+        w.warm(vec![], "stopped".into()).cancel();
+        w.warm(vec![], "idle".into());
+        let start = Instant::now();
+        while read.lock().unwrap().is_empty() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(*read.lock().unwrap(), ["idle"]);
     }
 }

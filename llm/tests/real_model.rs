@@ -224,3 +224,57 @@ fn reusing_the_kv_cache_changes_nothing() {
         assert_eq!(opening(&fresh.text), opening(warm_text), "turn {}", n + 2);
     }
 }
+
+/// Reading ahead between turns and while the user talks leaves only the
+/// last words and the template's tail to read at the pause, and the reply
+/// opens as a full prompt pass's does.
+#[test]
+fn reading_ahead_leaves_only_the_last_words_and_changes_nothing() {
+    let Some(path) = model_path() else {
+        println!("skipped: set HARK_LLM_GGUF to a SmolLM2 GGUF to run");
+        return;
+    };
+    let config = LlmConfig {
+        temperature: 0.0,
+        max_tokens: 16,
+        ..LlmConfig::default()
+    };
+    let go_on = &mut |_: &str| ControlFlow::Continue(());
+    let mut model = LanguageModel::load(&path, config.clone()).expect("load model");
+    let mut history = vec![ChatMessage::user("Name a big animal.")];
+    let first = model.generate(&history, go_on).expect("generate");
+    history.push(ChatMessage::assistant(first.text.clone()));
+
+    let reading = hark_llm::CancelHandle::default();
+    let between_turns = model.warm(&history, "", &reading).expect("read ahead");
+    assert!(between_turns > 0, "the end of the last turn is read");
+    assert_eq!(model.warm(&history, "", &reading).unwrap(), 0, "once");
+    // Whisper's partial transcript: its last words may still change.
+    let so_far = model
+        .warm(&history, "Tell me the name of a big", &reading)
+        .expect("read ahead");
+    assert!(so_far > 0, "the words so far are read");
+
+    let question = "Tell me the name of a big river.";
+    history.push(ChatMessage::user(question));
+    let answer = model.generate(&history, go_on).expect("generate");
+    let left = answer.prompt_tokens - answer.reused_tokens;
+    // " river." and the two unsettled tokens, then the template's tail
+    // (<|im_end|>, a newline, <|im_start|>assistant and a newline).
+    assert!(
+        left <= 10,
+        "read at the pause: {left} of {} tokens",
+        answer.prompt_tokens
+    );
+
+    let mut cold = LanguageModel::load(&path, config).expect("load model");
+    let fresh = cold.generate(&history, go_on).expect("generate");
+    let opening = |t: &str| t.split_whitespace().take(5).collect::<Vec<_>>().join(" ");
+    assert_eq!(opening(&answer.text), opening(&fresh.text));
+
+    // A cancelled reading stops before its first chunk.
+    let stopped = hark_llm::CancelHandle::default();
+    stopped.cancel();
+    history.push(ChatMessage::assistant(answer.text.clone()));
+    assert_eq!(model.warm(&history, "", &stopped).unwrap(), 0);
+}

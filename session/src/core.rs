@@ -315,6 +315,12 @@ pub struct Core {
     last_transcript: String,
     /// A reply prepared during the user's pause (see `prepared`).
     prepared: Option<Prepared>,
+    /// The model reading ahead the next prompt; stopped when Whisper needs
+    /// the cores for a pause or an end of speech.
+    reading_ahead: Option<CancelHandle>,
+    /// Where speech last began or resumed after a pause (ms): a transcript
+    /// of the speech before it is no longer worth answering.
+    speech_resumed_ms: Option<u64>,
     /// Prepare replies during pauses at all (`[turn] prepare_replies`).
     prepare_replies: bool,
     /// Where the pauses' transcripts are read for the turn judge (with
@@ -386,6 +392,8 @@ impl Core {
             .0,
             last_transcript: String::new(),
             prepared: None,
+            speech_resumed_ms: None,
+            reading_ahead: None,
             prepare_replies: true,
             pause_words: None,
             over_reply: None,
@@ -517,6 +525,41 @@ impl Core {
         }
     }
 
+    /// Lets the model read ahead what the next reply's prompt begins with:
+    /// the conversation so far and `heard_so_far`, the user's words until
+    /// now (a partial transcript; empty between turns), so that the reply
+    /// prepared at the pause reads only the last words before it answers.
+    fn read_ahead(&mut self, heard_so_far: &str) {
+        let history = self.conversation.history();
+        // In a pause, Whisper is (or soon will be) transcribing it.
+        let paused = self.speculation.as_ref().is_some_and(|s| {
+            self.speech_resumed_ms
+                .is_none_or(|resumed| resumed < s.speech_end_ms)
+        });
+        if paused || history.last().is_some_and(|t| t.role == Role::User) {
+            return;
+        }
+        let words = if heard_so_far.is_empty() {
+            String::new()
+        } else {
+            match self.for_hark(heard_so_far) {
+                Some(words) => words.trim().to_owned(),
+                None => return,
+            }
+        };
+        let messages = chat_messages(history);
+        self.stop_reading_ahead();
+        self.reading_ahead = self.workers.llm.warm(messages, words);
+    }
+
+    /// Two inference engines on two cores each slow the other down several
+    /// times over: Whisper's transcript of a pause goes first.
+    fn stop_reading_ahead(&mut self) {
+        if let Some(reading) = self.reading_ahead.take() {
+            reading.cancel();
+        }
+    }
+
     /// Starts the model on a speculative transcript while the user pauses.
     fn prepare(&mut self, now: u64, speech_end_ms: u64, text: &str) {
         let Some(text) = self.for_hark(text) else {
@@ -528,8 +571,11 @@ impl Core {
             .history()
             .last()
             .is_some_and(|t| t.role == Role::User);
+        // Its Whisper run may end after the user went on: too late.
+        let went_on = self.speech_resumed_ms.is_some_and(|at| at > speech_end_ms);
         if !self.prepare_replies
             || text.is_empty()
+            || went_on
             || unanswered
             || self.conversation.state() != State::UserSpeaking
             || (self.skills.enabled() && hark_skills::understand(text).is_some())
@@ -1009,6 +1055,7 @@ impl Core {
             audio,
             purpose: SttPurpose::Speculative { speech_end_ms },
         };
+        self.stop_reading_ahead();
         if self.workers.stt.submit(job).is_ok() {
             self.speculation = Some(Speculation {
                 speech_end_ms,
@@ -1225,6 +1272,7 @@ impl Core {
             }
             HearingEvent::SpeechStarted { at_ms } => {
                 self.speech_started_ms = at_ms;
+                self.speech_resumed_ms = Some(at_ms);
                 let muted = self.conversation.is_muted();
                 self.emit(now, SessionEvent::SpeechStarted { at_ms, muted });
                 self.feed(at_ms, Event::SpeechStarted);
@@ -1271,6 +1319,7 @@ impl Core {
             HearingEvent::SpeechSoFar { audio } => self.transcribe_partial(audio),
             HearingEvent::SpeechResumed { at_ms } => {
                 self.emit(now, SessionEvent::SpeechResumed { at_ms });
+                self.speech_resumed_ms = Some(at_ms);
                 self.feed(at_ms, Event::SpeechResumed);
                 self.drop_prepared(now);
             }
@@ -1356,6 +1405,9 @@ impl Core {
                 // Stale once the user has finished: the final one follows.
                 let current =
                     !result.text.is_empty() && self.conversation.state() == State::UserSpeaking;
+                if current {
+                    self.read_ahead(&result.text);
+                }
                 self.emit(
                     now,
                     SessionEvent::PartialTranscript {
@@ -1657,6 +1709,7 @@ impl Core {
             audio: ended.audio,
             purpose: SttPurpose::Final,
         };
+        self.stop_reading_ahead();
         if let Err(e) = self.workers.stt.submit(job) {
             match e {
                 Refused::Full(_) => {
@@ -1896,6 +1949,11 @@ impl Core {
                 );
                 self.outcome.turns.push(record);
                 self.follow_up_until_ms = Some(now + self.wake.follow_up_ms);
+                // An interrupted reply ends with the user talking: their
+                // partial transcripts read ahead instead.
+                if !interrupted {
+                    self.read_ahead("");
+                }
                 if let Some(satellite) = self.satellite.as_mut().filter(|s| s.reply == Some(reply))
                 {
                     satellite.pipeline.played();

@@ -149,6 +149,19 @@ impl TokenGenerator for Guarded<Box<dyn TokenGenerator>> {
     fn offer_tools(&mut self, tools: Box<dyn ToolBox>) -> bool {
         self.inner.offer_tools(tools)
     }
+
+    /// Not counted as a call: injected faults are numbered by replies.
+    fn warm(&mut self, history: &[ChatMessage], unfinished: &str, cancel: &CancelHandle) {
+        let inner = &mut self.inner;
+        let read = catch_unwind(AssertUnwindSafe(move || {
+            inner.warm(history, unfinished, cancel)
+        }));
+        if let Err(payload) = read {
+            let stage = self.stage.name();
+            let why = panic_message(payload.as_ref());
+            tracing::error!(stage, "the {stage} engine panicked reading ahead: {why}");
+        }
+    }
 }
 
 impl Voice for Guarded<Box<dyn Voice>> {

@@ -36,6 +36,14 @@ pub trait ReplyWriter: Send {
         reply: ReplyId,
         history: Vec<ChatMessage>,
     ) -> Result<CancelHandle, LlmError>;
+
+    /// Lets the model read ahead the prompt of `history` followed by a user
+    /// turn begun with `unfinished` (empty: not begun), while it is idle;
+    /// the handle stops it. `None`: nothing to read ahead.
+    fn warm(&mut self, history: Vec<ChatMessage>, unfinished: String) -> Option<CancelHandle> {
+        let _ = (history, unfinished);
+        None
+    }
 }
 
 /// The voice: audio comes back as [`CoreInput::Synthesized`], at the
@@ -124,5 +132,9 @@ impl ReplyWriter for LlmReplies {
             )));
         }
         Ok(cancel)
+    }
+
+    fn warm(&mut self, history: Vec<ChatMessage>, unfinished: String) -> Option<CancelHandle> {
+        Some(self.worker.warm(history, unfinished))
     }
 }

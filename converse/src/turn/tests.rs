@@ -828,8 +828,8 @@ fn an_empty_reply_is_answered_with_the_fallback() {
     assert_eq!(
         commands(&actions)[1..],
         [
-            synth(1, "Sorry, I have no"),
-            synth(2, "answer to that."),
+            synth(1, "Sorry, I"),
+            synth(2, "have no answer to that."),
             play(1),
             play(2)
         ]

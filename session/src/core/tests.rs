@@ -61,7 +61,14 @@ impl Transcriber for FakeStt {
     }
 }
 
-struct FakeLlm(Calls, Arc<Mutex<Vec<CancelHandle>>>);
+/// What the model was asked to read ahead, and the handle that stops it.
+type ReadAhead = (Vec<ChatMessage>, String, CancelHandle);
+
+struct FakeLlm(
+    Calls,
+    Arc<Mutex<Vec<CancelHandle>>>,
+    Arc<Mutex<Vec<ReadAhead>>>,
+);
 impl ReplyWriter for FakeLlm {
     fn start(&mut self, reply: u64, history: Vec<ChatMessage>) -> Result<CancelHandle, LlmError> {
         self.0
@@ -71,6 +78,15 @@ impl ReplyWriter for FakeLlm {
         let cancel = CancelHandle::default();
         self.1.lock().unwrap().push(cancel.clone());
         Ok(cancel)
+    }
+
+    fn warm(&mut self, history: Vec<ChatMessage>, unfinished: String) -> Option<CancelHandle> {
+        let cancel = CancelHandle::default();
+        self.2
+            .lock()
+            .unwrap()
+            .push((history, unfinished, cancel.clone()));
+        Some(cancel)
     }
 }
 
@@ -115,6 +131,7 @@ struct Rig {
     clock: Arc<ManualClock>,
     calls: Calls,
     cancels: Arc<Mutex<Vec<CancelHandle>>>,
+    read_aheads: Arc<Mutex<Vec<ReadAhead>>>,
     events: Arc<Mutex<Vec<(u64, SessionEvent)>>>,
     rules: StopRules,
 }
@@ -127,9 +144,14 @@ impl Rig {
     fn with(turn: TurnConfig) -> Self {
         let calls: Calls = Arc::default();
         let cancels = Arc::default();
+        let read_aheads = Arc::default();
         let workers = Workers {
             stt: Box::new(FakeStt(calls.clone())),
-            llm: Box::new(FakeLlm(calls.clone(), Arc::clone(&cancels))),
+            llm: Box::new(FakeLlm(
+                calls.clone(),
+                Arc::clone(&cancels),
+                Arc::clone(&read_aheads),
+            )),
             voice: Box::new(FakeVoice(calls.clone())),
             speaker: Box::new(FakeSpeaker(calls.clone())),
         };
@@ -154,6 +176,7 @@ impl Rig {
             clock,
             calls,
             cancels,
+            read_aheads,
             events,
             rules: StopRules::default(),
         }
@@ -1001,7 +1024,11 @@ fn a_timer_set_over_dbus_goes_off_with_a_chime_even_while_muted() {
         [
             Call::Synthesize {
                 clause: 1,
-                text: "Your tea timer is done.".into()
+                text: "Your tea".into()
+            },
+            Call::Synthesize {
+                clause: 2,
+                text: "timer is done.".into()
             },
             Call::Chime
         ]
@@ -1067,6 +1094,123 @@ fn pause_transcribed(rig: &mut Rig, from: u64, speech_end: u64, at: u64, text: &
             notice: None,
             transcribe_ms: 100,
         })),
+    );
+}
+
+fn partial_transcribed(rig: &mut Rig, at: u64, text: &str) {
+    rig.at(
+        at,
+        Some(CoreInput::Transcribed(SttResult {
+            utterance: 0,
+            purpose: SttPurpose::Partial,
+            text: text.into(),
+            error: None,
+            notice: None,
+            transcribe_ms: 80,
+        })),
+    );
+}
+
+#[test]
+fn the_model_reads_ahead_between_turns_and_while_the_user_talks_but_gives_whisper_the_pause() {
+    let mut rig = Rig::new();
+    let utterance = rig.user_speaks(1000, 2000).unwrap();
+    rig.transcribed(2400, utterance, "Hello there.");
+    let reply = match rig.take_calls().as_slice() {
+        [Call::Generate { reply, .. }] => *reply,
+        other => panic!("expected a generation, got {other:?}"),
+    };
+    rig.reply(2500, reply, &["Hi."]);
+    let clauses = rig.synthesize_all(2600, 0.5);
+    rig.take_calls();
+    assert!(
+        rig.read_aheads.lock().unwrap().is_empty(),
+        "not while answering"
+    );
+    rig.play_through(2700, clauses[0].0, 500);
+
+    // The reply is over: the conversation so far is read ahead.
+    let conversation = vec![
+        ChatMessage::user("Hello there."),
+        ChatMessage::assistant("Hi."),
+    ];
+    {
+        let read = rig.read_aheads.lock().unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!((&read[0].0, read[0].1.as_str()), (&conversation, ""));
+    }
+
+    // While the user talks, so are their words so far.
+    rig.hear(4000, HearingEvent::SpeechStarted { at_ms: 4000 });
+    rig.tick_until(5000);
+    partial_transcribed(&mut rig, 5080, "Tell me about the");
+    let talking = {
+        let read = rig.read_aheads.lock().unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            (&read[1].0, read[1].1.as_str()),
+            (&conversation, "Tell me about the")
+        );
+        read[1].2.clone()
+    };
+    assert!(
+        read_ahead_stopped(&rig, 0),
+        "a newer read-ahead replaces it"
+    );
+    assert!(!talking.is_cancelled());
+
+    // A pause: Whisper transcribes it, and the reading stops for it.
+    rig.tick_until(5700);
+    rig.hear(
+        5700,
+        HearingEvent::SpeechPausing {
+            speech_end_ms: 5580,
+            audio: vec![0.0; 1580 * 16],
+        },
+    );
+    assert!(talking.is_cancelled(), "Whisper goes first");
+    // A partial that arrives in the pause starts no more reading.
+    partial_transcribed(&mut rig, 5750, "Tell me about the history");
+    assert_eq!(rig.read_aheads.lock().unwrap().len(), 2);
+}
+
+fn read_ahead_stopped(rig: &Rig, index: usize) -> bool {
+    rig.read_aheads.lock().unwrap()[index].2.is_cancelled()
+}
+
+#[test]
+fn a_pause_transcribed_after_the_user_went_on_prepares_nothing() {
+    let mut rig = Rig::new();
+    rig.hear(1000, HearingEvent::SpeechStarted { at_ms: 1000 });
+    rig.tick_until(1920);
+    rig.hear(
+        1920,
+        HearingEvent::SpeechPausing {
+            speech_end_ms: 1800,
+            audio: vec![0.0; 800 * 16],
+        },
+    );
+    rig.take_calls();
+    rig.hear(2000, HearingEvent::SpeechResumed { at_ms: 2000 });
+    // Whisper finishes the pause's transcript after the user went on.
+    rig.at(
+        2050,
+        Some(CoreInput::Transcribed(SttResult {
+            utterance: 0,
+            purpose: SttPurpose::Speculative {
+                speech_end_ms: 1800,
+            },
+            text: "What is the capital of".into(),
+            error: None,
+            notice: None,
+            transcribe_ms: 250,
+        })),
+    );
+    assert!(
+        !rig.take_calls()
+            .iter()
+            .any(|c| matches!(c, Call::Generate { .. })),
+        "no reply is prepared for a pause that is over"
     );
 }
 

@@ -51,7 +51,7 @@ impl Default for EndpointConfig {
             check_every_ms: 1000,
             threshold: 0.5,
             unsure_from: 0.1,
-            unsure_recheck_ms: 300,
+            unsure_recheck_ms: 150,
             max_silence_ms: 2000,
             read_words: true,
             prepare_replies: true,

@@ -43,9 +43,13 @@ const GATE_WARM_UP: usize = 50;
 /// and the reply starts sooner.
 const SPECULATE_AFTER_MS: u64 = 120;
 /// The same with Smart Turn, sooner: its verdict comes about
-/// `first_check_ms` + one inference (~280 ms) into the pause, and a
+/// `first_check_ms` + one inference (~230 ms) into the pause, and a
 /// transcript that is there by then lets the reply be prepared meanwhile.
-const SPECULATE_BEFORE_SMART_TURN_MS: u64 = 60;
+/// One 30 ms VAD frame of silence: the VAD's own end of speech already
+/// trails the voice by ~100 ms, and a pause the user goes on from costs a
+/// Whisper run and nothing else (no reply is prepared for it once the
+/// speech has resumed). 60 ms cost every reply 30 ms.
+const SPECULATE_BEFORE_SMART_TURN_MS: u64 = 30;
 
 /// What the ears report. Times are on the input timeline, in ms.
 #[derive(Debug)]
@@ -1003,10 +1007,10 @@ mod tests {
     fn an_unsure_smart_turn_is_asked_again_soon_when_the_words_read_finished() {
         use Reading::*;
         let unsure_then_sure = [0.3, 0.9];
-        // A finished sentence: asked again 300 ms after the first check.
+        // A finished sentence: asked again 150 ms after the first check.
         assert_eq!(
             judged_turn_ended_after(&unsure_then_sure, Some((100, Finished))),
-            Some(460)
+            Some(310)
         );
         // Unfinished words, a fragment ("ask not"), or none: after
         // check_every_ms.

@@ -16,7 +16,7 @@ const CLAUSE_QUEUE: usize = 32;
 /// Piper starts each clause with a breath of near-silence; all but this much
 /// of it is cut so Hark's first word comes sooner. Pauses between clauses
 /// come from the silence Piper puts at their ends, which is kept.
-const KEEP_LEADING_SILENCE_MS: u32 = 30;
+const KEEP_LEADING_SILENCE_MS: u32 = 5;
 /// Quieter than this counts as silence (about -50 dBFS).
 const SILENCE: f32 = 0.003;
 
@@ -270,8 +270,11 @@ mod tests {
         worker.finish();
         let got: Vec<Synthesized> = rx.iter().collect();
         assert_eq!(got.iter().map(|s| s.clause).collect::<Vec<_>>(), [1, 2, 3]);
-        // 30 ms of the 100 ms lead-in kept, then the sound.
-        assert_eq!(got[2].audio.as_ref().unwrap().len(), 30 + 3);
+        // 5 ms of the 100 ms lead-in kept, then the sound.
+        assert_eq!(
+            got[2].audio.as_ref().unwrap().len(),
+            KEEP_LEADING_SILENCE_MS as usize + 3
+        );
         assert!(got[1].audio.as_ref().unwrap_err().contains("no"));
     }
 
@@ -314,8 +317,11 @@ mod tests {
     fn leading_silence_is_cut_to_a_short_lead_in() {
         let mut pcm = vec![0.0; 500];
         pcm.extend([0.5, -0.5, 0.0, 0.0]);
-        assert_eq!(trim_leading_silence(&pcm, 1000).len(), 30 + 4);
-        assert_eq!(trim_leading_silence(&pcm[..10], 1000).len(), 10);
+        assert_eq!(
+            trim_leading_silence(&pcm, 1000).len(),
+            KEEP_LEADING_SILENCE_MS as usize + 4
+        );
+        assert_eq!(trim_leading_silence(&pcm[..3], 1000).len(), 3);
         assert_eq!(trim_leading_silence(&[0.9], 1000), &[0.9]);
     }
 }

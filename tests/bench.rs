@@ -210,9 +210,10 @@ fn bench_quality_talks_over_hark_through_a_leaking_speaker() {
 /// Hark and speech that is not, in voices that are not Hark's, judged as
 /// `[wake] addressee = "likely"` would after Whisper has transcribed it.
 /// The targets are at least 90% of undirected speech ignored and at most
-/// 5% of directed speech missed; the misses left are requests tiny.en
-/// mis-hears in espeak-ng's voices ("The Road Pride and Preared you
-/// guess"), so this holds the judge to 10% and the report says the rest.
+/// 5% of directed speech missed; the set reaches 3.3% (two requests
+/// tiny.en mis-hears in espeak-ng's voices: "The Road Pride and Preared
+/// you guess"). Each miss is 1.6%, and one word decoded otherwise on
+/// another CPU can add one, so this holds the judge to 10%.
 #[test]
 fn bench_addressee_tells_speech_for_hark_from_speech_that_is_not() {
     let dir = tempfile::tempdir().unwrap();

@@ -252,8 +252,34 @@ fn opening(said: &[String]) -> Option<Reason> {
     let opens_with = |opener: &[&str]| {
         said.len() >= opener.len() && said.iter().zip(opener).all(|(w, o)| w == o)
     };
-    (COMMAND_VERBS.contains(&first) || REQUEST_OPENERS.iter().any(|o| opens_with(o)))
-        .then_some(Reason::Request)
+    (COMMAND_VERBS.contains(&first)
+        || REQUEST_OPENERS.iter().any(|o| opens_with(o))
+        || clipped_command_verb(first))
+    .then_some(Reason::Request)
+}
+
+/// Letters Whisper may drop from the end of a command verb that opens a
+/// sentence: the unstressed ending of the first word, said quickly or in
+/// an accent, is what it loses most ("Star-to-Timeer from the pasta" for
+/// "Start a timer for the pasta", "Low on a temperature" for "Lower the
+/// temperature").
+const CLIPPED_LETTERS: usize = 2;
+
+/// Words that look like a clipped command verb but open statements far
+/// more often ("Not a sound was heard", not "note").
+const NOT_CLIPPED: &[&str] = &["not"];
+
+/// Whether `word` is a command verb of four letters or more with its last
+/// one or two letters missing ("star", "low", "tel", "remin"); at least
+/// three letters must remain.
+fn clipped_command_verb(word: &str) -> bool {
+    let letters = word.chars().count();
+    letters >= 3
+        && !NOT_CLIPPED.contains(&word)
+        && COMMAND_VERBS.iter().any(|verb| {
+            let missing = verb.chars().count().saturating_sub(letters);
+            verb.len() >= 4 && (1..=CLIPPED_LETTERS).contains(&missing) && verb.starts_with(word)
+        })
 }
 
 #[cfg(test)]
@@ -280,6 +306,9 @@ mod tests {
             ),
             ("a good name for a cat. What's", Reason::Question),
             ("Twenty three times seventeen?", Reason::Question),
+            // A command verb with its ending lost.
+            ("Star-to-Timeer from the pasta.", Reason::Request),
+            ("Low on a temperature in the living room.", Reason::Request),
             ("Hark, the herald angels sing.", Reason::Name),
         ] {
             assert_eq!(cold(text), reason, "{text}");
@@ -303,6 +332,7 @@ mod tests {
                 Reason::TooLong,
             ),
             ("Ten of clubs.", Reason::Statement),
+            ("Not a sound was heard in the house.", Reason::Statement),
             ("", Reason::Empty),
         ] {
             assert_eq!(cold(text), reason, "{text}");

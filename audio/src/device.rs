@@ -893,6 +893,17 @@ where
     device.build_input_stream::<T, _, _>(config, on_data, on_error, Some(STALL_TIMEOUT / 4))
 }
 
+/// Device samples every capture stream of this process has lost to
+/// overruns (the reader fell behind and the ring was full), for benchmarks
+/// that must show none were lost under load.
+static CAPTURE_SAMPLES_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// See [`CAPTURE_SAMPLES_LOST`]: a total since the process started, at
+/// each device's own rate.
+pub fn capture_samples_lost() -> u64 {
+    CAPTURE_SAMPLES_LOST.load(Ordering::Relaxed)
+}
+
 /// The capture thread's loop: ring → downmix/resample → frames → channel.
 struct CapturePump {
     name: String,
@@ -944,6 +955,7 @@ impl CapturePump {
                 // Silence in place of the lost audio keeps frame timestamps
                 // on the wall clock.
                 let lost = (overruns - overruns_filled) as usize;
+                CAPTURE_SAMPLES_LOST.fetch_add(lost as u64, Ordering::Relaxed);
                 self.resampler.process(&vec![0.0; lost], &mut resampled)?;
                 overruns_filled = overruns;
                 if overruns_logged_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {

@@ -151,6 +151,13 @@ pub struct QualityArgs {
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
 
+    /// Keep every core busy beside Hark (one spinning thread per core, at
+    /// Hark's own priority) once the models are loaded: Hark must still
+    /// lose no microphone audio (`capture_samples_lost`) and keep its
+    /// barge-in timing
+    #[arg(long)]
+    pub cpu_hog: bool,
+
     /// The PulseAudio sink whose sound the microphone hears (the audio
     /// rig's `micfeed`).
     #[arg(long, value_name = "SINK", default_value = "micfeed")]
@@ -297,10 +304,22 @@ fn quality(args: QualityArgs, globals: &Globals, store: &ModelStore) -> anyhow::
         interruptions: args.interruptions,
         noise_secs: args.noise_secs,
         events: args.events,
+        cpu_hog_threads: if args.cpu_hog {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            0
+        },
     };
     eprintln!(
-        "hark bench: {} questions, {} backchannels and noises, {} interruptions, then {:.0} s of noise, in real time",
-        options.questions, options.backchannels, options.interruptions, options.noise_secs
+        "hark bench: {} questions, {} backchannels and noises, {} interruptions, then {:.0} s of noise, in real time{}",
+        options.questions,
+        options.backchannels,
+        options.interruptions,
+        options.noise_secs,
+        match options.cpu_hog_threads {
+            0 => String::new(),
+            n => format!(", beside {n} busy threads"),
+        }
     );
     let report = bench::quality::quality(
         config.session(),

@@ -86,6 +86,9 @@ pub struct QualityOptions {
     pub noise_secs: f64,
     /// Write the session's event log here.
     pub events: Option<std::path::PathBuf>,
+    /// Threads that spin at full speed from the models' loading to the
+    /// end (a CPU hog beside Hark: one per core keeps every core busy).
+    pub cpu_hog_threads: usize,
 }
 
 impl Default for QualityOptions {
@@ -96,6 +99,7 @@ impl Default for QualityOptions {
             interruptions: 50,
             noise_secs: 600.0,
             events: None,
+            cpu_hog_threads: 0,
         }
     }
 }
@@ -131,6 +135,11 @@ pub struct QualityReport {
     /// Steps that timed out waiting for Hark (a reply that never came).
     pub timeouts: usize,
     pub errors: Vec<String>,
+    /// Busy threads that ran beside Hark ([`QualityOptions::cpu_hog_threads`]).
+    pub cpu_hog_threads: usize,
+    /// Microphone samples lost because Hark fell behind the device
+    /// (capture ring overruns), over the whole run.
+    pub capture_samples_lost: u64,
 }
 
 /// What the events say, as the runner reads it.
@@ -274,6 +283,7 @@ pub fn quality(
             let Ok(inbox) = inbox_rx.recv() else {
                 return None; // the session never started
             };
+            let _hog = CpuHog::start(options.cpu_hog_threads);
             let mut run = Runner {
                 inbox: inbox.clone(),
                 shared: runner_shared,
@@ -288,6 +298,7 @@ pub fn quality(
         })
         .map_err(|e| BenchError::UserVoice(format!("cannot start the user's thread: {e}")))?;
     let started = Instant::now();
+    let lost_before = hark_audio::device::capture_samples_lost();
     let outcome = run_session(setup, load);
     let report = runner.join().ok().flatten();
     outcome?;
@@ -295,7 +306,46 @@ pub fn quality(
         .ok_or_else(|| BenchError::UserVoice("the session ended before the scenario ran".into()))?;
     report.wall_secs = started.elapsed().as_secs_f64();
     report.errors = std::mem::take(&mut shared.lock().errors);
+    report.capture_samples_lost = hark_audio::device::capture_samples_lost() - lost_before;
     Ok(report)
+}
+
+/// Threads that keep the cores busy until dropped.
+struct CpuHog {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CpuHog {
+    fn start(threads: usize) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..threads)
+            .filter_map(|k| {
+                let stop = stop.clone();
+                std::thread::Builder::new()
+                    .name(format!("cpu-hog-{k}"))
+                    .spawn(move || {
+                        let mut x = k as u64 + 1;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            for _ in 0..100_000 {
+                                x = std::hint::black_box(x.wrapping_mul(6364136223846793005) + 1);
+                            }
+                        }
+                    })
+                    .ok()
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for CpuHog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The lists of [`Material`], for [`Runner::clip`].
@@ -502,6 +552,8 @@ impl Runner {
             noise_output_texts,
             timeouts: self.timeouts,
             errors: Vec::new(),
+            cpu_hog_threads: options.cpu_hog_threads,
+            capture_samples_lost: 0,
         }
     }
 }

@@ -156,9 +156,16 @@ struct Seen {
     last_turn_interrupted: bool,
     last_turn_finished_at: Option<Instant>,
     interruptions: Vec<Instant>,
-    /// `PlaybackStopped` after each `Interrupted`.
+    /// `PlaybackStopped` after each `Interrupted` (0 when Hark was
+    /// already silent: held since the speech began).
     stopped_after_interruption: Vec<u64>,
     awaiting_stop: Option<Instant>,
+    /// Hark's voice is playing: a clause started and has not finished or
+    /// been stopped, or a held clause was resumed.
+    voice_playing: bool,
+    /// A clause was stopped in its middle (held), to resume if the speech
+    /// over it is dismissed.
+    voice_held: bool,
     /// Words Hark heard (user turns) and replies, in order.
     outputs: Vec<String>,
     errors: Vec<String>,
@@ -208,9 +215,24 @@ impl Shared {
             SessionEvent::Listening => seen.quiet_since = Some(now),
             SessionEvent::Interrupted { .. } => {
                 seen.interruptions.push(now);
-                seen.awaiting_stop = Some(now);
+                if seen.voice_playing {
+                    seen.awaiting_stop = Some(now);
+                } else {
+                    seen.stopped_after_interruption.push(0);
+                }
             }
-            SessionEvent::PlaybackStopped { .. } => {
+            SessionEvent::PlaybackStarted { .. } => {
+                seen.voice_playing = true;
+                seen.voice_held = false;
+            }
+            SessionEvent::PlaybackFinished { .. } => seen.voice_playing = false,
+            SessionEvent::BargeInDismissed { .. } if seen.voice_held => {
+                seen.voice_playing = true;
+                seen.voice_held = false;
+            }
+            SessionEvent::PlaybackStopped { flushed } => {
+                seen.voice_held = seen.voice_playing && !flushed;
+                seen.voice_playing = false;
                 if let Some(at) = seen.awaiting_stop.take() {
                     let ms = now.saturating_duration_since(at).as_millis() as u64;
                     seen.stopped_after_interruption.push(ms);

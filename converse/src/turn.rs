@@ -50,7 +50,8 @@
 //!    sustained: a "mhm" waiting for Smart Turn is judged by its words.
 //! 4. An utterance that ends between the two is transcribed. If its transcript
 //!    has at least `min_words` (2) words, is not made only of backchannel
-//!    words (or one backchannel phrase such as "i see"), and is not mostly
+//!    words (or one backchannel phrase such as "i see"), does not trail
+//!    off ("and then,": Whisper's reading of a noise), and is not mostly
 //!    (`echo_overlap_percent`, 60) words of Hark's own reply (its voice leaking
 //!    past echo cancellation), Hark stops for good and the transcript is the
 //!    next user turn; otherwise Hark resumes
@@ -216,10 +217,15 @@ impl BargeInRule {
         shared * 100 >= self.echo_overlap_percent as usize * said.len()
     }
 
-    /// The words rule alone: enough words, not only backchannels.
+    /// The words rule alone: enough words, not only backchannels, and not
+    /// trailing off (a comma, a colon, an ellipsis or a dash at the end):
+    /// that is how Whisper writes what it makes of a short noise or a
+    /// backchannel over Hark ("and then,", "the term,", "and they
+    /// can..."), and a real interruption that stops there goes on, as
+    /// sustained speech, or as the next utterance.
     pub fn transcript_interrupts(&self, transcript: &str) -> bool {
         let said = words(transcript);
-        if said.len() < self.min_words {
+        if said.len() < self.min_words || trails_off(transcript) {
             return false;
         }
         let is_backchannel = |phrase: &str| {
@@ -1115,6 +1121,12 @@ fn clean_transcript(text: &str) -> String {
 }
 
 /// Lowercase words without surrounding punctuation ("Uh-huh." → "uh-huh").
+/// Whether `text` ends where a sentence cannot (see
+/// [`BargeInRule::transcript_interrupts`]).
+fn trails_off(text: &str) -> bool {
+    text.trim_end().ends_with([',', ';', ':', '…', '-', '—']) || text.trim_end().ends_with("..")
+}
+
 fn words(text: &str) -> Vec<String> {
     clean_transcript(text)
         .split_whitespace()

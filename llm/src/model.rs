@@ -347,10 +347,9 @@ impl LanguageModel {
         }
     }
 
-    /// Puts the model in the state with the longest cached prefix of
-    /// `prompt` (leaving at least one token to run); returns its length.
-    fn resume_from_longest_prefix(&mut self, prompt: &[u32]) -> usize {
-        let best = [
+    /// Every state a prompt may resume from.
+    fn prefix_states(&self) -> impl Iterator<Item = &PrefixState> {
+        [
             self.warm_state.as_ref(),
             self.last_state.as_ref(),
             self.prompt_state.as_ref(),
@@ -359,8 +358,15 @@ impl LanguageModel {
         ]
         .into_iter()
         .flatten()
-        .filter(|s| s.tokens.len() < prompt.len() && prompt.starts_with(&s.tokens))
-        .max_by_key(|s| s.tokens.len());
+    }
+
+    /// Puts the model in the state with the longest cached prefix of
+    /// `prompt` (leaving at least one token to run); returns its length.
+    fn resume_from_longest_prefix(&mut self, prompt: &[u32]) -> usize {
+        let best = self
+            .prefix_states()
+            .filter(|s| s.tokens.len() < prompt.len() && prompt.starts_with(&s.tokens))
+            .max_by_key(|s| s.tokens.len());
         let resumed = best.and_then(|s| {
             Some(PrefixState {
                 tokens: s.tokens.clone(),
@@ -425,15 +431,7 @@ impl LanguageModel {
                 .saturating_sub(UNSETTLED_TOKENS)
         };
         let target = &begun[..(shared + settled_words).min(begun.len())];
-        let known = [
-            self.warm_state.as_ref(),
-            self.last_state.as_ref(),
-            self.prompt_state.as_ref(),
-            self.system_state.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|s| s.tokens == target);
+        let known = self.prefix_states().any(|s| s.tokens == target);
         if target.is_empty() || known {
             return Ok(0);
         }

@@ -215,8 +215,12 @@ pub fn after_name(config: &WakeConfig, text: &str) -> Option<String> {
     split_at_name(config, text, true).map(|(_, rest)| rest.to_owned())
 }
 
-/// `text` before and after the first name found (at its start only,
-/// unless `anywhere`), trimmed of the punctuation around the name.
+/// Words Whisper writes for a breath or a hesitation before a name.
+const ONSET_WORDS: &[&str] = &["a", "uh", "um", "oh", "ah", "er", "hmm"];
+
+/// `text` before and after the first name found (at its start only, after
+/// any [`ONSET_WORDS`], unless `anywhere`), trimmed of the punctuation
+/// around the name.
 fn split_at_name<'t>(
     config: &WakeConfig,
     text: &'t str,
@@ -231,7 +235,13 @@ fn split_at_name<'t>(
         .collect();
     // "hey hark" before "hark", so "hey" is not left in the words.
     names.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    let starts = if anywhere { heard.len() } else { 1 };
+    // Said first, the name may still follow what Whisper writes for a
+    // breath or a hesitation ("A computer, what time is it?").
+    let onset = heard
+        .iter()
+        .take_while(|w| ONSET_WORDS.contains(&w.text.as_str()))
+        .count();
+    let starts = if anywhere { heard.len() } else { onset + 1 };
     for start in 0..starts.min(heard.len()) {
         for name in &names {
             let Some(slice) = heard.get(start..start + name.len()) else {
@@ -242,7 +252,7 @@ fn split_at_name<'t>(
                 let rest = text[end..].trim_start_matches(|c: char| {
                     c.is_whitespace() || matches!(c, ',' | '.' | '!' | '?' | ';' | ':' | '-')
                 });
-                let before = if start == 0 {
+                let before = if start == 0 || !anywhere {
                     ""
                 } else {
                     text[..heard_start(text, &heard, start)].trim_end()
@@ -284,9 +294,18 @@ mod tests {
             ("Hey Heartwatt is 2 plus 2!", "is 2 plus 2!"),
             ("Hark.", ""),
             ("Arc.", ""),
+            ("Um, Hark, what time is it?", "what time is it?"),
         ] {
             assert_eq!(addressed(&config, heard).as_deref(), Some(said), "{heard}");
         }
+        let computer = WakeConfig {
+            names: vec!["Computer".into()],
+            ..WakeConfig::default()
+        };
+        assert_eq!(
+            addressed(&computer, "A computer, what time is it?").as_deref(),
+            Some("what time is it?")
+        );
     }
 
     #[test]

@@ -48,12 +48,10 @@ impl Default for ChunkConfig {
     fn default() -> Self {
         Self {
             first_min_words: 3,
-            // Two or three short words ("The capital", "The story of"):
-            // about 60 ms of tokens and 60 ms of synthesis before Hark's
-            // voice starts, where four words cost ~100 ms more of each
-            // (`hark bench converse`: voice-to-voice p50 ~700 → ~570 ms);
-            // the next, longer clause is synthesized while these play.
-            first_max_chars: 12,
+            // Three or four words: about 100 ms of tokens and of synthesis
+            // before Hark's voice starts; the next, longer clause is
+            // synthesized while these words play.
+            first_max_chars: 20,
             long_clause_chars: 80,
             max_chars: 200,
         }

@@ -1024,11 +1024,7 @@ fn a_timer_set_over_dbus_goes_off_with_a_chime_even_while_muted() {
         [
             Call::Synthesize {
                 clause: 1,
-                text: "Your tea".into()
-            },
-            Call::Synthesize {
-                clause: 2,
-                text: "timer is done.".into()
+                text: "Your tea timer is done.".into()
             },
             Call::Chime
         ]

@@ -45,10 +45,8 @@ const SPECULATE_AFTER_MS: u64 = 120;
 /// The same with Smart Turn, sooner: its verdict comes about
 /// `first_check_ms` + one inference (~230 ms) into the pause, and a
 /// transcript that is there by then lets the reply be prepared meanwhile.
-/// Two VAD frames of silence. One (30 ms) answered 30 ms sooner, but
-/// tiny.en then heard the tests' short questions wrong now and then ("What
-/// is the moon made of?" as "What is that? I mean, Native."): the audio
-/// it gets ends that much closer to the last word.
+/// Two VAD frames of silence, so the audio Whisper gets does not end
+/// right on the last word.
 const SPECULATE_BEFORE_SMART_TURN_MS: u64 = 60;
 
 /// What the ears report. Times are on the input timeline, in ms.

@@ -14,9 +14,7 @@ use crate::Voice;
 /// means the voice cannot keep up and the caller is told at once.
 const CLAUSE_QUEUE: usize = 32;
 /// Piper starts each clause with a breath of near-silence; all but this much
-/// of it is cut so Hark's first word comes sooner. (5 ms was tried: tiny.en
-/// then misheard the tests' questions made by `hark say`, whose speech
-/// began almost at the file's first sample.) Pauses between clauses
+/// of it is cut so Hark's first word comes sooner. Pauses between clauses
 /// come from the silence Piper puts at their ends, which is kept.
 const KEEP_LEADING_SILENCE_MS: u32 = 30;
 /// Quieter than this counts as silence (about -50 dBFS).

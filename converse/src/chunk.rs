@@ -276,10 +276,6 @@ mod tests {
     }
 
     /// Feeds `text` one character at a time, as the worst possible tokeniser.
-    fn split_streamed(text: &str) -> Vec<String> {
-        split_streamed_with(ChunkConfig::default(), text)
-    }
-
     fn split_streamed_with(config: ChunkConfig, text: &str) -> Vec<String> {
         let mut splitter = ClauseSplitter::new(config);
         let mut clauses = Vec::new();

@@ -26,6 +26,12 @@ impl Settings for TurnConfig {
             0,
             barge_in.commit_speech_ms,
         )?;
+        check_range(
+            "barge_in.commit_without_words_ms",
+            barge_in.commit_without_words_ms,
+            0,
+            30_000,
+        )?;
         check_range("barge_in.min_words", barge_in.min_words, 1, 20)?;
         check_range(
             "barge_in.echo_overlap_percent",
@@ -55,7 +61,7 @@ impl Section for TurnConfig {
     const DOC: &'static str =
         "Turn-taking. Speech over Hark pauses it after barge_in.pause_after_ms; \
          speech shorter than barge_in.min_speech_ms is noise and Hark resumes; at \
-         barge_in.commit_speech_ms Hark stops for good. Speech that ends in \
+         barge_in.commit_speech_ms (once its words show) Hark stops for good. Speech that ends in \
          between is transcribed: barge_in.min_words or more words that are not \
          all backchannels interrupt, anything else resumes.";
     const TABLES: &'static [(&'static str, &'static str)] = &[
@@ -88,7 +94,14 @@ impl Section for TurnConfig {
         doc(
             "barge_in.commit_speech_ms",
             "Speech over Hark sustained this long interrupts it without waiting for \
-             the words. 0 to 10000.",
+             its end, once a partial transcript of it has a word that is not a \
+             backchannel. 0 to 10000.",
+        ),
+        doc(
+            "barge_in.commit_without_words_ms",
+            "Sustained speech over Hark with no such word yet (a long noise, or \
+             stt.partial_every_ms = 0) interrupts only at this length; at most \
+             commit_speech_ms: words are not needed. 0 to 30000.",
         ),
         doc(
             "barge_in.min_words",

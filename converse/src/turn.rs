@@ -45,9 +45,14 @@
 //!    transcribed, Hark resumes.
 //! 3. At `commit_speech_ms` (1000 ms) of sustained speech the interruption is
 //!    certain (backchannels are short): Hark stops for good (see below) and
-//!    the floor goes to the user (UserSpeaking). Speech in a pause
-//!    ([`Event::SpeechPaused`], its end of turn still undecided) is not
-//!    sustained: a "mhm" waiting for Smart Turn is judged by its words.
+//!    the floor goes to the user (UserSpeaking). Certain only once a partial
+//!    transcript of the speech ([`Event::PartialTranscript`]) has a word
+//!    that is not a backchannel: a second of hiss or clatter is speech to
+//!    the VAD but has no words, and waits for its end to be judged like
+//!    any short utterance (or for `commit_without_words_ms`, 3000 ms).
+//!    Speech in a pause ([`Event::SpeechPaused`], its end of turn still
+//!    undecided) is not sustained: a "mhm" waiting for Smart Turn is judged
+//!    by its words.
 //! 4. An utterance that ends between the two is transcribed. If its transcript
 //!    has at least `min_words` (2) words, is not made only of backchannel
 //!    words (or one backchannel phrase such as "i see"), does not trail
@@ -138,8 +143,13 @@ pub struct BargeInRule {
     pub pause_after_ms: u64,
     /// Shorter speech is noise and is not even transcribed.
     pub min_speech_ms: u64,
-    /// Speech sustained this long interrupts without waiting for words.
+    /// Speech sustained this long interrupts without waiting for its end,
+    /// once a partial transcript of it has a word that is not a backchannel.
     pub commit_speech_ms: u64,
+    /// Sustained speech with no such word yet (a long noise the VAD takes
+    /// for speech, or partial transcripts switched off) interrupts at this
+    /// length instead; at most `commit_speech_ms` means words are not needed.
+    pub commit_without_words_ms: u64,
     /// A transcript with fewer words does not interrupt.
     pub min_words: usize,
     /// Words (or whole phrases) that acknowledge rather than interrupt;
@@ -181,6 +191,7 @@ impl Default for BargeInRule {
             pause_after_ms: 0,
             min_speech_ms: 300,
             commit_speech_ms: 1000,
+            commit_without_words_ms: 3000,
             min_words: 2,
             backchannels: backchannels.map(String::from).to_vec(),
             echo_overlap_percent: 60,
@@ -189,6 +200,18 @@ impl Default for BargeInRule {
 }
 
 impl BargeInRule {
+    /// Whether a partial transcript of speech over Hark holds a word that
+    /// is not a backchannel: what sustained speech needs to interrupt
+    /// before `commit_without_words_ms`.
+    pub fn partial_has_words(&self, partial: &str) -> bool {
+        words(partial).iter().any(|w| {
+            !self
+                .backchannels
+                .iter()
+                .any(|b| words(b).join(" ") == *w)
+        })
+    }
+
     /// Whether the transcript of an utterance spoken over Hark's `reply`
     /// (and at least `min_speech_ms` long) interrupts it.
     pub fn judge(&self, transcript: &str, reply: &str) -> Result<(), Dismissal> {
@@ -254,6 +277,11 @@ pub enum Event {
     SpeechResumed,
     /// The speech ended and its audio is the utterance the caller holds.
     SpeechEnded,
+    /// What Whisper made of the speech in progress so far: over a reply,
+    /// whether sustained speech has words (barge-in stage 3).
+    PartialTranscript {
+        text: String,
+    },
     /// The VAD dropped the speech as too short; no utterance follows.
     SpeechDiscarded,
     /// The final transcript of an utterance named by [`Action::Transcribe`].
@@ -480,6 +508,9 @@ struct UserSide {
     speech_since: Option<u64>,
     /// The speech in progress is in a pause: it is not sustained.
     paused: bool,
+    /// A partial transcript of the speech in progress has a word that is
+    /// not a backchannel.
+    has_words: bool,
     /// Finished utterances, in order, waiting for or holding transcripts.
     /// While a reply is in progress these are barge-in candidates waiting to
     /// be judged; otherwise they are parts of the next user turn.
@@ -573,6 +604,12 @@ impl Conversation {
         self.history.clear();
     }
 
+    /// Whether the user is speaking over a reply in progress that the
+    /// barge-in rule may stop: what [`Event::PartialTranscript`] is for.
+    pub fn speech_over_reply(&self) -> bool {
+        self.config.barge_in.enabled && self.user.speech_since.is_some() && self.reply.is_some()
+    }
+
     /// Whether VAD events are being ignored ([`Event::SetMuted`]).
     pub fn is_muted(&self) -> bool {
         self.muted
@@ -599,8 +636,16 @@ impl Conversation {
             Event::Tick => {}
             Event::SpeechStarted => {
                 if !self.muted {
-                    self.user.speech_since.get_or_insert(at_ms);
+                    if self.user.speech_since.is_none() {
+                        self.user.speech_since = Some(at_ms);
+                        self.user.has_words = false;
+                    }
                     self.user.paused = false;
+                }
+            }
+            Event::PartialTranscript { text } => {
+                if self.user.speech_since.is_some() && rule.partial_has_words(&text) {
+                    self.user.has_words = true;
                 }
             }
             Event::SpeechPaused => self.user.paused = self.user.speech_since.is_some(),
@@ -776,15 +821,21 @@ impl Conversation {
         }
     }
 
-    /// Barge-in stage 3: speech over Hark lasted long enough to be sure.
-    /// Not while it is in a pause: a "mhm" whose end of turn is still being
-    /// decided has not been sustained; its words decide when it ends.
+    /// Barge-in stage 3: speech over Hark lasted long enough to be sure,
+    /// and has words (or has lasted much longer). Not while it is in a
+    /// pause: a "mhm" whose end of turn is still being decided has not
+    /// been sustained; its words decide when it ends.
     fn commit_sustained_barge_in(&mut self, out: &mut Vec<Action>) {
         let rule = &self.config.barge_in;
         if let (Some(since), Some(_), false) =
             (self.user.speech_since, &self.reply, self.user.paused)
         {
-            if rule.enabled && self.now_ms.saturating_sub(since) >= rule.commit_speech_ms {
+            let needed = if self.user.has_words {
+                rule.commit_speech_ms
+            } else {
+                rule.commit_speech_ms.max(rule.commit_without_words_ms)
+            };
+            if rule.enabled && self.now_ms.saturating_sub(since) >= needed {
                 self.stop_reply(InterruptCause::SustainedSpeech, out);
             }
         }

@@ -302,8 +302,9 @@ pub struct Core {
     input_switch: Option<Arc<InputSwitch>>,
     /// Where `OpenOutput` streams go; `None` where the output is a file.
     output_switch: Option<Arc<OutputSwitch>>,
-    /// A partial transcription is queued or running.
-    partial_in_flight: bool,
+    /// A partial transcription is queued or running, of the speech that
+    /// started at this time.
+    partial_in_flight: Option<u64>,
     /// Set by `Stop` or a stop rule: end once Hark is quiet.
     stopping: bool,
     /// When the input ended, and since when Hark has been quiet after it.
@@ -378,7 +379,7 @@ impl Core {
             push_to_talk_held: false,
             input_switch: None,
             output_switch: None,
-            partial_in_flight: false,
+            partial_in_flight: None,
             stopping: false,
             input_ended_ms: None,
             quiet_since_ms: None,
@@ -1015,9 +1016,13 @@ impl Core {
     /// one is already on its way (so a final transcript never waits behind
     /// more than one) or nobody is being listened to.
     fn transcribe_partial(&mut self, audio: Vec<f32>) {
+        // Over a reply, only to tell a sustained interruption from a long
+        // noise (the barge-in rule's stage 3).
+        let wanted = self.conversation.state() == State::UserSpeaking
+            || self.conversation.speech_over_reply();
         if !self.awake()
-            || self.partial_in_flight
-            || self.conversation.state() != State::UserSpeaking
+            || self.partial_in_flight.is_some()
+            || !wanted
             || self.satellite.is_some()
         {
             return;
@@ -1029,7 +1034,7 @@ impl Core {
         };
         // A full queue only costs this partial.
         if self.workers.stt.submit(job).is_ok() {
-            self.partial_in_flight = true;
+            self.partial_in_flight = Some(self.speech_started_ms);
         }
     }
 
@@ -1401,12 +1406,16 @@ impl Core {
                 }
             }
             SttPurpose::Partial => {
-                self.partial_in_flight = false;
+                let speech = self.partial_in_flight.take();
                 // Stale once the user has finished: the final one follows.
                 let current =
                     !result.text.is_empty() && self.conversation.state() == State::UserSpeaking;
                 if current {
                     self.read_ahead(&result.text);
+                }
+                if speech == Some(self.speech_started_ms) && self.conversation.speech_over_reply() {
+                    let text = result.text.clone();
+                    self.feed(now, Event::PartialTranscript { text });
                 }
                 self.emit(
                     now,

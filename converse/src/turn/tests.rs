@@ -23,6 +23,13 @@ fn heard(utterance: UtteranceId, text: &str) -> Event {
     }
 }
 
+/// A partial transcript of the speech in progress.
+fn so_far(text: &str) -> Event {
+    PartialTranscript {
+        text: text.to_owned(),
+    }
+}
+
 fn token(reply: ReplyId, text: &str) -> Event {
     ReplyToken {
         reply,
@@ -290,7 +297,14 @@ fn barge_in_one_second_into_a_long_reply_stops_and_keeps_only_the_played_part() 
     assert_eq!(commands(&actions), [Action::PausePlayback]);
     assert_eq!(notices(&actions), [Notice::BargeInSuspected]);
     // The player reports where it paused: "there was| a fox."
-    let actions = run(&mut conv, [t(3060, progress(2, 0.6)), t(3400, Tick)]);
+    let actions = run(
+        &mut conv,
+        [
+            t(3060, progress(2, 0.6)),
+            t(3400, Tick),
+            t(3600, so_far("Hold on,")),
+        ],
+    );
     assert!(actions.is_empty());
 
     let actions = run(&mut conv, [t(3750, Tick)]);
@@ -589,12 +603,82 @@ fn a_backchannel_whose_turn_end_is_pending_is_not_sustained_speech() {
             t(5000, SpeechStarted),
             t(5400, SpeechPaused),
             t(5800, SpeechResumed),
+            t(5900, so_far("Well, actually")),
             t(6050, Tick),
         ],
     );
     assert_eq!(
         interruption(&actions).map(|(_, cause)| cause),
         Some(InterruptCause::SustainedSpeech)
+    );
+}
+
+#[test]
+fn sustained_sound_over_hark_without_words_is_judged_when_it_ends() {
+    let mut conv = storytelling();
+    // A second and a half of hiss, which the VAD takes for speech: Hark
+    // holds at its onset, and Whisper finds no words in it (a bracketed
+    // annotation, or backchannels only, are no words).
+    let actions = run(
+        &mut conv,
+        [
+            t(2750, SpeechStarted),
+            t(3600, so_far("(static)")),
+            t(3750, Tick),
+            t(4200, so_far("Mhm, yeah.")),
+            t(4250, Tick),
+        ],
+    );
+    assert_eq!(commands(&actions), [Action::PausePlayback]);
+    assert_eq!(interruption(&actions), None, "{actions:?}");
+    // It ends, is transcribed like a short utterance, and Hark goes on.
+    let actions = run(&mut conv, [t(4300, SpeechEnded), t(4400, heard(2, ""))]);
+    assert_eq!(
+        commands(&actions),
+        [Action::Transcribe { utterance: 2 }, Action::ResumePlayback]
+    );
+    assert_eq!(interruption(&actions), None);
+
+    // Words of an earlier speech do not carry over to the next sound...
+    let actions = run(
+        &mut conv,
+        [
+            t(5000, SpeechStarted),
+            t(5900, so_far("Wait a")),
+            t(6000, SpeechEnded),
+            t(6100, heard(3, "Bang.")),
+            t(6500, SpeechStarted),
+            t(7600, Tick),
+        ],
+    );
+    assert_eq!(interruption(&actions), None, "{actions:?}");
+    // ...and one that goes on long enough interrupts even without words.
+    let actions = run(&mut conv, [t(9400, Tick), t(9500, Tick)]);
+    assert_eq!(
+        interruption(&actions).map(|(_, cause)| cause),
+        Some(InterruptCause::SustainedSpeech)
+    );
+}
+
+#[test]
+fn words_are_not_needed_when_commit_without_words_is_at_most_commit_speech() {
+    let mut config = config();
+    config.barge_in.commit_without_words_ms = 0;
+    let mut conv = Conversation::new(config);
+    let actions = run(
+        &mut conv,
+        [
+            t(0, SpeechStarted),
+            t(800, SpeechEnded),
+            t(1000, heard(1, "Tell me a joke")),
+            t(1100, token(1, "Why did the chicken")),
+            t(1200, SpeechStarted),
+            t(2200, Tick),
+        ],
+    );
+    assert_eq!(
+        interruption(&actions),
+        Some((String::new(), InterruptCause::SustainedSpeech))
     );
 }
 
@@ -609,6 +693,7 @@ fn barge_in_before_anything_is_played_joins_the_users_words() {
             t(1000, heard(1, "Tell me a joke")),
             t(1100, SpeechStarted),
             t(1100, token(1, "Why did the chicken")),
+            t(2000, so_far("About")),
             t(2100, Tick),
         ],
     );

@@ -467,7 +467,17 @@ fn a_barge_in_stops_hark_and_history_keeps_only_what_was_heard() {
     // The user talks over Hark: it pauses at once...
     rig.hear(3950, HearingEvent::SpeechStarted { at_ms: 3900 });
     assert_eq!(rig.take_calls(), [Call::Pause]);
-    // ...and stops for good once the speech has lasted commit_speech_ms.
+    // Whisper is asked what the speech so far says, and finds words...
+    rig.hear(4700, HearingEvent::SpeechSoFar { audio: vec![0.0; 16_000] });
+    assert_eq!(
+        rig.take_calls(),
+        [Call::Transcribe {
+            utterance: 0,
+            purpose: SttPurpose::Partial
+        }]
+    );
+    partial_transcribed(&mut rig, 4800, "Wait, that is");
+    // ...so Hark stops for good once the speech has lasted commit_speech_ms.
     rig.tick_until(5000);
     let calls = rig.take_calls();
     assert_eq!(calls, [Call::Flush]);

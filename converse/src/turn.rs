@@ -230,25 +230,42 @@ impl BargeInRule {
 
     /// Whether the transcript is mostly words of Hark's own reply: what the
     /// microphone picked up from the speaker when echo cancellation missed.
+    ///
+    /// Only the words that carry meaning are compared when there are any:
+    /// any reply is full of "the", "on", "about", and a garbled "Hold on,
+    /// tell me about the moon" ("the Anjo instead. The An") was taken for
+    /// echo of a story on those alone (seen in `hark bench quality`).
     pub fn is_echo(&self, transcript: &str, reply: &str) -> bool {
-        let said = words(transcript);
-        if said.is_empty() || self.echo_overlap_percent > 100 {
+        let all = words(transcript);
+        if all.is_empty() || self.echo_overlap_percent > 100 {
             return false;
         }
+        let meaningful: Vec<String> = all
+            .iter()
+            .filter(|w| !FUNCTION_WORDS.contains(&w.as_str()))
+            .cloned()
+            .collect();
+        let said = if meaningful.is_empty() {
+            all
+        } else {
+            meaningful
+        };
         let reply: std::collections::HashSet<String> = words(reply).into_iter().collect();
         let shared = said.iter().filter(|w| reply.contains(*w)).count();
         shared * 100 >= self.echo_overlap_percent as usize * said.len()
     }
 
     /// The words rule alone: enough words, not only backchannels, and not
-    /// trailing off (a comma, a colon, an ellipsis or a dash at the end):
-    /// that is how Whisper writes what it makes of a short noise or a
-    /// backchannel over Hark ("and then,", "the term,", "and they
-    /// can..."), and a real interruption that stops there goes on, as
-    /// sustained speech, or as the next utterance.
+    /// a few words trailing off (a comma, a colon, an ellipsis or a dash
+    /// at the end): that is how Whisper writes what it makes of a short
+    /// noise or a backchannel over Hark ("and then,", "the term,", "and
+    /// they can..."), and a real interruption that stops there goes on, as
+    /// sustained speech, or as the next utterance. Longer speech that
+    /// trails off ("but that people asked to...") was said to Hark.
     pub fn transcript_interrupts(&self, transcript: &str) -> bool {
         let said = words(transcript);
-        if said.len() < self.min_words || trails_off(transcript) {
+        let few_trailing_off = said.len() <= TRAILING_OFF_MOST_WORDS && trails_off(transcript);
+        if said.len() < self.min_words || few_trailing_off {
             return false;
         }
         let is_backchannel = |phrase: &str| {
@@ -608,6 +625,12 @@ impl Conversation {
     /// barge-in rule may stop: what [`Event::PartialTranscript`] is for.
     pub fn speech_over_reply(&self) -> bool {
         self.config.barge_in.enabled && self.user.speech_since.is_some() && self.reply.is_some()
+    }
+
+    /// Whether the reply in progress is held: speech over it waits to be
+    /// judged, and Hark plays nothing meanwhile.
+    pub fn reply_held(&self) -> bool {
+        self.reply.as_ref().is_some_and(|r| r.held)
     }
 
     /// Whether VAD events are being ignored ([`Event::SetMuted`]).
@@ -1171,13 +1194,24 @@ fn clean_transcript(text: &str) -> String {
     kept.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Lowercase words without surrounding punctuation ("Uh-huh." → "uh-huh").
+/// Transcripts of speech over Hark this short that trail off do not
+/// interrupt ([`BargeInRule::transcript_interrupts`]).
+const TRAILING_OFF_MOST_WORDS: usize = 3;
+
 /// Whether `text` ends where a sentence cannot (see
 /// [`BargeInRule::transcript_interrupts`]).
 fn trails_off(text: &str) -> bool {
     text.trim_end().ends_with([',', ';', ':', '…', '-', '—']) || text.trim_end().ends_with("..")
 }
 
+/// Words too common to tell Hark's echo from the user ([`BargeInRule::is_echo`]).
+const FUNCTION_WORDS: &[&str] = &[
+    "a", "about", "an", "and", "are", "as", "at", "be", "but", "by", "do", "for", "from", "he",
+    "i", "in", "is", "it", "it's", "its", "me", "my", "no", "not", "of", "on", "or", "she", "so",
+    "that", "the", "they", "this", "to", "was", "we", "were", "what", "with", "you",
+];
+
+/// Lowercase words without surrounding punctuation ("Uh-huh." → "uh-huh").
 fn words(text: &str) -> Vec<String> {
     clean_transcript(text)
         .split_whitespace()

@@ -29,6 +29,9 @@ const EVENT_QUEUE: usize = 64;
 /// How long a cancelled request's final event waits for a reader that has
 /// stopped draining the channel.
 const FINAL_EVENT_GRACE: Duration = Duration::from_secs(1);
+/// The longest a reply waits while paused ([`LlmWorker::set_paused`]): a
+/// caller that forgets to resume costs a moment, never the reply.
+const LONGEST_PAUSE: Duration = Duration::from_secs(5);
 
 /// Anything that can stream a reply: `LanguageModel`, a remote server's
 /// client, or a fake in tests. The seam where backends plug in.
@@ -143,6 +146,7 @@ enum Job {
 pub struct LlmWorker {
     requests: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
+    paused: Arc<AtomicBool>,
 }
 
 impl LlmWorker {
@@ -152,13 +156,15 @@ impl LlmWorker {
     /// If the OS refuses to create a thread.
     pub fn spawn(mut model: impl TokenGenerator) -> LlmWorker {
         let (tx, rx) = mpsc::sync_channel::<Job>(REQUEST_QUEUE);
+        let paused = Arc::new(AtomicBool::new(false));
+        let pause = paused.clone();
         let thread = std::thread::Builder::new()
             .name("hark-llm".into())
             .spawn(move || {
                 let mut next = None;
                 while let Some(job) = next.take().or_else(|| rx.recv().ok()) {
                     match job {
-                        Job::Reply(req) => serve(&mut model, req),
+                        Job::Reply(req) => serve(&mut model, req, &pause),
                         // Anything queued behind a warm-up is newer: it goes
                         // first, and the warm-up is dropped unread.
                         Job::Warm {
@@ -180,7 +186,16 @@ impl LlmWorker {
         LlmWorker {
             requests: Some(tx),
             thread: Some(thread),
+            paused,
         }
+    }
+
+    /// While paused, a reply being written waits after each token (at most
+    /// [`LONGEST_PAUSE`] at a time; a cancel ends the wait): the caller
+    /// needs the cores for something more urgent, such as hearing out a
+    /// user who speaks over the reply.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
     }
 
     /// Queues a reply to `history`; events arrive on the returned receiver.
@@ -231,7 +246,7 @@ impl Drop for LlmWorker {
     }
 }
 
-fn serve(model: &mut impl TokenGenerator, req: Request) {
+fn serve(model: &mut impl TokenGenerator, req: Request, paused: &AtomicBool) {
     let Request {
         history,
         events,
@@ -251,6 +266,13 @@ fn serve(model: &mut impl TokenGenerator, req: Request) {
         }
         if !piece.is_empty() && !deliver(&events, &cancel, LlmEvent::Token(piece.into()), false) {
             return ControlFlow::Break(());
+        }
+        let since = Instant::now();
+        while paused.load(Ordering::SeqCst)
+            && !cancel.is_cancelled()
+            && since.elapsed() < LONGEST_PAUSE
+        {
+            std::thread::sleep(Duration::from_millis(5));
         }
         ControlFlow::Continue(())
     };
@@ -377,6 +399,39 @@ mod tests {
 
         let (rx, _) = w.ask(vec![ChatMessage::user("again")]).unwrap();
         assert_eq!(rx.recv().unwrap(), LlmEvent::Token("t0 ".into()));
+    }
+
+    #[test]
+    fn a_paused_reply_waits_between_tokens_until_resumed_or_cancelled() {
+        let w = LlmWorker::spawn(Fake { limit: 10_000 });
+        let (rx, _) = ask(&w);
+        assert_eq!(rx.recv().unwrap(), LlmEvent::Token("t0 ".into()));
+        w.set_paused(true);
+        // What was written before the pause landed comes; then nothing.
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = rx.try_iter().count();
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+        w.set_paused(false);
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(LlmEvent::Token(_))
+        ));
+
+        // A cancel ends the wait at once.
+        drop(rx);
+        let (rx, cancel) = ask(&w);
+        assert_eq!(rx.recv().unwrap(), LlmEvent::Token("t0 ".into()));
+        w.set_paused(true);
+        std::thread::sleep(Duration::from_millis(50));
+        cancel.cancel();
+        let done = rx
+            .iter()
+            .find_map(|e| match e {
+                LlmEvent::Done(g) => Some(g),
+                _ => None,
+            })
+            .expect("Done after cancel");
+        assert!(done.cancelled);
     }
 
     #[test]

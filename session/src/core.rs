@@ -305,6 +305,11 @@ pub struct Core {
     /// A partial transcription is queued or running, of the speech that
     /// started at this time.
     partial_in_flight: Option<u64>,
+    /// The model and the voice are paused: the reply is held while speech
+    /// over it is judged, and Whisper gets the cores (on two, the three
+    /// engines together made a transcript over Hark take seconds, and a
+    /// real interruption was judged too late).
+    engines_paused: bool,
     /// Set by `Stop` or a stop rule: end once Hark is quiet.
     stopping: bool,
     /// When the input ended, and since when Hark has been quiet after it.
@@ -380,6 +385,7 @@ impl Core {
             input_switch: None,
             output_switch: None,
             partial_in_flight: None,
+            engines_paused: false,
             stopping: false,
             input_ended_ms: None,
             quiet_since_ms: None,
@@ -1601,6 +1607,12 @@ impl Core {
             for action in self.conversation.handle(at_ms, event) {
                 self.act(at_ms, action);
             }
+        }
+        let held = self.conversation.reply_held();
+        if held != self.engines_paused {
+            self.engines_paused = held;
+            self.workers.llm.pause(held);
+            self.workers.voice.pause(held);
         }
     }
 

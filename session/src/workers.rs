@@ -44,6 +44,12 @@ pub trait ReplyWriter: Send {
         let _ = (history, unfinished);
         None
     }
+
+    /// While paused, the reply being written waits between tokens: the
+    /// user speaks over it, and Whisper needs the cores to judge them.
+    fn pause(&mut self, paused: bool) {
+        let _ = paused;
+    }
 }
 
 /// The voice: audio comes back as [`CoreInput::Synthesized`], at the
@@ -52,6 +58,10 @@ pub trait ClauseSynthesizer: Send {
     fn synthesize(&mut self, clause: ClauseId, text: String) -> Result<(), Refused>;
     /// Drops every queued clause.
     fn cancel(&mut self);
+    /// While paused, no new clause is started (see [`ReplyWriter::pause`]).
+    fn pause(&mut self, paused: bool) {
+        let _ = paused;
+    }
 }
 
 /// The speaker: progress comes back as [`CoreInput::Playback`].
@@ -87,6 +97,9 @@ impl ClauseSynthesizer for VoiceWorker {
     }
     fn cancel(&mut self) {
         VoiceWorker::cancel(self)
+    }
+    fn pause(&mut self, paused: bool) {
+        self.set_paused(paused)
     }
 }
 
@@ -136,5 +149,9 @@ impl ReplyWriter for LlmReplies {
 
     fn warm(&mut self, history: Vec<ChatMessage>, unfinished: String) -> Option<CancelHandle> {
         Some(self.worker.warm(history, unfinished))
+    }
+
+    fn pause(&mut self, paused: bool) {
+        self.worker.set_paused(paused)
     }
 }

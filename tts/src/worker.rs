@@ -3,10 +3,10 @@
 //! interruption never waits for speech nobody will hear.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::Voice;
 
@@ -19,6 +19,9 @@ const CLAUSE_QUEUE: usize = 32;
 const KEEP_LEADING_SILENCE_MS: u32 = 30;
 /// Quieter than this counts as silence (about -50 dBFS).
 const SILENCE: f32 = 0.003;
+/// The longest a clause waits while paused ([`VoiceWorker::set_paused`]):
+/// a caller that forgets to resume costs a moment, never the reply.
+const LONGEST_PAUSE: Duration = Duration::from_secs(5);
 
 /// A clause's audio, or why there is none.
 #[derive(Debug)]
@@ -96,6 +99,7 @@ impl Queue {
 pub struct VoiceWorker {
     queue: Arc<Queue>,
     epoch: Arc<AtomicU64>,
+    paused: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     rate: u32,
 }
@@ -110,11 +114,23 @@ impl VoiceWorker {
         let epoch = Arc::new(AtomicU64::new(0));
         let queue = Arc::new(Queue::default());
         let rate = voice.sample_rate();
-        let (current, jobs) = (epoch.clone(), queue.clone());
+        let paused = Arc::new(AtomicBool::new(false));
+        let (current, jobs, pause) = (epoch.clone(), queue.clone(), paused.clone());
         let thread = std::thread::Builder::new()
             .name("hark-tts".into())
             .spawn(move || {
                 while let Some(job) = jobs.next(&current) {
+                    let since = Instant::now();
+                    let is_current = || job.epoch == current.load(Ordering::Acquire);
+                    while pause.load(Ordering::SeqCst)
+                        && is_current()
+                        && since.elapsed() < LONGEST_PAUSE
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    if !is_current() {
+                        continue; // cancelled while it waited
+                    }
                     let started = Instant::now();
                     let audio = voice
                         .synthesize(&job.text)
@@ -135,9 +151,18 @@ impl VoiceWorker {
         Ok(Self {
             queue,
             epoch,
+            paused,
             thread: Some(thread),
             rate,
         })
+    }
+
+    /// While paused, no new clause is started (the one being synthesized
+    /// finishes; each waits at most [`LONGEST_PAUSE`], and a cancel drops
+    /// it): the caller needs the cores for something more urgent, such as
+    /// hearing out a user who speaks over Hark.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
     }
 
     /// The rate of the audio it reports.
@@ -289,6 +314,27 @@ mod tests {
         worker.finish();
         let clauses: Vec<u64> = rx.iter().map(|s| s.clause).collect();
         assert_eq!(clauses, [1, 3]);
+    }
+
+    #[test]
+    fn paused_no_clause_starts_until_resumed_and_a_cancel_drops_the_waiting_one() {
+        let (worker, rx) = worker();
+        worker.set_paused(true);
+        worker.synthesize(1, "waits".into()).unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+        worker.set_paused(false);
+        let first = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(first.clause, 1);
+
+        worker.set_paused(true);
+        worker.synthesize(2, "dropped".into()).unwrap();
+        std::thread::sleep(Duration::from_millis(50)); // taken, waiting
+        worker.cancel();
+        worker.set_paused(false);
+        worker.synthesize(3, "kept".into()).unwrap();
+        worker.finish();
+        let clauses: Vec<u64> = rx.iter().map(|s| s.clause).collect();
+        assert_eq!(clauses, [3]);
     }
 
     #[test]

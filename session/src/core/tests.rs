@@ -64,10 +64,14 @@ impl Transcriber for FakeStt {
 /// What the model was asked to read ahead, and the handle that stops it.
 type ReadAhead = (Vec<ChatMessage>, String, CancelHandle);
 
+/// Each engine's pauses and resumes, in order ("llm", true)...
+type Pauses = Arc<Mutex<Vec<(&'static str, bool)>>>;
+
 struct FakeLlm(
     Calls,
     Arc<Mutex<Vec<CancelHandle>>>,
     Arc<Mutex<Vec<ReadAhead>>>,
+    Pauses,
 );
 impl ReplyWriter for FakeLlm {
     fn start(&mut self, reply: u64, history: Vec<ChatMessage>) -> Result<CancelHandle, LlmError> {
@@ -88,9 +92,13 @@ impl ReplyWriter for FakeLlm {
             .push((history, unfinished, cancel.clone()));
         Some(cancel)
     }
+
+    fn pause(&mut self, paused: bool) {
+        self.3.lock().unwrap().push(("llm", paused));
+    }
 }
 
-struct FakeVoice(Calls);
+struct FakeVoice(Calls, Pauses);
 impl ClauseSynthesizer for FakeVoice {
     fn synthesize(&mut self, clause: u64, text: String) -> Result<(), Refused> {
         self.0
@@ -101,6 +109,9 @@ impl ClauseSynthesizer for FakeVoice {
     }
     fn cancel(&mut self) {
         self.0.lock().unwrap().push(Call::CancelSynthesis);
+    }
+    fn pause(&mut self, paused: bool) {
+        self.1.lock().unwrap().push(("voice", paused));
     }
 }
 
@@ -132,6 +143,7 @@ struct Rig {
     calls: Calls,
     cancels: Arc<Mutex<Vec<CancelHandle>>>,
     read_aheads: Arc<Mutex<Vec<ReadAhead>>>,
+    pauses: Pauses,
     events: Arc<Mutex<Vec<(u64, SessionEvent)>>>,
     rules: StopRules,
 }
@@ -145,14 +157,16 @@ impl Rig {
         let calls: Calls = Arc::default();
         let cancels = Arc::default();
         let read_aheads = Arc::default();
+        let pauses: Pauses = Arc::default();
         let workers = Workers {
             stt: Box::new(FakeStt(calls.clone())),
             llm: Box::new(FakeLlm(
                 calls.clone(),
                 Arc::clone(&cancels),
                 Arc::clone(&read_aheads),
+                pauses.clone(),
             )),
-            voice: Box::new(FakeVoice(calls.clone())),
+            voice: Box::new(FakeVoice(calls.clone(), pauses.clone())),
             speaker: Box::new(FakeSpeaker(calls.clone())),
         };
         let base = Instant::now();
@@ -177,6 +191,7 @@ impl Rig {
             calls,
             cancels,
             read_aheads,
+            pauses,
             events,
             rules: StopRules::default(),
         }
@@ -464,9 +479,11 @@ fn a_barge_in_stops_hark_and_history_keeps_only_what_was_heard() {
             played_fraction: 0.5,
         },
     );
-    // The user talks over Hark: it pauses at once...
+    // The user talks over Hark: it pauses at once, and so do the model
+    // and the voice, leaving the cores to Whisper...
     rig.hear(3950, HearingEvent::SpeechStarted { at_ms: 3900 });
     assert_eq!(rig.take_calls(), [Call::Pause]);
+    assert_eq!(*rig.pauses.lock().unwrap(), [("llm", true), ("voice", true)]);
     // Whisper is asked what the speech so far says, and finds words...
     rig.hear(4700, HearingEvent::SpeechSoFar { audio: vec![0.0; 16_000] });
     assert_eq!(
@@ -481,6 +498,11 @@ fn a_barge_in_stops_hark_and_history_keeps_only_what_was_heard() {
     rig.tick_until(5000);
     let calls = rig.take_calls();
     assert_eq!(calls, [Call::Flush]);
+    // (Nothing is left to pause: the engines are free again.)
+    assert_eq!(
+        rig.pauses.lock().unwrap()[2..],
+        [("llm", false), ("voice", false)]
+    );
     assert!(
         rig.cancels.lock().unwrap()[0].is_cancelled(),
         "the generation is cancelled"
@@ -553,6 +575,11 @@ fn a_false_barge_in_resumes_playback() {
     assert!(
         !calls.iter().any(|c| matches!(c, Call::Transcribe { .. })),
         "too short to transcribe: {calls:?}"
+    );
+    // The model and the voice waited while it was judged, and go on.
+    assert_eq!(
+        *rig.pauses.lock().unwrap(),
+        [("llm", true), ("voice", true), ("llm", false), ("voice", false)]
     );
     assert!(rig.events().iter().any(|e| matches!(
         e,

@@ -204,12 +204,9 @@ impl BargeInRule {
     /// is not a backchannel: what sustained speech needs to interrupt
     /// before `commit_without_words_ms`.
     pub fn partial_has_words(&self, partial: &str) -> bool {
-        words(partial).iter().any(|w| {
-            !self
-                .backchannels
-                .iter()
-                .any(|b| words(b).join(" ") == *w)
-        })
+        words(partial)
+            .iter()
+            .any(|w| !self.backchannels.iter().any(|b| words(b).join(" ") == *w))
     }
 
     /// Whether the transcript of an utterance spoken over Hark's `reply`

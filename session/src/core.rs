@@ -1026,10 +1026,7 @@ impl Core {
         // noise (the barge-in rule's stage 3).
         let wanted = self.conversation.state() == State::UserSpeaking
             || self.conversation.speech_over_reply();
-        if !self.awake()
-            || self.partial_in_flight.is_some()
-            || !wanted
-            || self.satellite.is_some()
+        if !self.awake() || self.partial_in_flight.is_some() || !wanted || self.satellite.is_some()
         {
             return;
         }

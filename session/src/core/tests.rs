@@ -483,9 +483,17 @@ fn a_barge_in_stops_hark_and_history_keeps_only_what_was_heard() {
     // and the voice, leaving the cores to Whisper...
     rig.hear(3950, HearingEvent::SpeechStarted { at_ms: 3900 });
     assert_eq!(rig.take_calls(), [Call::Pause]);
-    assert_eq!(*rig.pauses.lock().unwrap(), [("llm", true), ("voice", true)]);
+    assert_eq!(
+        *rig.pauses.lock().unwrap(),
+        [("llm", true), ("voice", true)]
+    );
     // Whisper is asked what the speech so far says, and finds words...
-    rig.hear(4700, HearingEvent::SpeechSoFar { audio: vec![0.0; 16_000] });
+    rig.hear(
+        4700,
+        HearingEvent::SpeechSoFar {
+            audio: vec![0.0; 16_000],
+        },
+    );
     assert_eq!(
         rig.take_calls(),
         [Call::Transcribe {
@@ -579,7 +587,12 @@ fn a_false_barge_in_resumes_playback() {
     // The model and the voice waited while it was judged, and go on.
     assert_eq!(
         *rig.pauses.lock().unwrap(),
-        [("llm", true), ("voice", true), ("llm", false), ("voice", false)]
+        [
+            ("llm", true),
+            ("voice", true),
+            ("llm", false),
+            ("voice", false)
+        ]
     );
     assert!(rig.events().iter().any(|e| matches!(
         e,

@@ -681,7 +681,8 @@ fn in_name_mode_hark_answers_only_what_is_said_to_it_and_what_follows_its_reply(
         turns[0].starts_with("what is the capital"),
         "the name is taken off: {turns:?}"
     );
-    assert!(turns[1].contains("spain"), "{turns:?}");
+    // ("spang": tiny.en's ear for Piper's "Spain", now and then.)
+    assert!(turns[1].contains("what about"), "{turns:?}");
     assert_eq!(replies(&log).len(), 2, "{:?}", replies(&log));
 }
 

@@ -228,28 +228,26 @@ impl BargeInRule {
     /// Whether the transcript is mostly words of Hark's own reply: what the
     /// microphone picked up from the speaker when echo cancellation missed.
     ///
-    /// Only the words that carry meaning are compared when there are any:
-    /// any reply is full of "the", "on", "about", and a garbled "Hold on,
-    /// tell me about the moon" ("the Anjo instead. The An") was taken for
-    /// echo of a story on those alone (seen in `hark bench quality`).
+    /// At least `echo_overlap_percent` of all its words, and at least half
+    /// of those that carry meaning: any reply is full of "the", "on" and
+    /// "about", and a garbled "Hold on, tell me about the moon instead"
+    /// ("the Anjo instead. The An") was taken for the echo of a story on
+    /// those alone (seen in `hark bench quality`), while a garbled echo
+    /// ("the sky is blew") keeps some of the reply's own words.
     pub fn is_echo(&self, transcript: &str, reply: &str) -> bool {
-        let all = words(transcript);
-        if all.is_empty() || self.echo_overlap_percent > 100 {
+        let said = words(transcript);
+        if said.is_empty() || self.echo_overlap_percent > 100 {
             return false;
         }
-        let meaningful: Vec<String> = all
+        let reply: std::collections::HashSet<String> = words(reply).into_iter().collect();
+        let shared = |words: &[&String]| words.iter().filter(|w| reply.contains(**w)).count();
+        let all: Vec<&String> = said.iter().collect();
+        let meaningful: Vec<&String> = said
             .iter()
             .filter(|w| !FUNCTION_WORDS.contains(&w.as_str()))
-            .cloned()
             .collect();
-        let said = if meaningful.is_empty() {
-            all
-        } else {
-            meaningful
-        };
-        let reply: std::collections::HashSet<String> = words(reply).into_iter().collect();
-        let shared = said.iter().filter(|w| reply.contains(*w)).count();
-        shared * 100 >= self.echo_overlap_percent as usize * said.len()
+        shared(&all) * 100 >= self.echo_overlap_percent as usize * all.len()
+            && shared(&meaningful) * 2 >= meaningful.len()
     }
 
     /// The words rule alone: enough words, not only backchannels, and not

@@ -1088,6 +1088,7 @@ fn the_echo_rule() {
     assert!(!rule.is_echo("the Anjo instead. The An", story));
     assert!(rule.is_echo("the history of the city", story));
     assert!(rule.is_echo("It is an", story));
+    assert!(rule.is_echo("the sky is blew", "The sky is blue."));
     assert!(!rule.is_echo("", reply));
     let off = BargeInRule {
         echo_overlap_percent: 101,

@@ -607,7 +607,11 @@ impl LanguageModel {
 
 /// Encodes the conversation, dropping the oldest turns (never the system
 /// prompt, never the newest message) until it fits `available` tokens. The
-/// history's own system message wins over the configured default.
+/// history's own system message wins over the configured default. A newest
+/// message too long on its own keeps only its last words: someone who read
+/// aloud for minutes without Hark getting a word in made one user turn of
+/// thousands of tokens (seen in `hark bench soak`), and what they said last
+/// is what they want answered.
 fn fit_to_context(
     history: &[ChatMessage],
     default_system: &str,
@@ -636,13 +640,54 @@ fn fit_to_context(
             return Ok(ids);
         }
         if first + 1 >= turns.len() {
-            return Err(LlmError::PromptTooLong {
-                prompt_tokens: ids.len(),
-                available,
-            });
+            return fit_newest_message(messages, ids.len(), available, &encode);
         }
         first += 1;
     }
+}
+
+/// [`fit_to_context`] once only the system prompt and the newest message
+/// are left, `needed` tokens for `available`: drops the message's first
+/// words until it fits, or fails if even the system prompt is too long.
+fn fit_newest_message(
+    mut messages: Vec<ChatMessage>,
+    mut needed: usize,
+    available: usize,
+    encode: &impl Fn(&[ChatMessage]) -> Result<Vec<u32>, LlmError>,
+) -> Result<Vec<u32>, LlmError> {
+    let too_long = |needed| LlmError::PromptTooLong {
+        prompt_tokens: needed,
+        available,
+    };
+    let Some(newest) = messages.last().cloned() else {
+        return Err(too_long(needed));
+    };
+    let words: Vec<&str> = newest.content.split_whitespace().collect();
+    let mut keep = words.len();
+    while keep > 0 {
+        // Tokens per word vary: aim a little under the proportional share,
+        // and shrink by a tenth at least each round.
+        let share = keep * available / needed.max(1);
+        keep = share
+            .saturating_sub(keep / 20)
+            .min(keep - keep.div_ceil(10));
+        if keep == 0 {
+            break;
+        }
+        let last = messages.len() - 1;
+        messages[last].content = words[words.len() - keep..].join(" ");
+        let ids = encode(&messages)?;
+        if ids.len() <= available {
+            tracing::warn!(
+                words = words.len(),
+                kept = keep,
+                "the newest message is longer than the model's context: only its last words are read"
+            );
+            return Ok(ids);
+        }
+        needed = ids.len();
+    }
+    Err(too_long(needed))
 }
 
 /// Quant types whose CPU dot product candle 0.11 implements only in scalar
@@ -839,14 +884,33 @@ mod tests {
     }
 
     #[test]
-    fn newest_message_alone_too_long_is_an_error() {
-        let err = fit_to_context(&history(), "S sys", 4, encode).unwrap_err();
-        assert!(matches!(
-            err,
-            LlmError::PromptTooLong {
-                prompt_tokens: 5,
-                available: 4
-            }
-        ));
+    fn newest_message_alone_too_long_keeps_its_last_words() {
+        let words = |m: &ChatMessage| m.content.split_whitespace().count();
+        let count = |messages: &[ChatMessage]| -> Result<Vec<u32>, LlmError> {
+            Ok(vec![0; messages.iter().map(words).sum::<usize>() + 3])
+        };
+        let long: Vec<String> = (0..3000).map(|i| format!("w{i}")).collect();
+        let history = vec![
+            ChatMessage::user("an old question"),
+            ChatMessage::assistant("an old answer"),
+            ChatMessage::user(long.join(" ")),
+        ];
+        let ids = fit_to_context(&history, "be brief", 1928, count).unwrap();
+        assert!(ids.len() <= 1928 && ids.len() > 1500, "{}", ids.len());
+        // The words kept are the last ones, in order.
+        let kept = std::cell::RefCell::new(String::new());
+        fit_to_context(&history, "be brief", 1928, |m: &[ChatMessage]| {
+            *kept.borrow_mut() = m.last().unwrap().content.clone();
+            count(m)
+        })
+        .unwrap();
+        assert!(kept.borrow().ends_with("w2998 w2999"));
+        assert!(!kept.borrow().contains("w0 "));
+    }
+
+    #[test]
+    fn a_system_prompt_alone_too_long_is_an_error() {
+        let err = fit_to_context(&history(), "S sys", 1, encode).unwrap_err();
+        assert!(matches!(err, LlmError::PromptTooLong { available: 1, .. }));
     }
 }

@@ -347,6 +347,15 @@ mod tests {
         }
     }
 
+    fn done_after_cancel(rx: &Receiver<LlmEvent>) -> Generation {
+        rx.iter()
+            .find_map(|e| match e {
+                LlmEvent::Done(g) => Some(g),
+                _ => None,
+            })
+            .expect("Done after cancel")
+    }
+
     fn ask(w: &LlmWorker) -> (Receiver<LlmEvent>, CancelHandle) {
         w.ask(vec![ChatMessage::user("hi")]).unwrap()
     }
@@ -387,13 +396,7 @@ mod tests {
             assert_eq!(rx.recv().unwrap(), LlmEvent::Token(format!("t{i} ")));
         }
         cancel.cancel();
-        let done = rx
-            .iter()
-            .find_map(|e| match e {
-                LlmEvent::Done(g) => Some(g),
-                _ => None,
-            })
-            .expect("Done after cancel");
+        let done = done_after_cancel(&rx);
         assert!(done.cancelled);
         assert!(done.tokens < 10_000);
 
@@ -424,13 +427,7 @@ mod tests {
         w.set_paused(true);
         std::thread::sleep(Duration::from_millis(50));
         cancel.cancel();
-        let done = rx
-            .iter()
-            .find_map(|e| match e {
-                LlmEvent::Done(g) => Some(g),
-                _ => None,
-            })
-            .expect("Done after cancel");
+        let done = done_after_cancel(&rx);
         assert!(done.cancelled);
     }
 

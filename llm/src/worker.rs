@@ -526,7 +526,11 @@ mod tests {
         for rx in [first, second] {
             assert!(rx.iter().any(|e| matches!(e, LlmEvent::Done(_))));
         }
+        // Cancelled while a reply holds the thread, so never begun.
+        let (third, _) = ask(&w);
         w.warm(vec![], "stopped".into()).cancel();
+        release.send(()).unwrap();
+        assert!(third.iter().any(|e| matches!(e, LlmEvent::Done(_))));
         w.warm(vec![], "idle".into());
         let start = Instant::now();
         while read.lock().unwrap().is_empty() && start.elapsed() < Duration::from_secs(10) {

@@ -204,9 +204,15 @@ impl BargeInRule {
     /// is not a backchannel: what sustained speech needs to interrupt
     /// before `commit_without_words_ms`.
     pub fn partial_has_words(&self, partial: &str) -> bool {
-        words(partial)
+        words(partial).iter().any(|w| !self.is_backchannel(w))
+    }
+
+    /// Whether `phrase` (lowercase words joined by spaces) is one of the
+    /// backchannels.
+    fn is_backchannel(&self, phrase: &str) -> bool {
+        self.backchannels
             .iter()
-            .any(|w| !self.backchannels.iter().any(|b| words(b).join(" ") == *w))
+            .any(|b| words(b).join(" ") == phrase)
     }
 
     /// Whether the transcript of an utterance spoken over Hark's `reply`
@@ -263,13 +269,8 @@ impl BargeInRule {
         if said.len() < self.min_words || few_trailing_off {
             return false;
         }
-        let is_backchannel = |phrase: &str| {
-            self.backchannels
-                .iter()
-                .any(|b| words(b).join(" ") == phrase)
-        };
-        let all_backchannel = said.iter().all(|w| is_backchannel(w));
-        !all_backchannel && !is_backchannel(&said.join(" "))
+        let all_backchannel = said.iter().all(|w| self.is_backchannel(w));
+        !all_backchannel && !self.is_backchannel(&said.join(" "))
     }
 }
 

@@ -335,17 +335,23 @@ fn with_the_speaker_leaking_into_the_mic_hark_does_not_interrupt_itself() {
     );
     let mut repeated = 0;
     for (i, wav) in wavs.iter().enumerate() {
-        rig.play_into_mic(wav);
-        // A question Whisper makes nothing of (seen once in a while on a
-        // loaded machine, through the echo canceller) is said again, as a
-        // person would: this test is about Hark not interrupting itself.
-        let nothing = named(&events(&log_path), "nothing_heard").len();
-        if wait_for_either(
-            &log_path,
-            ("turn_finished", i + 1),
-            ("nothing_heard", nothing + 1),
-            &mut session,
-        ) {
+        // A question Whisper makes nothing of is said again, as a person
+        // would: this test is about Hark not interrupting itself. (Short
+        // questions through the rig reach a no-speech probability of 0.57,
+        // near the 0.6 that dropped them before `hark_stt::is_no_speech`
+        // learned to keep words Whisper is sure of.)
+        loop {
+            let nothing = named(&events(&log_path), "nothing_heard").len();
+            rig.play_into_mic(wav);
+            let unheard = wait_for_either(
+                &log_path,
+                ("turn_finished", i + 1),
+                ("nothing_heard", nothing + 1),
+                &mut session,
+            );
+            if !unheard {
+                break;
+            }
             repeated += 1;
             assert!(
                 repeated <= 2,
@@ -353,14 +359,6 @@ fn with_the_speaker_leaking_into_the_mic_hark_does_not_interrupt_itself() {
                 dump(&log_path)
             );
             std::thread::sleep(Duration::from_millis(700));
-            rig.play_into_mic(wav);
-            wait_for(
-                &log_path,
-                "turn_finished",
-                i + 1,
-                &mut session,
-                Duration::from_secs(90),
-            );
         }
         std::thread::sleep(Duration::from_millis(700));
     }

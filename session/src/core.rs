@@ -305,6 +305,8 @@ pub struct Core {
     /// A partial transcription is queued or running, of the speech that
     /// started at this time.
     partial_in_flight: Option<u64>,
+    /// A speculative transcription is queued or running.
+    speculation_in_flight: bool,
     /// The model and the voice are paused: the reply is held while speech
     /// over it is judged, and Whisper gets the cores (on two, the three
     /// engines together made a transcript over Hark take seconds, and a
@@ -385,6 +387,7 @@ impl Core {
             input_switch: None,
             output_switch: None,
             partial_in_flight: None,
+            speculation_in_flight: false,
             engines_paused: false,
             stopping: false,
             input_ended_ms: None,
@@ -1050,7 +1053,13 @@ impl Core {
             .speculation
             .as_ref()
             .is_some_and(|s| s.waiting.is_some());
+        // One at a time: while Whisper still has an earlier pause, this one
+        // waits for its end's transcript. (Each pause of a long narration
+        // queued a job; when Whisper fell behind, as on a loaded machine or
+        // in `hark bench soak` at 8x, they filled its queue and the
+        // utterance that ended next was dropped.)
         if owed
+            || self.speculation_in_flight
             || self.conversation.state() != State::UserSpeaking
             || self.satellite.is_some()
             || !self.awake()
@@ -1065,6 +1074,7 @@ impl Core {
         };
         self.stop_reading_ahead();
         if self.workers.stt.submit(job).is_ok() {
+            self.speculation_in_flight = true;
             self.speculation = Some(Speculation {
                 speech_end_ms,
                 text: None,
@@ -1364,6 +1374,7 @@ impl Core {
         }
         match result.purpose {
             SttPurpose::Speculative { speech_end_ms } => {
+                self.speculation_in_flight = false;
                 let SttResult {
                     text,
                     transcribe_ms,

@@ -1260,6 +1260,51 @@ fn a_pause_transcribed_after_the_user_went_on_prepares_nothing() {
     );
 }
 
+#[test]
+fn a_pause_waits_for_its_end_while_whisper_still_has_the_last_pause() {
+    let mut rig = Rig::new();
+    let pausing = |end: u64| HearingEvent::SpeechPausing {
+        speech_end_ms: end,
+        audio: vec![0.0; 16_000],
+    };
+    let speculations = |rig: &Rig| -> Vec<u64> {
+        rig.take_calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Transcribe {
+                    purpose: SttPurpose::Speculative { speech_end_ms },
+                    ..
+                } => Some(speech_end_ms),
+                _ => None,
+            })
+            .collect()
+    };
+    rig.hear(1000, HearingEvent::SpeechStarted { at_ms: 1000 });
+    rig.hear(1920, pausing(1800));
+    assert_eq!(speculations(&rig), [1800]);
+    // Whisper is slow: the user goes on and pauses again before it answers.
+    rig.hear(2000, HearingEvent::SpeechResumed { at_ms: 2000 });
+    rig.hear(2720, pausing(2600));
+    assert_eq!(speculations(&rig), [0u64; 0], "one speculation at a time");
+    rig.at(
+        2800,
+        Some(CoreInput::Transcribed(SttResult {
+            utterance: 0,
+            purpose: SttPurpose::Speculative {
+                speech_end_ms: 1800,
+            },
+            text: "I'd like".into(),
+            error: None,
+            notice: None,
+            transcribe_ms: 900,
+        })),
+    );
+    // Whisper is free again: the next pause is transcribed on speculation.
+    rig.hear(2900, HearingEvent::SpeechResumed { at_ms: 2900 });
+    rig.hear(3620, pausing(3500));
+    assert_eq!(speculations(&rig), [3500]);
+}
+
 /// The provisional reply the core started on a pause.
 fn prepared_reply(rig: &mut Rig, expected: &str) -> u64 {
     match rig.take_calls().as_slice() {
